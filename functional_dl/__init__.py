@@ -1,0 +1,7 @@
+"""functional_dl: deep learning and hidden Markov models as pure JAX functions.
+
+``import functional_dl as fdl`` gives every sub-package: ``fdl.optim``, ``fdl.losses``,
+``fdl.regularizers``, ``fdl.nn``, ``fdl.perceptron``, ``fdl.hmm``, ``fdl.train``,
+``fdl.datasets``, ``fdl.checkpoint`` and ``fdl.distributed``.
+"""
+__version__ = "0.1.0"
