@@ -1,0 +1,98 @@
+"""Random train/test splits from a JAX key, and feature standardization.
+
+``train_test_split`` runs eagerly (the split sizes decide output shapes); ``standardize`` is
+a pure ``jnp`` function and can be jitted.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from functional_dl._checks import check_key
+from functional_dl._types import Array, PRNGKey
+
+
+def train_test_split(key: PRNGKey, *arrays: Any, test_size: float = 0.25) -> tuple:
+    """Shuffle examples with ``key`` and split every array the same way.
+
+    One permutation ``p = jax.random.permutation(key, n)`` of the ``n`` examples is drawn;
+    the first ``n_test = ceil(test_size * n)`` entries of ``p`` index the test part and the
+    rest, in permuted order, the training part. Every array is indexed along its leading
+    axis with the same indices, so rows stay aligned across arrays. NumPy inputs give NumPy
+    outputs and JAX inputs JAX outputs. The same key gives the same split.
+
+    Args:
+      key: a PRNG key (``jax.random.key(0)`` or a raw ``jax.random.PRNGKey(0)``).
+      *arrays: one or more arrays with the same leading length ``n``.
+      test_size: fraction of the examples in the test part, in (0, 1).
+
+    Returns:
+      ``(a_train, a_test, b_train, b_test, ...)``, two arrays per input, in input order.
+
+    Raises:
+      ValueError: no arrays, a 0-d array, different leading lengths, ``test_size`` outside
+        (0, 1), or a split that would leave the training or the test part empty.
+    """
+    check_key("key", key, what="shuffling before the split")
+    if not arrays:
+        raise ValueError("train_test_split: pass at least one array after key")
+    if isinstance(test_size, bool) or not isinstance(test_size, numbers.Real):
+        raise TypeError(f"test_size must be a number in (0, 1), got {test_size!r}")
+    if not 0.0 < float(test_size) < 1.0:
+        raise ValueError(f"test_size must be in (0, 1), got {test_size!r}")
+    arrays = tuple(a if hasattr(a, "shape") else jnp.asarray(a) for a in arrays)
+    for position, array in enumerate(arrays):
+        if array.ndim == 0:
+            raise ValueError(f"arrays[{position}] must have a leading example axis, got a 0-d array")
+    lengths = [array.shape[0] for array in arrays]
+    if len(set(lengths)) != 1:
+        raise ValueError(f"arrays must all have the same leading length, got lengths {lengths}")
+    num_examples = lengths[0]
+    num_test = math.ceil(float(test_size) * num_examples)
+    if not 0 < num_test < num_examples:
+        raise ValueError(
+            f"test_size={test_size} on {num_examples} examples leaves {num_test} test and "
+            f"{num_examples - num_test} training examples; both parts must be non-empty")
+    permutation = jax.device_get(jax.random.permutation(key, num_examples))
+    test_indices, train_indices = permutation[:num_test], permutation[num_test:]
+    split = []
+    for array in arrays:
+        split.extend((array[train_indices], array[test_indices]))
+    return tuple(split)
+
+
+def standardize(train: Array, test: Array) -> tuple[Array, Array]:
+    """Scale features to zero mean and unit variance using the training part's statistics.
+
+    With ``mu = mean(train, axis=0)`` and ``sigma = std(train, axis=0)`` (population standard
+    deviation, ddof = 0), returns ``((train - mu) / s, (test - mu) / s)`` where ``s = sigma``,
+    except ``s = 1`` for a feature that is constant on ``train``: one with
+    ``sigma <= 10 * eps * |mu|`` (``eps`` the dtype's machine epsilon), since rounding in
+    the mean leaves such a feature a spread of a few ulps, not 0. A constant feature then
+    maps to (almost) 0 instead of NaN or noise blown up to O(1). The test part never
+    influences ``mu`` or ``sigma``.
+
+    Args:
+      train: ``(n_train, ...)`` features; at least one example.
+      test: ``(n_test, ...)`` features with the same trailing shape as ``train``.
+
+    Returns:
+      The two standardized arrays, floating point (integer input is promoted).
+    """
+    train = jnp.asarray(train)
+    test = jnp.asarray(test)
+    if train.ndim < 1 or train.shape[0] < 1:
+        raise ValueError(f"train must have shape (n_train, ...) with n_train >= 1, got {train.shape}")
+    if test.ndim != train.ndim or test.shape[1:] != train.shape[1:]:
+        raise ValueError(
+            f"test must have shape (n_test, *{train.shape[1:]}) to match train, got {test.shape}")
+    mean = jnp.mean(train, axis=0, keepdims=True)
+    std = jnp.std(train, axis=0, keepdims=True)
+    eps = jnp.finfo(mean.dtype).eps
+    is_constant = std <= 10 * eps * jnp.abs(mean)
+    scale = jnp.where(is_constant, jnp.ones_like(std), std)
+    return (train - mean) / scale, (test - mean) / scale
