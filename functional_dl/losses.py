@@ -1,0 +1,266 @@
+"""Per-example losses: pure functions of arrays, no reduction.
+
+Contract (DESIGN.md): every loss returns one value per example and the caller reduces
+(``loss(...).mean()``).  Classes live on the last axis: ``logits`` of shape ``(..., C)`` give
+losses of shape ``(...)``.  Elementwise losses (``squared_error``,
+``sigmoid_binary_cross_entropy``, ``hinge_loss``, ``perceptron_loss``) return the shape of
+their inputs.  Written for one example; batches and any leading axes work as they are, and
+``jax.vmap`` over examples gives the same numbers.
+
+Numerics.  Cross-entropies are computed in log space with max subtraction
+(``logsumexp(z) = m + log Σ exp(z - m)``, ``m = max z``), so logits of ±1e4 give finite
+values and finite gradients in float32 and float64.  Terms ``p log p`` and ``p log q`` use
+the convention ``0 · log 0 = 0`` with a "double where", so probabilities with exact zeros
+give finite values *and* finite gradients (never ``0 · inf = nan``).
+
+Bad input.  Shapes that disagree raise ``ValueError`` naming both shapes.  Integer labels
+outside ``[0, C)`` raise ``ValueError`` when the labels are concrete (eager call); inside
+``jit`` the labels cannot be inspected, and the loss of each such example is **NaN** (its
+gradient is zero), so a bad label shows up loudly in the mean instead of as a plausible
+number.  :func:`check_integer_labels` is the explicit eager check to call on a data set.
+
+The source text calls cross entropy also "KL divergence"; they differ by the entropy of the
+targets, ``CE(p, q) = H(p) + KL(p || q)``, and both are given here.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from functional_dl._checks import is_concrete
+from functional_dl._types import Array
+
+__all__ = [
+    "check_integer_labels",
+    "softmax_cross_entropy",
+    "softmax_cross_entropy_with_integer_labels",
+    "sigmoid_binary_cross_entropy",
+    "squared_error",
+    "mean_squared_error",
+    "kl_divergence",
+    "hinge_loss",
+    "perceptron_loss",
+]
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_same_shape(name_a: str, a: Array, name_b: str, b: Array) -> None:
+    if jnp.shape(a) != jnp.shape(b):
+        raise ValueError(
+            f"{name_a} shape {jnp.shape(a)} and {name_b} shape {jnp.shape(b)} must be equal")
+
+
+def _check_has_class_axis(name: str, x: Array) -> None:
+    if jnp.ndim(x) < 1:
+        raise ValueError(f"{name} must have a class axis (last axis), got a scalar")
+
+
+def _check_floating(name: str, x: Array) -> None:
+    if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+        raise TypeError(f"{name} must be a floating-point array, got dtype {jnp.result_type(x)}")
+
+
+def check_integer_labels(labels: Array, num_classes: int) -> None:
+    """Eagerly check that ``labels`` are integers in ``[0, num_classes)``; raise otherwise.
+
+    Call it on concrete data (outside ``jit``); it raises ``TypeError`` for a non-integer
+    dtype and ``ValueError`` naming the smallest and largest offending labels.
+    """
+    if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    if not is_concrete(labels):
+        raise TypeError("check_integer_labels needs concrete labels; call it outside jit")
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError(f"labels must have an integer dtype, got {labels.dtype}")
+    bad = (labels < 0) | (labels >= num_classes)
+    if bad.any():
+        raise ValueError(
+            f"labels must be in [0, {num_classes}), got {int(bad.sum())} out of range "
+            f"(min {int(labels.min())}, max {int(labels.max())})")
+
+
+# ----------------------------------------------------------------- safe log helpers
+
+
+def _xlogy(x: Array, y: Array) -> Array:
+    """``x · log y`` with ``0 · log y = 0`` for every ``y`` (also ``y = 0``), finite gradients.
+
+    The inner ``where`` keeps ``log`` away from 0 where ``x = 0``, so the unselected branch
+    has a finite derivative and ``where``'s gradient does not become ``0 · inf = nan``.
+    """
+    nonzero = x != 0
+    safe_y = jnp.where(nonzero, y, jnp.ones_like(y))
+    return jnp.where(nonzero, x * jnp.log(safe_y), jnp.zeros_like(x * safe_y))
+
+
+def _x_times(x: Array, y: Array) -> Array:
+    """``x · y`` with ``0 · y = 0`` even where ``y = -inf`` (for ``p · log q`` in log space)."""
+    nonzero = x != 0
+    safe_y = jnp.where(nonzero, y, jnp.zeros_like(y))
+    return jnp.where(nonzero, x * safe_y, jnp.zeros_like(x * safe_y))
+
+
+def _log_softmax(logits: Array) -> Array:
+    """``z - logsumexp(z)`` over the last axis, with the max subtracted first."""
+    shift = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+    shifted = logits - shift
+    return shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=-1, keepdims=True))
+
+
+# --------------------------------------------------------------------- classification
+
+
+def softmax_cross_entropy(logits: Array, labels: Array) -> Array:
+    """Cross entropy between a target distribution and ``softmax(logits)``, per example.
+
+    ``ℓ(z, y) = -Σ_c y_c log softmax(z)_c = (Σ_c y_c) · logsumexp(z) - Σ_c y_c z_c``,
+    which is ``logsumexp(z) - Σ_c y_c z_c`` for targets summing to one.
+
+    Gradient: ``∂ℓ/∂z = (Σ_c y_c) softmax(z) - y`` (``softmax(z) - y`` for a distribution).
+
+    Args:
+      logits: ``(..., C)`` unnormalised scores.
+      labels: ``(..., C)`` target probabilities (rows of a one-hot matrix, or soft labels);
+        exact zeros are fine.
+
+    Returns:
+      ``(...)`` loss per example.
+    """
+    _check_has_class_axis("logits", logits)
+    _check_same_shape("logits", logits, "labels", labels)
+    _check_floating("logits", logits)
+    return -jnp.sum(_x_times(labels, _log_softmax(logits)), axis=-1)
+
+
+def softmax_cross_entropy_with_integer_labels(logits: Array, labels: Array) -> Array:
+    """Softmax cross entropy with the true class given as an integer, per example.
+
+    ``ℓ(z, k) = -log softmax(z)_k = logsumexp(z) - z_k``;  ``∂ℓ/∂z = softmax(z) - e_k``.
+
+    Args:
+      logits: ``(..., C)`` unnormalised scores.
+      labels: ``(...)`` integer class indices in ``[0, C)``.
+
+    Returns:
+      ``(...)`` loss per example.  Labels outside ``[0, C)``: ``ValueError`` when the labels
+      are concrete; under ``jit`` the loss of that example is NaN with a zero gradient (see
+      the module docstring and :func:`check_integer_labels`).
+    """
+    _check_has_class_axis("logits", logits)
+    _check_floating("logits", logits)
+    logits_shape, labels_shape = jnp.shape(logits), jnp.shape(labels)
+    if labels_shape != logits_shape[:-1]:
+        raise ValueError(
+            f"labels shape {labels_shape} must equal logits shape {logits_shape} without its "
+            f"last (class) axis, i.e. {logits_shape[:-1]}")
+    if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
+        raise TypeError(
+            f"labels must have an integer dtype, got {jnp.result_type(labels)}; "
+            "use softmax_cross_entropy for probability labels")
+    num_classes = logits_shape[-1]
+    if is_concrete(labels):
+        check_integer_labels(labels, num_classes)
+    in_range = (labels >= 0) & (labels < num_classes)
+    safe_labels = jnp.where(in_range, labels, 0)
+    log_probs = _log_softmax(logits)
+    picked = jnp.take_along_axis(log_probs, safe_labels[..., None], axis=-1)[..., 0]
+    return jnp.where(in_range, -picked, jnp.full_like(picked, jnp.nan))
+
+
+def sigmoid_binary_cross_entropy(logits: Array, labels: Array) -> Array:
+    """Binary cross entropy between ``labels`` and ``sigmoid(logits)``, elementwise.
+
+    ``ℓ(z, y) = -[y log σ(z) + (1 - y) log(1 - σ(z))] = softplus(z) - y z
+    = max(z, 0) - y z + log(1 + exp(-|z|))``;  ``∂ℓ/∂z = σ(z) - y``.
+
+    Args:
+      logits: any shape; one independent binary problem per entry (multi-label works).
+      labels: same shape, targets in ``[0, 1]``.
+
+    Returns:
+      loss of the same shape as ``logits``.
+    """
+    _check_same_shape("logits", logits, "labels", labels)
+    _check_floating("logits", logits)
+    return jnp.maximum(logits, 0) - labels * logits + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+
+
+def kl_divergence(log_predictions: Array, targets: Array) -> Array:
+    """Kullback–Leibler divergence ``KL(p || q)`` over the last axis, per example.
+
+    ``KL(p || q) = Σ_c p_c (log p_c - log q_c)`` with ``0 · log 0 = 0``, where
+    ``p = targets`` are probabilities and ``log q = log_predictions`` (e.g. a log-softmax).
+    Classes with ``p_c = 0`` contribute 0 even where ``q_c = 0`` (``log q_c = -inf``).
+
+    Gradients: ``∂KL/∂log q_c = -p_c``.  ``∂KL/∂p_c = log p_c + 1 - log q_c`` diverges at
+    ``p_c = 0``; there it is defined as 0 (targets are usually constants).
+
+    Args:
+      log_predictions: ``(..., C)`` log-probabilities of the model.
+      targets: ``(..., C)`` target probabilities, exact zeros allowed.
+
+    Returns:
+      ``(...)`` divergence per example (``≥ 0`` for normalised inputs).
+    """
+    _check_has_class_axis("log_predictions", log_predictions)
+    _check_same_shape("log_predictions", log_predictions, "targets", targets)
+    _check_floating("log_predictions", log_predictions)
+    return jnp.sum(_xlogy(targets, targets) - _x_times(targets, log_predictions), axis=-1)
+
+
+def hinge_loss(scores: Array, labels: Array) -> Array:
+    """Binary hinge loss ``max(0, 1 - y s)`` for labels ``y ∈ {-1, +1}``, elementwise.
+
+    Subgradient ``∂ℓ/∂s = -y`` where ``y s < 1``, else 0.  Concrete labels outside
+    ``{-1, +1}`` raise ``ValueError`` (0/1 labels are the usual mistake).
+    """
+    _check_same_shape("scores", scores, "labels", labels)
+    _check_sign_labels(labels)
+    return jnp.maximum(0, 1 - labels * scores)
+
+
+def perceptron_loss(scores: Array, labels: Array) -> Array:
+    """Perceptron criterion ``max(0, -y s)`` for labels ``y ∈ {-1, +1}``, elementwise.
+
+    Zero for every correctly classified example; its subgradient ``-y x`` on a mistake is
+    the Rosenblatt update of :mod:`functional_dl.perceptron` (which counts ``y s = 0`` as a
+    mistake).  Concrete labels outside ``{-1, +1}`` raise ``ValueError``.
+    """
+    _check_same_shape("scores", scores, "labels", labels)
+    _check_sign_labels(labels)
+    return jnp.maximum(0, -labels * scores)
+
+
+def _check_sign_labels(labels: Array) -> None:
+    if is_concrete(labels):
+        values = np.asarray(labels)
+        if not np.all((values == 1) | (values == -1)):
+            raise ValueError(
+                f"labels must be -1 or +1, got values {np.unique(values)[:5].tolist()}")
+
+
+# ------------------------------------------------------------------------- regression
+
+
+def squared_error(predictions: Array, targets: Array) -> Array:
+    """Elementwise squared difference ``(y - ŷ)²`` (the source text's squared-difference loss).
+
+    Gradient ``∂ℓ/∂ŷ = 2 (ŷ - y)``.  Returns the shape of the inputs (no reduction).
+    """
+    _check_same_shape("predictions", predictions, "targets", targets)
+    return jnp.square(predictions - targets)
+
+
+def mean_squared_error(predictions: Array, targets: Array) -> Array:
+    """Mean squared error over the last axis, per example.
+
+    ``ℓ(ŷ, y) = (1/K) Σ_k (ŷ_k - y_k)²`` for ``(..., K)`` inputs, giving ``(...)``;
+    ``∂ℓ/∂ŷ = 2 (ŷ - y) / K``.
+    """
+    _check_has_class_axis("predictions", predictions)
+    _check_same_shape("predictions", predictions, "targets", targets)
+    return jnp.mean(jnp.square(predictions - targets), axis=-1)
