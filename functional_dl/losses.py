@@ -133,7 +133,9 @@ def softmax_cross_entropy(logits: Array, labels: Array) -> Array:
     _check_has_class_axis("logits", logits)
     _check_same_shape("logits", logits, "labels", labels)
     _check_floating("logits", logits)
-    return -jnp.sum(_x_times(labels, _log_softmax(logits)), axis=-1)
+    # log_softmax is finite for finite logits, so a plain product keeps ∂ℓ/∂y = -log softmax(z)
+    # (also where y_c = 0) and 0 · (finite) = 0.
+    return -jnp.sum(labels * _log_softmax(logits), axis=-1)
 
 
 def softmax_cross_entropy_with_integer_labels(logits: Array, labels: Array) -> Array:

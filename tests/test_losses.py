@@ -1,0 +1,251 @@
+"""Tests for functional_dl.losses against NumPy transcriptions of each formula."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from functional_dl import losses
+
+RNG = np.random.default_rng(0)
+
+
+# ---------------------------------------------------------------- NumPy oracles
+
+
+def np_log_softmax(z):
+    z = np.asarray(z, np.float64)
+    m = z.max(axis=-1, keepdims=True)
+    return z - m - np.log(np.exp(z - m).sum(axis=-1, keepdims=True))
+
+
+def np_softmax_ce(z, y):
+    return -(np.asarray(y, np.float64) * np_log_softmax(z)).sum(axis=-1)
+
+
+def np_sigmoid_bce(z, y):
+    z, y = np.asarray(z, np.float64), np.asarray(y, np.float64)
+    p = 1 / (1 + np.exp(-z))
+    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+
+def np_kl(log_q, p):
+    p, log_q = np.asarray(p, np.float64), np.asarray(log_q, np.float64)
+    out = np.zeros(p.shape[:-1])
+    for index in np.ndindex(*p.shape[:-1]):
+        out[index] = sum(pc * (np.log(pc) - lq) for pc, lq in zip(p[index], log_q[index]) if pc > 0)
+    return out
+
+
+def random_probs(shape, zero_fraction=0.0):
+    p = RNG.random(shape)
+    p[RNG.random(shape) < zero_fraction] = 0.0
+    p[..., 0] += 1e-3  # keep every row non-empty
+    return p / p.sum(axis=-1, keepdims=True)
+
+
+MAYBE_JIT = [pytest.param(lambda f: f, id="eager"), pytest.param(jax.jit, id="jit")]
+
+
+# ------------------------------------------------------------- values vs oracles
+
+
+@pytest.mark.parametrize("wrap", MAYBE_JIT)
+@pytest.mark.parametrize("shape", [(5,), (4, 5), (2, 3, 5)])
+def test_softmax_cross_entropy_matches_numpy(wrap, shape):
+    z, y = RNG.normal(size=shape) * 3, random_probs(shape, zero_fraction=0.3)
+    got = wrap(losses.softmax_cross_entropy)(jnp.asarray(z, jnp.float32), jnp.asarray(y, jnp.float32))
+    assert got.shape == shape[:-1]
+    np.testing.assert_allclose(got, np_softmax_ce(z, y), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("wrap", MAYBE_JIT)
+def test_integer_label_cross_entropy_matches_numpy_and_one_hot(wrap):
+    z = RNG.normal(size=(3, 4, 6)) * 2
+    k = RNG.integers(0, 6, size=(3, 4))
+    got = wrap(losses.softmax_cross_entropy_with_integer_labels)(jnp.asarray(z), jnp.asarray(k))
+    expected = -np.take_along_axis(np_log_softmax(z), k[..., None], axis=-1)[..., 0]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    one_hot = losses.softmax_cross_entropy(jnp.asarray(z), jax.nn.one_hot(k, 6))
+    np.testing.assert_allclose(got, one_hot, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("wrap", MAYBE_JIT)
+def test_sigmoid_binary_cross_entropy_matches_numpy(wrap):
+    z, y = RNG.normal(size=(4, 3)) * 4, RNG.random((4, 3))
+    got = wrap(losses.sigmoid_binary_cross_entropy)(jnp.asarray(z), jnp.asarray(y))
+    assert got.shape == (4, 3)
+    np.testing.assert_allclose(got, np_sigmoid_bce(z, y), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("wrap", MAYBE_JIT)
+def test_squared_and_mean_squared_error_match_numpy(wrap):
+    a, b = RNG.normal(size=(3, 4)), RNG.normal(size=(3, 4))
+    np.testing.assert_allclose(wrap(losses.squared_error)(jnp.asarray(a), jnp.asarray(b)),
+                               (b - a) ** 2, rtol=1e-5)
+    got = wrap(losses.mean_squared_error)(jnp.asarray(a), jnp.asarray(b))
+    assert got.shape == (3,)
+    np.testing.assert_allclose(got, ((a - b) ** 2).mean(axis=-1), rtol=1e-5)
+
+
+@pytest.mark.parametrize("wrap", MAYBE_JIT)
+def test_kl_divergence_matches_numpy_with_zero_targets(wrap):
+    p = random_probs((4, 5), zero_fraction=0.4)
+    log_q = np_log_softmax(RNG.normal(size=(4, 5)))
+    got = wrap(losses.kl_divergence)(jnp.asarray(log_q), jnp.asarray(p))
+    np.testing.assert_allclose(got, np_kl(log_q, p), rtol=1e-5, atol=1e-6)
+    # KL(p || p) = 0 and CE = H(p) + KL.
+    np.testing.assert_allclose(losses.kl_divergence(jnp.log(jnp.asarray(p)), jnp.asarray(p)),
+                               0.0, atol=1e-6)
+    z = RNG.normal(size=(4, 5))
+    entropy = -np.array([sum(pc * np.log(pc) for pc in row if pc > 0) for row in p])
+    np.testing.assert_allclose(losses.softmax_cross_entropy(jnp.asarray(z), jnp.asarray(p)),
+                               entropy + np_kl(np_log_softmax(z), p), rtol=1e-5, atol=1e-5)
+
+
+def test_kl_divergence_zero_target_ignores_minus_infinite_prediction():
+    p = jnp.array([0.5, 0.5, 0.0])
+    log_q = jnp.log(jnp.array([0.25, 0.75, 0.0]))  # log 0 = -inf where p = 0
+    value, grads = jax.value_and_grad(losses.kl_divergence, argnums=(0, 1))(log_q, p)
+    np.testing.assert_allclose(value, 0.5 * np.log(2) + 0.5 * np.log(0.5 / 0.75), rtol=1e-6)
+    np.testing.assert_allclose(grads[0], -p)
+    assert np.all(np.isfinite(grads[1]))
+
+
+@pytest.mark.parametrize("wrap", MAYBE_JIT)
+def test_hinge_and_perceptron_loss_match_numpy(wrap):
+    s = RNG.normal(size=(10,)) * 2
+    y = RNG.choice([-1.0, 1.0], size=10)
+    np.testing.assert_allclose(wrap(losses.hinge_loss)(jnp.asarray(s), jnp.asarray(y)),
+                               np.maximum(0, 1 - y * s), rtol=1e-6)
+    np.testing.assert_allclose(wrap(losses.perceptron_loss)(jnp.asarray(s), jnp.asarray(y)),
+                               np.maximum(0, -y * s), rtol=1e-6)
+
+
+# ------------------------------------------------------ gradients (closed forms)
+
+
+def test_gradients_match_closed_forms():
+    z, y = RNG.normal(size=(3, 4)), random_probs((3, 4), zero_fraction=0.3)
+    grad = jax.grad(lambda z_: losses.softmax_cross_entropy(z_, jnp.asarray(y)).sum())(jnp.asarray(z))
+    softmax = np.exp(np_log_softmax(z))
+    np.testing.assert_allclose(grad, softmax - y, atol=1e-6)
+
+    k = np.array([0, 3, 1])
+    grad = jax.grad(lambda z_: losses.softmax_cross_entropy_with_integer_labels(
+        z_, jnp.asarray(k)).sum())(jnp.asarray(z))
+    np.testing.assert_allclose(grad, softmax - np.eye(4)[k], atol=1e-6)
+
+    t = RNG.random((3, 4))
+    grad = jax.grad(lambda z_: losses.sigmoid_binary_cross_entropy(z_, jnp.asarray(t)).sum())(
+        jnp.asarray(z))
+    np.testing.assert_allclose(grad, 1 / (1 + np.exp(-z)) - t, atol=1e-6)
+
+    target = RNG.normal(size=(3, 4))
+    grad = jax.grad(lambda a: losses.mean_squared_error(a, jnp.asarray(target)).sum())(jnp.asarray(z))
+    np.testing.assert_allclose(grad, 2 * (z - target) / 4, rtol=1e-5, atol=1e-7)
+
+
+# ------------------------------------------------------ extreme inputs (float32/64)
+
+
+@pytest.mark.parametrize("x64", [False, True], ids=["float32", "float64"])
+def test_finite_values_and_gradients_at_extreme_logits(x64):
+    with jax.enable_x64(x64):
+        dtype = jnp.float64 if x64 else jnp.float32
+        z = jnp.array([[1e4, -1e4, 0.0], [-1e4, -1e4, 1e4]], dtype)
+        y = jnp.array([[0.0, 1.0, 0.0], [0.5, 0.5, 0.0]], dtype)  # exact zeros
+        k = jnp.array([1, 2])
+        cases = {
+            "ce": (lambda z_: losses.softmax_cross_entropy(z_, y), np.array([2e4, 2e4])),
+            "ce_int": (lambda z_: losses.softmax_cross_entropy_with_integer_labels(z_, k),
+                       np.array([2e4, 0.0])),
+            "bce": (lambda z_: losses.sigmoid_binary_cross_entropy(z_, y),
+                    np.array([[1e4, 1e4, np.log(2)], [5e3, 5e3, 1e4]])),
+            "kl": (lambda z_: losses.kl_divergence(jax.nn.log_softmax(z_), y),
+                   np.array([2e4, 2e4 + np.log(0.5)])),
+        }
+        for name, (fn, expected) in cases.items():
+            value = fn(z)
+            assert value.dtype == dtype, name
+            np.testing.assert_allclose(value, expected, rtol=1e-6, err_msg=name)
+            grad = jax.grad(lambda z_: fn(z_).sum())(z)
+            assert np.all(np.isfinite(grad)), name
+        # Closed-form gradient of CE at saturated logits: softmax(z) - y.
+        grad = jax.grad(lambda z_: losses.softmax_cross_entropy(z_, y).sum())(z)
+        np.testing.assert_allclose(grad, np.array([[1.0, -1.0, 0.0], [-0.5, -0.5, 1.0]]), atol=1e-6)
+
+
+@pytest.mark.parametrize("x64", [False, True], ids=["float32", "float64"])
+def test_finite_gradients_with_respect_to_probabilities_with_zeros(x64):
+    with jax.enable_x64(x64):
+        dtype = jnp.float64 if x64 else jnp.float32
+        p = jnp.array([0.0, 0.25, 0.75], dtype)
+        log_q = jnp.log(jnp.array([0.2, 0.3, 0.5], dtype))
+        z = jnp.array([3.0, -1.0, 0.5], dtype)
+        for fn in (lambda p_: losses.kl_divergence(log_q, p_),
+                   lambda p_: losses.softmax_cross_entropy(z, p_),
+                   lambda p_: losses.sigmoid_binary_cross_entropy(z, p_).sum()):
+            value, grad = jax.value_and_grad(fn)(p)
+            assert np.isfinite(value) and np.all(np.isfinite(grad))
+        # ∂CE/∂y_c = -log softmax(z)_c (also at y_c = 0).
+        grad = jax.grad(lambda p_: losses.softmax_cross_entropy(z, p_))(p)
+        np.testing.assert_allclose(grad, -np_log_softmax(np.asarray(z)), rtol=1e-5)
+
+
+def test_vmap_per_example_equals_batch():
+    z, k = jnp.asarray(RNG.normal(size=(6, 4))), jnp.asarray(RNG.integers(0, 4, size=6))
+    y = jax.nn.one_hot(k, 4)
+    for fn, labels in ((losses.softmax_cross_entropy, y),
+                       (losses.softmax_cross_entropy_with_integer_labels, k),
+                       (losses.mean_squared_error, y),
+                       (lambda a, b: losses.kl_divergence(jax.nn.log_softmax(a), b), y)):
+        np.testing.assert_allclose(jax.vmap(fn)(z, labels), fn(z, labels), rtol=1e-6)
+
+
+# ------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("fn", [losses.softmax_cross_entropy, losses.sigmoid_binary_cross_entropy,
+                                losses.squared_error, losses.mean_squared_error,
+                                losses.kl_divergence, losses.hinge_loss, losses.perceptron_loss])
+def test_shape_mismatch_names_both_shapes(fn):
+    with pytest.raises(ValueError, match=r"\(4, 3\).*\(4, 2\)"):
+        fn(jnp.ones((4, 3)), jnp.ones((4, 2)))
+
+
+def test_integer_labels_shape_and_dtype_errors():
+    with pytest.raises(ValueError, match=r"\(4,\).*\(3, 5\)"):
+        losses.softmax_cross_entropy_with_integer_labels(jnp.ones((3, 5)), jnp.zeros(4, jnp.int32))
+    with pytest.raises(TypeError, match="integer dtype"):
+        losses.softmax_cross_entropy_with_integer_labels(jnp.ones((3, 5)), jnp.zeros(3))
+
+
+def test_out_of_range_integer_labels():
+    logits = jnp.asarray(RNG.normal(size=(3, 4)))
+    for bad in ([0, 4, 1], [0, -1, 1]):
+        with pytest.raises(ValueError, match=r"\[0, 4\)"):
+            losses.check_integer_labels(jnp.array(bad), 4)
+        with pytest.raises(ValueError, match=r"\[0, 4\)"):  # eager call checks too
+            losses.softmax_cross_entropy_with_integer_labels(logits, jnp.array(bad))
+        # Documented: inside jit the bad example's loss is NaN, its gradient zero.
+        fn = jax.jit(losses.softmax_cross_entropy_with_integer_labels)
+        value = fn(logits, jnp.array(bad))
+        value = np.asarray(value)
+        assert np.isnan(value[1]) and np.all(np.isfinite(value[[0, 2]]))
+        grad = jax.jit(jax.grad(lambda z, k: fn(z, k)[1]))(logits, jnp.array(bad))
+        np.testing.assert_array_equal(grad, 0.0)
+    losses.check_integer_labels(np.array([0, 3, 2]), 4)  # in range: no error
+    with pytest.raises(TypeError, match="integer dtype"):
+        losses.check_integer_labels(np.array([0.0, 1.0]), 4)
+
+
+def test_sign_labels_checked_for_hinge_and_perceptron_loss():
+    with pytest.raises(ValueError, match="-1 or \\+1"):
+        losses.hinge_loss(jnp.ones(3), jnp.array([0.0, 1.0, 1.0]))
+    with pytest.raises(ValueError, match="-1 or \\+1"):
+        losses.perceptron_loss(jnp.ones(3), jnp.array([1.0, 2.0, 1.0]))
+
+
+def test_integer_logits_rejected():
+    with pytest.raises(TypeError, match="logits"):
+        losses.softmax_cross_entropy(jnp.ones((2, 3), jnp.int32), jnp.ones((2, 3)))
