@@ -1,0 +1,263 @@
+"""``fit``: the plain epoch loop, built from ``batches``, the train step and ``evaluate``.
+
+It is meant to be read and copied.  Its randomness is a pure function of ``key``:
+
+    epoch_key            = fold_in(key, epoch)              # epoch = 0, 1, ...
+    shuffle_key, step_key = split(epoch_key)
+    batch order           = permutation(shuffle_key, n)      # via ``batches``
+    key of step i         = fold_in(step_key, i)             # given to loss_fn (dropout)
+
+so a run resumed from a checkpoint at an epoch boundary is bit-identical to one that never
+stopped.  The step it runs is ``make_train_step``'s with one addition: a device-side flag
+``healthy`` that turns false at the first non-finite loss or parameter, after which every
+update is skipped; the loop reads the flag once per epoch (no per-step host sync) and stops
+with the parameters from before the bad step.
+"""
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from functional_dl._types import PRNGKey, PyTree
+from functional_dl.optim import apply_updates
+from functional_dl.train import resume as resume_lib
+from functional_dl.train.data import _check_batch_size, batches, num_examples
+from functional_dl.train.metrics import evaluate
+from functional_dl.train.progress import make_reporter
+from functional_dl.train.step import LossFn, _check_optimizer, all_finite, loss_and_grads
+
+
+class FitResult(NamedTuple):
+    """What ``fit`` returns.
+
+    ``history[name][e]`` is the value of metric ``name`` after epoch ``e + 1``: training
+    metrics are means over the epoch's examples (``loss``, ``loss_fn``'s aux metrics),
+    validation metrics carry the prefix ``val_``.  ``stop_reason`` is ``"completed"``,
+    ``"early_stopping"`` or ``"non_finite"``; ``message`` says more.  ``best_epoch`` is the
+    (1-based) epoch whose parameters are returned when early stopping restored the best ones.
+    """
+    params: PyTree
+    opt_state: PyTree
+    history: dict[str, list[float]]
+    stop_reason: str
+    message: str
+    best_epoch: int | None
+
+
+def _make_guarded_step(loss_fn: LossFn, optimizer: Any, has_aux: bool, donate: bool):
+    """The train step plus a sticky ``healthy`` flag: ``healthy' = healthy ∧ finite(L) ∧ finite(θ')``.
+
+    When ``healthy'`` is false the step returns its inputs ``(θ, s)`` unchanged.
+    """
+    compute = loss_and_grads(loss_fn, has_aux=has_aux)
+
+    def guarded_step(params, opt_state, batch, key, healthy):
+        loss, metrics, grads = compute(params, batch, key)
+        updates, new_opt_state = optimizer.update(grads, opt_state, params)
+        new_params = apply_updates(params, updates)
+        healthy = healthy & jnp.isfinite(loss) & all_finite(new_params)
+
+        def keep_if_healthy(new, old):
+            return jnp.where(healthy, new, old)
+        new_params = jax.tree.map(keep_if_healthy, new_params, params)
+        new_opt_state = jax.tree.map(keep_if_healthy, new_opt_state, opt_state)
+        return new_params, new_opt_state, {"loss": loss, **metrics}, healthy
+
+    return jax.jit(guarded_step, donate_argnums=(0, 1) if donate else ())
+
+
+def _loss_as_eval_fn(loss_fn: LossFn, has_aux: bool) -> Callable:
+    """``eval_fn(params, batch) = {"loss": L, **aux}`` with ``loss_fn(params, batch, key=None)``."""
+    def eval_fn(params, batch):
+        out = loss_fn(params, batch, None)
+        loss, metrics = out if has_aux else (out, {})
+        return {"loss": loss, **metrics}
+    return eval_fn
+
+
+def _as_metric_dict(values: Any) -> dict[str, float]:
+    """``{"loss": v}`` for a scalar, else the dict with ``"loss"`` (if any) first."""
+    if not isinstance(values, dict):
+        return {"loss": values}
+    names = [n for n in ("loss",) if n in values] + sorted(n for n in values if n != "loss")
+    return {name: values[name] for name in names}
+
+
+def _epoch_means(step_metrics: list[dict], sizes: list[int]) -> dict[str, float]:
+    """Example-weighted means ``Σ_k B_k m_k / Σ_k B_k`` of the per-step batch means."""
+    host = jax.device_get(step_metrics)
+    weights = np.asarray(sizes, dtype=np.float64)
+    names = ["loss"] + sorted(name for name in host[0] if name != "loss")
+    return {name: float(np.dot(weights, [np.float64(m[name]) for m in host]) / weights.sum())
+            for name in names}
+
+
+class _EarlyStopping(NamedTuple):
+    best: float
+    best_epoch: int     # 1-based; 0 = none yet
+    wait: int
+
+
+def _improved(value: float, best: float, mode: str, min_delta: float) -> bool:
+    return value < best - min_delta if mode == "min" else value > best + min_delta
+
+
+def _check_fit_arguments(epochs, patience, mode, min_delta, checkpoint_every, checkpoint_path):
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+        raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
+    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int)
+                                 or patience < 1):
+        raise ValueError(f"early_stopping_patience must be None or an int >= 1, got {patience!r}")
+    if mode not in ("min", "max"):
+        raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+    if not min_delta >= 0:
+        raise ValueError(f"min_delta must be >= 0, got {min_delta!r}")
+    if checkpoint_every is not None:
+        if checkpoint_path is None:
+            raise ValueError("checkpoint_every needs checkpoint_path")
+        if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) \
+                or checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be an int >= 1, got {checkpoint_every!r}")
+
+
+def fit(loss_fn: LossFn, optimizer: Any, params: PyTree, train_data: PyTree, *,
+        key: PRNGKey, epochs: int, batch_size: int, has_aux: bool = False,
+        opt_state: PyTree = None, drop_last: bool = False,
+        validation_data: PyTree = None, eval_fn: Callable | None = None,
+        early_stopping_patience: int | None = None, monitor: str | None = None,
+        mode: str = "min", min_delta: float = 0.0, restore_best: bool = True,
+        checkpoint_path: str | os.PathLike | None = None, checkpoint_every: int | None = None,
+        resume: bool = False, progress: str = "auto", donate: bool = True) -> FitResult:
+    """Train ``params`` for ``epochs`` passes over ``train_data`` with minibatch steps.
+
+    Args:
+      loss_fn: ``loss_fn(params, batch, key) -> L`` (scalar), or ``(L, metrics)`` with
+        ``has_aux=True``.  It is called with ``key=None`` for validation: use that to switch
+        dropout off (``train=key is not None``).
+      optimizer: an ``optim.Optimizer``.
+      params: initial parameters (donated: use the returned ones).
+      train_data: pytree of arrays with a common leading axis; each ``batch`` has its structure.
+      key: PRNG key; the whole run is a deterministic function of it (see the module doc).
+      epochs: number of passes over the data.
+      batch_size: examples per step; ``drop_last`` drops the short final batch.
+      opt_state: optimizer state to continue from (default ``optimizer.init(params)``).
+      validation_data, eval_fn: data for ``evaluate(eval_fn, params, validation_data, b)``
+        after each epoch, logged with prefix ``val_``; the default ``eval_fn`` is ``loss_fn``
+        with ``key=None`` (``{"loss": L, **aux}``).
+      early_stopping_patience: stop after this many epochs without improvement of
+        ``monitor`` (default ``"val_loss"`` with validation data, else ``"loss"``) by more
+        than ``min_delta`` in direction ``mode``; with ``restore_best`` the best epoch's
+        parameters are returned (the optimizer state is the last one).
+      checkpoint_path, checkpoint_every: save ``(params, opt_state, epoch, key, history,
+        early-stopping state)`` every ``checkpoint_every`` epochs (default 1) and at the end.
+      resume: continue from ``checkpoint_path`` when it exists (its key and epoch are used;
+        ``params``/``opt_state`` passed in then only give the structure).
+      progress: ``"auto"`` (tqdm bar on a terminal, else a line per epoch), ``"bar"``,
+        ``"lines"`` or ``"none"``.
+      donate: donate params and optimizer state to each step (in-place update).
+
+    Returns:
+      ``FitResult(params, opt_state, history, stop_reason, message, best_epoch)``.  A
+      non-finite loss (or parameter) stops training with a ``RuntimeWarning`` naming the epoch
+      and step; the returned parameters are those from before that step.
+    """
+    _check_optimizer(optimizer)
+    _check_fit_arguments(epochs, early_stopping_patience, mode, min_delta, checkpoint_every,
+                         checkpoint_path)
+    if key is None:
+        raise ValueError("key: fit needs a PRNG key; pass key=jax.random.key(0)")
+    batch_size = _check_batch_size(batch_size)
+    num_examples(train_data, "train_data")
+    train_data = jax.tree.map(jnp.asarray, train_data)
+    if validation_data is not None:
+        num_examples(validation_data, "validation_data")
+        eval_fn = eval_fn if eval_fn is not None else _loss_as_eval_fn(loss_fn, has_aux)
+    if monitor is None:
+        monitor = "val_loss" if validation_data is not None else "loss"
+    if checkpoint_path is not None and checkpoint_every is None:
+        checkpoint_every = 1
+    if opt_state is None:
+        opt_state = optimizer.init(params)
+    step = _make_guarded_step(loss_fn, optimizer, has_aux, donate)
+
+    start_epoch, history = 0, {}
+    stopping = _EarlyStopping(np.inf if mode == "min" else -np.inf, 0, 0)
+    best_params = None
+    if resume and checkpoint_path is not None and os.path.exists(checkpoint_path):
+        saved = resume_lib.load(checkpoint_path, params, opt_state, key)
+        params, opt_state, key, start_epoch, history = (saved.params, saved.opt_state, saved.key,
+                                                        saved.epoch, saved.history)
+        stopping = _EarlyStopping(saved.best, saved.best_epoch, saved.wait)
+        best_params = saved.best_params
+
+    reporter = make_reporter(progress, epochs, start_epoch)
+    stop_reason, message = "completed", f"trained {epochs} epochs"
+    try:
+        for epoch in range(start_epoch, epochs):
+            started = time.perf_counter()
+            shuffle_key, step_key = jax.random.split(jax.random.fold_in(key, epoch))
+            healthy = jnp.asarray(True)
+            step_metrics, sizes, health = [], [], []
+            for i, batch in enumerate(batches(shuffle_key, train_data, batch_size,
+                                              drop_last=drop_last)):
+                params, opt_state, metrics, healthy = step(
+                    params, opt_state, batch, jax.random.fold_in(step_key, i), healthy)
+                step_metrics.append(metrics)
+                sizes.append(jax.tree.leaves(batch)[0].shape[0])
+                health.append(healthy)
+
+            if not bool(healthy):
+                bad = int(np.argmin(np.asarray(jax.device_get(health))))
+                loss = float(jax.device_get(step_metrics[bad]["loss"]))
+                stop_reason = "non_finite"
+                message = (f"non-finite loss or parameters at epoch {epoch + 1}, step {bad + 1} "
+                           f"(loss={loss}); stopped, returning the parameters from before "
+                           "that step")
+                warnings.warn(message, RuntimeWarning, stacklevel=2)
+                break
+
+            logs = _epoch_means(step_metrics, sizes)
+            if validation_data is not None:
+                val = _as_metric_dict(evaluate(eval_fn, params, validation_data, batch_size))
+                logs.update({f"val_{name}": value for name, value in val.items()})
+            for name, value in logs.items():
+                history.setdefault(name, []).append(value)
+            reporter.epoch_done(epoch + 1, logs, time.perf_counter() - started)
+
+            stop = False
+            if early_stopping_patience is not None:
+                if monitor not in logs:
+                    raise ValueError(f"monitor={monitor!r} is not a logged metric; "
+                                     f"available: {sorted(logs)}")
+                if _improved(logs[monitor], stopping.best, mode, min_delta):
+                    stopping = _EarlyStopping(logs[monitor], epoch + 1, 0)
+                    if restore_best:
+                        best_params = jax.tree.map(jnp.copy, params)
+                else:
+                    stopping = stopping._replace(wait=stopping.wait + 1)
+                    stop = stopping.wait >= early_stopping_patience
+            done = epoch + 1
+            if checkpoint_path is not None and (done % checkpoint_every == 0 or done == epochs):
+                resume_lib.save(checkpoint_path, resume_lib.TrainingCheckpoint(
+                    params, opt_state, key, done, history, stopping.best, stopping.best_epoch,
+                    stopping.wait, best_params))
+            if stop:
+                stop_reason = "early_stopping"
+                message = (f"early stopping after epoch {done}: {monitor} did not improve for "
+                           f"{early_stopping_patience} epochs (best {stopping.best:.6g} at "
+                           f"epoch {stopping.best_epoch})")
+                break
+    finally:
+        reporter.close()
+
+    best_epoch = None
+    if (early_stopping_patience is not None and restore_best and best_params is not None
+            and stop_reason != "non_finite"):
+        params, best_epoch = best_params, stopping.best_epoch
+    return FitResult(params, opt_state, history, stop_reason, message, best_epoch)

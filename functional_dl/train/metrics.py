@@ -1,0 +1,83 @@
+"""Evaluation over a whole data set in batches, and classification accuracy.
+
+``evaluate`` returns exact data-set means however the data is batched: a batch of size
+``B_k`` reporting a batch mean ``m_k`` contributes ``B_k·m_k``, so the result is
+``Σ_k B_k·m_k / Σ_k B_k``, the mean over all ``n`` examples.
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Callable
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from functional_dl._types import Array, PyTree
+from functional_dl.train.data import num_examples, sequential_batches
+
+
+def accuracy(logits: Array, labels: Array) -> Array:
+    """Fraction of rows whose largest score is the label: ``mean_i [argmax_c logits[i, c] = y_i]``.
+
+    Args:
+      logits: ``(..., C)`` class scores (logits or probabilities).
+      labels: ``(...)`` integer labels in ``[0, C)``.
+
+    Returns:
+      A float32 scalar in ``[0, 1]``.  Ties go to the lowest class index (``argmax``).
+    """
+    logits = jnp.asarray(logits)
+    labels = jnp.asarray(labels)
+    chex.assert_rank(logits, labels.ndim + 1)
+    chex.assert_equal_shape_prefix([logits, labels], labels.ndim)
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
+    return jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
+
+
+@partial(jax.jit, static_argnums=0)
+def _weighted_batch_sums(apply_fn: Callable, params: PyTree, batch: PyTree) -> PyTree:
+    """Per-output sums over the batch: ``Σ_i v_i`` for per-example ``v``, ``B·m`` for a mean ``m``."""
+    size = jax.tree.leaves(batch)[0].shape[0]
+    out = apply_fn(params, batch)
+
+    def weighted_sum(value):
+        value = jnp.asarray(value)
+        if value.shape == ():
+            return value.astype(jnp.float32) * size
+        if value.shape == (size,):
+            return jnp.sum(value.astype(jnp.float32))
+        raise ValueError("apply_fn must return scalars (batch means) or per-example arrays of "
+                         f"shape ({size},), got shape {value.shape}")
+    return jax.tree.map(weighted_sum, out)
+
+
+def evaluate(apply_fn: Callable[[PyTree, PyTree], Any], params: PyTree, arrays: PyTree,
+             batch_size: int) -> Any:
+    """Data-set means of ``apply_fn(params, batch)`` computed batch by batch, in order.
+
+    Args:
+      apply_fn: ``apply_fn(params, batch)`` returning a scalar, a dict (any pytree) of
+        scalars, or per-example arrays of shape ``(B,)``.  A scalar is read as the mean over
+        its batch (e.g. ``losses.mean()`` or ``accuracy(logits, y)``).  It is jitted here
+        (once per function object and batch shape), so pass the same function each time.
+      params: model parameters.
+      arrays: pytree of arrays sharing the leading example axis, in the structure
+        ``apply_fn`` expects for ``batch``.
+      batch_size: examples per batch (memory bound only: the result does not depend on it).
+
+    Returns:
+      The structure of ``apply_fn``'s output holding Python floats, each the exact mean over
+      all examples ``Σ_k B_k·m_k / n``.
+    """
+    if not callable(apply_fn):
+        raise TypeError(f"apply_fn must be callable, got {apply_fn!r}")
+    num = num_examples(arrays)
+    totals = None
+    for batch in sequential_batches(arrays, batch_size):
+        sums = _weighted_batch_sums(apply_fn, params, batch)
+        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    return jax.tree.map(lambda total: float(np.asarray(total, dtype=np.float64) / num),
+                        jax.device_get(totals))

@@ -1,0 +1,129 @@
+"""The training step: one gradient evaluation and one optimizer update, as a pure function.
+
+``make_train_step(loss_fn, optimizer)`` returns a jitted
+
+    step(params, opt_state, batch, key) -> (params, opt_state, metrics)
+
+computing
+
+    L, g   = value_and_grad(loss_fn)(params, batch, key)      # L must be a scalar
+    u, s'  = optimizer.update(g, opt_state, params)
+    θ'     = θ + u                                              # updates carry the minus sign
+
+The step has no device-specific code: when ``batch`` is sharded over several devices and
+``params``/``opt_state`` are replicated, XLA's SPMD partitioner runs the same program on every
+device and inserts the gradient mean itself.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from functional_dl._types import Array, PRNGKey, PyTree
+from functional_dl.optim import apply_updates
+
+LossFn = Callable[[PyTree, Any, PRNGKey | None], Any]
+TrainStep = Callable[[PyTree, PyTree, Any, PRNGKey | None], tuple[PyTree, PyTree, dict]]
+
+
+def _check_optimizer(optimizer: Any) -> None:
+    if not (callable(getattr(optimizer, "init", None))
+            and callable(getattr(optimizer, "update", None))):
+        raise TypeError("optimizer must have callable init(params) and "
+                        f"update(grads, state, params) (an optim.Optimizer), got {optimizer!r}")
+
+
+def _scalar_loss_and_metrics(loss_fn: LossFn, has_aux: bool) -> Callable:
+    """Wrap ``loss_fn`` so it returns ``(loss, metrics_dict)`` and rejects a non-scalar loss.
+
+    The checks run while tracing (shapes are static), so they cost nothing per step.
+    """
+    def wrapped(params, batch, key):
+        out = loss_fn(params, batch, key)
+        if has_aux:
+            if not (isinstance(out, tuple) and len(out) == 2):
+                raise TypeError("loss_fn with has_aux=True must return (loss, metrics), got "
+                                f"{type(out).__name__}")
+            loss, metrics = out
+            if not isinstance(metrics, Mapping):
+                raise TypeError("loss_fn with has_aux=True must return metrics as a dict of "
+                                f"scalars, got {type(metrics).__name__}")
+            if "loss" in metrics:
+                raise ValueError("loss_fn metrics must not contain the key 'loss' (the step "
+                                 "reports the loss itself)")
+        else:
+            loss, metrics = out, {}
+        shape = jnp.shape(loss)
+        if shape != ():
+            raise ValueError(
+                f"loss_fn must return a scalar loss, got an array of shape {shape}; reduce the "
+                "per-example losses, e.g. losses.mean()"
+                + ("" if has_aux else ", or pass has_aux=True if it returns (loss, metrics)"))
+        if not jnp.issubdtype(jnp.result_type(loss), jnp.floating):
+            raise TypeError(f"loss_fn must return a floating-point loss, got dtype "
+                            f"{jnp.result_type(loss)}")
+        return loss, dict(metrics)
+    return wrapped
+
+
+def loss_and_grads(loss_fn: LossFn, *, has_aux: bool = False) -> Callable:
+    """``(params, batch, key) -> (loss, metrics, grads)`` for a scalar ``loss_fn`` (not jitted)."""
+    value_and_grad = jax.value_and_grad(_scalar_loss_and_metrics(loss_fn, has_aux), has_aux=True)
+
+    def compute(params, batch, key):
+        (loss, metrics), grads = value_and_grad(params, batch, key)
+        return loss, metrics, grads
+    return compute
+
+
+def make_train_step(loss_fn: LossFn, optimizer: Any, *, has_aux: bool = False,
+                    donate: bool = True) -> TrainStep:
+    """A jitted pure training step ``(params, opt_state, batch, key) -> (params, opt_state, metrics)``.
+
+    Args:
+      loss_fn: ``loss_fn(params, batch, key)`` returning the scalar loss (reduce per-example
+        losses yourself, e.g. ``.mean()``); with ``has_aux=True`` it returns
+        ``(loss, metrics)`` where ``metrics`` is a dict of scalars.  ``key`` is the PRNG key
+        given to the step (for dropout); it may be ``None``.
+      optimizer: an ``optim.Optimizer`` (any ``(init, update)`` pair with the optax protocol).
+      has_aux: whether ``loss_fn`` returns ``(loss, metrics)``.
+      donate: donate ``params`` and ``opt_state`` to the step, so XLA updates them in place
+        (no second copy of the model and optimizer state).  The arrays passed in are then
+        invalid after the call: always use the returned ones.
+
+    Returns:
+      ``step`` with ``metrics = {"loss": L, **aux}``.  The step is one XLA program
+      ``θ' = θ + u`` with ``(u, s') = optimizer.update(∇θ L, s, θ)``; it compiles once per
+      input shape/dtype signature.
+
+    Raises:
+      ValueError: (on the first call) when ``loss_fn`` returns a non-scalar loss.
+
+    The same step runs data-parallel unchanged: put ``batch`` on a ``NamedSharding`` split
+    along its leading axis and replicate ``params`` and ``opt_state``.  It also ``vmap``s
+    over a leading "model" axis to train an ensemble at once::
+
+        ensemble_step = jax.jit(jax.vmap(step, in_axes=(0, 0, None, 0)))
+    """
+    _check_optimizer(optimizer)
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable, got {loss_fn!r}")
+    compute = loss_and_grads(loss_fn, has_aux=has_aux)
+
+    def train_step(params, opt_state, batch, key):
+        loss, metrics, grads = compute(params, batch, key)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = apply_updates(params, updates)
+        return params, opt_state, {"loss": loss, **metrics}
+
+    return jax.jit(train_step, donate_argnums=(0, 1) if donate else ())
+
+
+def all_finite(tree: PyTree) -> Array:
+    """``True`` when every element of every floating-point leaf of ``tree`` is finite."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+              if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)

@@ -1,0 +1,435 @@
+"""Tests of functional_dl.train: step, batches, evaluate/accuracy, fit.
+
+Oracles: a hand-written loop calling ``optimizer.update``/``apply_updates`` directly, NumPy
+transcriptions of means and accuracy, index bookkeeping for batches, and closed-form
+trajectories of one-parameter problems for early stopping and divergence.
+"""
+import io
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from functional_dl import optim, train
+
+NUM_FEATURES, NUM_CLASSES, NUM_HIDDEN = 4, 3, 8
+
+
+def make_data(num, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(num, NUM_FEATURES)).astype(np.float32)
+    y = (np.abs(x[:, 0] * 2 + x[:, 1]) // 1).clip(0, NUM_CLASSES - 1).astype(np.int32)
+    return x, y
+
+
+def init_mlp(key):
+    k1, k2 = jax.random.split(key)
+    return {"hidden": {"w": 0.5 * jax.random.normal(k1, (NUM_FEATURES, NUM_HIDDEN)),
+                       "b": jnp.zeros(NUM_HIDDEN)},
+            "out": {"w": 0.5 * jax.random.normal(k2, (NUM_HIDDEN, NUM_CLASSES)),
+                    "b": jnp.zeros(NUM_CLASSES)}}
+
+
+def mlp_logits(params, x):
+    h = jnp.tanh(x @ params["hidden"]["w"] + params["hidden"]["b"][None, :])
+    return h @ params["out"]["w"] + params["out"]["b"][None, :]
+
+
+def cross_entropy(logits, labels):
+    log_probs = jax.nn.log_softmax(logits)
+    return -jnp.take_along_axis(log_probs, labels[:, None], axis=1)[:, 0]
+
+
+def loss_fn(params, batch, key):
+    """Mean cross-entropy; with a key, multiplicative noise on the inputs (dropout-like)."""
+    x, y = batch
+    if key is not None:
+        x = x * (1.0 + 0.1 * jax.random.normal(key, x.shape))
+    return cross_entropy(mlp_logits(params, x), y).mean()
+
+
+def loss_with_metrics(params, batch, key):
+    x, y = batch
+    logits = mlp_logits(params, x)
+    return cross_entropy(logits, y).mean(), {"accuracy": train.accuracy(logits, y)}
+
+
+def assert_trees_equal(a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for leaf_a, leaf_b in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(leaf_a), np.asarray(leaf_b))
+
+
+def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for leaf_a, leaf_b in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(np.asarray(leaf_a), np.asarray(leaf_b), rtol=rtol, atol=atol)
+
+
+def copy_tree(tree):
+    return jax.tree.map(jnp.copy, tree)
+
+
+X, Y = make_data(40)
+OPTIMIZER = optim.adam(0.05)
+
+
+# ---------------------------------------------------------------- make_train_step
+
+ORACLE_GRAD = jax.jit(jax.grad(loss_fn))
+ORACLE_UPDATE = jax.jit(OPTIMIZER.update)
+
+
+def hand_written_steps(params, batches_and_keys):
+    """The oracle: grad, optimizer.update and apply_updates called one after the other."""
+    state = OPTIMIZER.init(params)
+    for batch, key in batches_and_keys:
+        grads = ORACLE_GRAD(params, batch, key)
+        updates, state = ORACLE_UPDATE(grads, state, params)
+        params = optim.apply_updates(params, updates)
+    return params, state
+
+
+@pytest.mark.parametrize("donate", [True, False])
+def test_step_matches_hand_written_loop(donate):
+    keys = jax.random.split(jax.random.key(3), 6)
+    plan = [((X[i::3], Y[i::3]), keys[2 * i + j]) for i in range(3) for j in range(2)]
+    expected_params, expected_state = hand_written_steps(init_mlp(jax.random.key(0)), plan)
+    step = train.make_train_step(loss_fn, OPTIMIZER, donate=donate)
+    params = init_mlp(jax.random.key(0))
+    state = OPTIMIZER.init(params)
+    for batch, key in plan:
+        params, state, metrics = step(params, state, batch, key)
+    assert_trees_close(params, expected_params)
+    assert_trees_close(state, expected_state)
+    assert set(metrics) == {"loss"} and metrics["loss"].shape == ()
+
+
+def test_step_reports_loss_before_update_and_aux_metrics():
+    params = init_mlp(jax.random.key(1))
+    expected_loss, expected_metrics = loss_with_metrics(params, (X, Y), None)
+    step = train.make_train_step(loss_with_metrics, optim.sgd(0.1), has_aux=True)
+    _, _, metrics = step(copy_tree(params), optim.sgd(0.1).init(params), (X, Y), None)
+    assert set(metrics) == {"loss", "accuracy"}
+    np.testing.assert_allclose(metrics["loss"], expected_loss, rtol=1e-6)
+    np.testing.assert_allclose(metrics["accuracy"], expected_metrics["accuracy"])
+
+
+def test_step_donates_params_and_state_only_when_asked():
+    params = init_mlp(jax.random.key(0))
+    for donate in (True, False):
+        params_in, state_in = copy_tree(params), OPTIMIZER.init(params)
+        batch = (jnp.asarray(X), jnp.asarray(Y))
+        step = train.make_train_step(loss_fn, OPTIMIZER, donate=donate)
+        step(params_in, state_in, batch, None)
+        deleted = [leaf.is_deleted() for leaf in jax.tree.leaves((params_in, state_in))]
+        assert all(deleted) if donate else not any(deleted)
+        assert not any(leaf.is_deleted() for leaf in batch)
+
+
+def test_step_compiles_once_over_100_steps():
+    traces = []
+
+    def counting_loss(params, batch, key):
+        traces.append(1)
+        return loss_fn(params, batch, key)
+
+    step = train.make_train_step(counting_loss, optim.sgd(0.01))
+    params = init_mlp(jax.random.key(0))
+    state = optim.sgd(0.01).init(params)
+    data = (jnp.asarray(X), jnp.asarray(Y))
+    steps = 0
+    for epoch in range(25):
+        for batch in train.batches(jax.random.key(epoch), data, 10, drop_last=True):
+            params, state, _ = step(params, state, batch, jax.random.key(steps))
+            steps += 1
+    assert steps == 100
+    assert len(traces) == 1
+    assert step._cache_size() == 1
+
+
+def test_non_scalar_loss_is_rejected_with_a_message():
+    def per_example_loss(params, batch, key):
+        return cross_entropy(mlp_logits(params, batch[0]), batch[1])
+
+    step = train.make_train_step(per_example_loss, optim.sgd(0.1))
+    params = init_mlp(jax.random.key(0))
+    with pytest.raises(ValueError, match=r"loss_fn must return a scalar loss.*shape \(40,\)"):
+        step(params, optim.sgd(0.1).init(params), (X, Y), None)
+
+
+@pytest.mark.parametrize("bad_output, error, match", [
+    (lambda loss: loss, TypeError, r"has_aux=True must return \(loss, metrics\)"),
+    (lambda loss: (loss, [loss]), TypeError, "metrics as a dict"),
+    (lambda loss: (loss, {"loss": loss}), ValueError, "must not contain the key 'loss'"),
+])
+def test_has_aux_output_is_checked(bad_output, error, match):
+    step = train.make_train_step(lambda p, b, k: bad_output(loss_fn(p, b, k)), optim.sgd(0.1),
+                                 has_aux=True)
+    params = init_mlp(jax.random.key(0))
+    with pytest.raises(error, match=match):
+        step(params, optim.sgd(0.1).init(params), (X, Y), None)
+
+
+def test_make_train_step_rejects_non_optimizer():
+    with pytest.raises(TypeError, match="optimizer must have callable init"):
+        train.make_train_step(loss_fn, object())
+
+
+# ---------------------------------------------------------------- batches
+
+@pytest.mark.parametrize("num, batch_size, drop_last", [(10, 3, False), (10, 3, True),
+                                                        (12, 4, False), (5, 8, False),
+                                                        (7, 1, True)])
+def test_batches_cover_each_index_once_per_epoch(num, batch_size, drop_last):
+    index = np.arange(num)
+    data = {"index": index, "twice": 2 * index.astype(np.float32)}
+    seen = []
+    for batch in train.batches(jax.random.key(num), data, batch_size, drop_last=drop_last):
+        ids = np.asarray(batch["index"])
+        np.testing.assert_array_equal(np.asarray(batch["twice"]), 2 * ids)  # rows aligned
+        seen.append(ids)
+    sizes = [len(ids) for ids in seen]
+    full, rest = divmod(num, batch_size)
+    assert sizes == [batch_size] * full + ([rest] if rest and not drop_last else [])
+    assert len(seen) == train.num_batches(num, batch_size, drop_last=drop_last)
+    seen = np.concatenate(seen)
+    assert len(set(seen.tolist())) == len(seen)
+    if not drop_last:
+        np.testing.assert_array_equal(np.sort(seen), index)
+    # the order is the documented permutation of the key
+    order = np.asarray(jax.random.permutation(jax.random.key(num), num))
+    np.testing.assert_array_equal(seen, order[:len(seen)])
+
+
+def test_batches_order_depends_on_key_only():
+    def order(key):
+        return np.concatenate([b for b in train.batches(key, np.arange(50), 7)])
+    np.testing.assert_array_equal(order(jax.random.key(1)), order(jax.random.key(1)))
+    assert not np.array_equal(order(jax.random.key(1)), order(jax.random.key(2)))
+
+
+@pytest.mark.parametrize("arrays, batch_size, error, match", [
+    ((X, Y), 0, ValueError, "batch_size must be >= 1"),
+    ((X, Y), -3, ValueError, "batch_size must be >= 1"),
+    ((X, Y), 2.5, TypeError, "batch_size must be an int"),
+    ((X, Y[:-1]), 4, ValueError, r"same length.*\[40, 39\]"),
+    ((), 4, ValueError, "at least one array"),
+    ((np.float32(1.0),), 4, ValueError, "leading example axis"),
+])
+def test_batches_bad_input_fails_at_call(arrays, batch_size, error, match):
+    with pytest.raises(error, match=match):
+        train.batches(jax.random.key(0), arrays, batch_size)  # no iteration needed
+
+
+# ---------------------------------------------------------------- evaluate, accuracy
+
+def numpy_accuracy(logits, labels):
+    return float(np.mean(np.argmax(logits, axis=-1) == labels))
+
+
+def numpy_cross_entropy(logits, labels):
+    logits = np.asarray(logits, np.float64)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return -log_probs[np.arange(len(labels)), labels]
+
+
+def test_accuracy_matches_numpy_and_breaks_ties_to_first_class():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4, 6, 5)).astype(np.float32)
+    labels = rng.integers(0, 5, size=(4, 6)).astype(np.int32)
+    np.testing.assert_allclose(train.accuracy(logits, labels), numpy_accuracy(logits, labels))
+    np.testing.assert_allclose(jax.jit(train.accuracy)(logits, labels),
+                               numpy_accuracy(logits, labels))
+    tied = np.zeros((2, 3), np.float32)
+    np.testing.assert_allclose(train.accuracy(tied, np.array([0, 1], np.int32)), 0.5)
+
+
+def test_accuracy_bad_input():
+    with pytest.raises(TypeError, match="labels must be integers"):
+        train.accuracy(np.zeros((3, 2)), np.zeros(3, np.float32))
+    with pytest.raises(AssertionError):
+        train.accuracy(np.zeros((3, 2)), np.zeros(4, np.int32))
+
+
+def eval_metrics(params, batch):
+    x, y = batch
+    logits = mlp_logits(params, x)
+    return {"loss": cross_entropy(logits, y).mean(),             # a batch mean
+            "accuracy": train.accuracy(logits, y),               # a batch mean
+            "per_example_loss": cross_entropy(logits, y)}        # per-example values
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 40, 64])
+def test_evaluate_gives_exact_dataset_means(batch_size):
+    params = init_mlp(jax.random.key(5))
+    logits = np.asarray(mlp_logits(params, X))
+    result = train.evaluate(eval_metrics, params, (X, Y), batch_size)
+    expected_loss = numpy_cross_entropy(logits, Y).mean()
+    np.testing.assert_allclose(result["loss"], expected_loss, rtol=1e-5)
+    np.testing.assert_allclose(result["per_example_loss"], expected_loss, rtol=1e-5)
+    np.testing.assert_allclose(result["accuracy"], numpy_accuracy(logits, Y), rtol=1e-6)
+
+
+def test_evaluate_rejects_outputs_that_are_neither_scalar_nor_per_example():
+    with pytest.raises(ValueError, match=r"scalars .* per-example arrays of shape \(8,\)"):
+        train.evaluate(lambda p, b: mlp_logits(p, b[0]), init_mlp(jax.random.key(0)),
+                       (X, Y), 8)
+
+
+# ---------------------------------------------------------------- fit
+
+def fit_oracle(params, optimizer, data, key, epochs, batch_size):
+    """fit's documented key schedule, written out with a jitted plain step."""
+    step = train.make_train_step(loss_fn, optimizer)
+    state = optimizer.init(params)
+    epoch_losses = []
+    for epoch in range(epochs):
+        shuffle_key, step_key = jax.random.split(jax.random.fold_in(key, epoch))
+        total, count = 0.0, 0
+        for i, batch in enumerate(train.batches(shuffle_key, data, batch_size)):
+            params, state, metrics = step(params, state, batch, jax.random.fold_in(step_key, i))
+            total += float(metrics["loss"]) * len(batch[1])
+            count += len(batch[1])
+        epoch_losses.append(total / count)
+    return params, state, epoch_losses
+
+
+def test_fit_equals_hand_written_loop():
+    key = jax.random.key(11)
+    expected_params, expected_state, expected_losses = fit_oracle(
+        init_mlp(jax.random.key(0)), OPTIMIZER, (X, Y), key, epochs=3, batch_size=16)
+    result = train.fit(loss_fn, OPTIMIZER, init_mlp(jax.random.key(0)), (X, Y), key=key,
+                       epochs=3, batch_size=16, progress="none")
+    assert_trees_equal(result.params, expected_params)
+    assert_trees_equal(result.opt_state, expected_state)
+    np.testing.assert_allclose(result.history["loss"], expected_losses, rtol=1e-6)
+    assert result.stop_reason == "completed" and result.best_epoch is None
+
+
+def test_fit_validation_history_matches_evaluate():
+    x_val, y_val = make_data(24, seed=1)
+    result = train.fit(loss_with_metrics, OPTIMIZER, init_mlp(jax.random.key(0)), (X, Y),
+                       key=jax.random.key(2), epochs=2, batch_size=16, has_aux=True,
+                       validation_data=(x_val, y_val), progress="none")
+    assert list(result.history) == ["loss", "accuracy", "val_loss", "val_accuracy"]
+    assert all(len(values) == 2 for values in result.history.values())
+    logits = np.asarray(mlp_logits(result.params, x_val))
+    np.testing.assert_allclose(result.history["val_loss"][-1],
+                               numpy_cross_entropy(logits, y_val).mean(), rtol=1e-5)
+    np.testing.assert_allclose(result.history["val_accuracy"][-1],
+                               numpy_accuracy(logits, y_val))
+
+
+def quadratic_loss(params, batch, key):
+    """(w − t)² averaged over the batch; every example has the same target t."""
+    return jnp.mean((params["w"] - batch) ** 2)
+
+
+def gd_trajectory(w0, target, learning_rate, steps):
+    """w_{k+1} = w_k − η·2(w_k − t), in float64."""
+    ws = [w0]
+    for _ in range(steps):
+        ws.append(ws[-1] - learning_rate * 2 * (ws[-1] - target))
+    return np.array(ws)
+
+
+def test_early_stopping_stops_after_patience_and_restores_best():
+    # training pulls w from -1 towards +1; validation wants w = 0.3, so val_loss first
+    # falls, then rises once w has passed 0.3.
+    learning_rate, patience = 0.05, 3
+    train_targets = np.ones(8, np.float32)
+    val_targets = np.full(4, 0.3, np.float32)
+    ws = gd_trajectory(-1.0, 1.0, learning_rate, 40)[1:]       # w after epoch e (1 step each)
+    val_losses = (ws - 0.3) ** 2
+    best = int(np.argmin(val_losses))                         # 0-based epoch
+    assert 0 < best < 30
+    result = train.fit(quadratic_loss, optim.sgd(learning_rate), {"w": jnp.float32(-1.0)},
+                       train_targets, key=jax.random.key(0), epochs=40, batch_size=8,
+                       validation_data=val_targets, early_stopping_patience=patience,
+                       progress="none")
+    assert result.stop_reason == "early_stopping"
+    assert len(result.history["val_loss"]) == best + 1 + patience
+    assert result.best_epoch == best + 1
+    np.testing.assert_allclose(result.params["w"], ws[best], rtol=1e-5)
+    np.testing.assert_allclose(result.history["val_loss"], val_losses[:best + 1 + patience],
+                               rtol=1e-4, atol=1e-7)
+    assert f"epoch {best + 1 + patience}" in result.message
+
+
+def test_nan_in_data_stops_at_its_step_and_keeps_last_good_params():
+    x, y = make_data(12, seed=3)
+    bad_row = 7
+    x[bad_row, 2] = np.nan
+    key = jax.random.key(4)
+    shuffle_key, step_key = jax.random.split(jax.random.fold_in(key, 0))
+    position = int(np.argmax(np.asarray(jax.random.permutation(shuffle_key, 12)) == bad_row))
+    plan = [(batch, jax.random.fold_in(step_key, i))
+            for i, batch in enumerate(train.batches(shuffle_key, (x, y), 1))][:position]
+    expected_params, _ = hand_written_steps(init_mlp(jax.random.key(0)), plan)
+    with pytest.warns(RuntimeWarning, match=f"epoch 1, step {position + 1}"):
+        result = train.fit(loss_fn, OPTIMIZER, init_mlp(jax.random.key(0)), (x, y), key=key,
+                           epochs=3, batch_size=1, progress="none")
+    assert result.stop_reason == "non_finite"
+    assert result.history == {}
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(result.params))
+    assert_trees_close(result.params, expected_params)
+
+
+def test_divergence_names_epoch_and_step():
+    # w_{k+1} − 1 = (1 − 2η)(w_k − 1) = −99 (w_k − 1): the loss (w − 1)² overflows float32
+    # at the first step k with |w_k − 1| > sqrt(max float32).
+    learning_rate, steps_per_epoch = 50.0, 4
+    ws = gd_trajectory(2.0, 1.0, learning_rate, 40)
+    bad_step = int(np.argmax(np.abs(ws - 1) > np.sqrt(np.finfo(np.float32).max)))
+    epoch, step = divmod(bad_step, steps_per_epoch)
+    with pytest.warns(RuntimeWarning, match=f"at epoch {epoch + 1}, step {step + 1} "):
+        result = train.fit(quadratic_loss, optim.sgd(learning_rate), {"w": jnp.float32(2.0)},
+                           np.ones(8, np.float32), key=jax.random.key(0), epochs=20,
+                           batch_size=2, progress="none")
+    assert result.stop_reason == "non_finite"
+    assert len(result.history["loss"]) == epoch
+    np.testing.assert_allclose(result.params["w"], ws[bad_step], rtol=1e-5)
+
+
+def test_fit_progress_lines_and_none(capsys):
+    kwargs = dict(key=jax.random.key(0), epochs=2, batch_size=20)
+    train.fit(loss_fn, OPTIMIZER, init_mlp(jax.random.key(0)), (X, Y), progress="lines",
+              **kwargs)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[:2] for line in lines] == [["epoch", "1/2"], ["epoch", "2/2"]]
+    assert all("loss" in line for line in lines)
+    train.fit(loss_fn, OPTIMIZER, init_mlp(jax.random.key(0)), (X, Y), progress="none",
+              **kwargs)
+    assert capsys.readouterr().out == ""
+
+
+def test_progress_auto_prints_lines_when_not_a_terminal():
+    from functional_dl.train.progress import make_reporter
+    stream = io.StringIO()
+    reporter = make_reporter("auto", total=3, stream=stream)
+    reporter.epoch_done(1, {"loss": 0.5, "val_loss": 0.25}, 0.1)
+    reporter.close()
+    assert stream.getvalue() == "epoch 1/3  loss 0.5000  val_loss 0.2500  (0.10 s)\n"
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(epochs=0), ValueError, "epochs must be an int >= 1"),
+    (dict(batch_size=0), ValueError, "batch_size must be >= 1"),
+    (dict(key=None), ValueError, "key"),
+    (dict(progress="fancy"), ValueError, "progress must be one of"),
+    (dict(early_stopping_patience=0), ValueError, "early_stopping_patience"),
+    (dict(mode="up"), ValueError, "mode must be 'min' or 'max'"),
+    (dict(checkpoint_every=2), ValueError, "checkpoint_every needs checkpoint_path"),
+    (dict(early_stopping_patience=1, monitor="val_loss"), ValueError,
+     r"monitor='val_loss' is not a logged metric; available: \['loss'\]"),
+])
+def test_fit_bad_arguments(kwargs, error, match):
+    arguments = dict(key=jax.random.key(0), epochs=1, batch_size=8, progress="none")
+    arguments.update(kwargs)
+    with pytest.raises(error, match=match):
+        train.fit(loss_fn, OPTIMIZER, init_mlp(jax.random.key(0)), (X, Y), **arguments)
