@@ -47,7 +47,8 @@ def train_test_split(key: PRNGKey, *arrays: Any, test_size: float = 0.25) -> tup
     arrays = tuple(a if hasattr(a, "shape") else jnp.asarray(a) for a in arrays)
     for position, array in enumerate(arrays):
         if array.ndim == 0:
-            raise ValueError(f"arrays[{position}] must have a leading example axis, got a 0-d array")
+            raise ValueError(f"arrays[{position}] must have a leading example axis, got a "
+                             "0-d array")
     lengths = [array.shape[0] for array in arrays]
     if len(set(lengths)) != 1:
         raise ValueError(f"arrays must all have the same leading length, got lengths {lengths}")
@@ -86,7 +87,8 @@ def standardize(train: Array, test: Array) -> tuple[Array, Array]:
     train = jnp.asarray(train)
     test = jnp.asarray(test)
     if train.ndim < 1 or train.shape[0] < 1:
-        raise ValueError(f"train must have shape (n_train, ...) with n_train >= 1, got {train.shape}")
+        raise ValueError(
+            f"train must have shape (n_train, ...) with n_train >= 1, got {train.shape}")
     if test.ndim != train.ndim or test.shape[1:] != train.shape[1:]:
         raise ValueError(
             f"test must have shape (n_test, *{train.shape[1:]}) to match train, got {test.shape}")
