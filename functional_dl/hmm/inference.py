@@ -1,0 +1,257 @@
+"""Sequential HMM inference for one sequence with ``lax.scan`` (batches come from ``jax.vmap``).
+
+Low-level functions take ``(initial_probs, transition_matrix, log_likelihoods, length=None)``
+with ``log_likelihoods[t, k] = log p(x_t | z_t = k)`` of shape ``(T, K)``, so any emission model
+or a neural network can feed them.  The high-level ``forward``, ``log_likelihood``,
+``posteriors`` and ``viterbi`` take ``(model, observations, length=None)``.
+
+Numerics.  The forward pass is scaled (Rabiner 1989): with ``m_t = max_k ll[t, k]`` and
+``b̃_t = exp(ll_t − m_t) ∈ [0, 1]``,
+
+    α̂_1 ∝ π ⊙ b̃_1,   α̂_t ∝ (α̂_{t−1}ᵀ A) ⊙ b̃_t,   c_t = normaliser,   log p(x_{1:T}) = Σ_t (log c_t + m_t),
+
+the sum accumulated with Kahan compensation (float32 stays accurate for T = 10⁵).
+
+π and A enter only through products, never through their logarithms, so zeros in them give
+no NaN in values or gradients.  A step where every reachable state has probability 0 gives
+``c_t = 0``, hence ``log p = −inf`` (never NaN), and all later filtered and smoothed
+probabilities are 0.  Viterbi works in log space with the running max subtracted at every
+step, so the comparisons keep full precision even when ``log p`` reaches −10⁶.
+
+Padding.  Positions ``t >= length`` do not change any result: their log-likelihoods are
+ignored (the high-level functions also overwrite padded observations before evaluating the
+emission model, so NaN padding cannot leak into gradients).  Padded rows of filtered and
+smoothed probabilities are 0, padded Viterbi states are −1.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from functional_dl._types import Array
+from functional_dl.hmm._numerics import (finite_or_zero, normalize, replace_padding, safe_divide,
+                                         safe_log, stop_gradient_max, valid_mask)
+from functional_dl.hmm.model import HMM, check_one_sequence
+
+
+def check_inference_shapes(initial_probs, transition_matrix, log_likelihoods, length) -> None:
+    """Static shape checks of the low-level arguments (also inside ``jit``); ValueError."""
+    if jnp.ndim(log_likelihoods) != 2 or log_likelihoods.shape[0] < 1:
+        raise ValueError(f"log_likelihoods must have shape (T, K) with T >= 1, got {jnp.shape(log_likelihoods)}")
+    num_states = log_likelihoods.shape[1]
+    if initial_probs is not None and jnp.shape(initial_probs) != (num_states,):
+        raise ValueError(f"initial_probs must have shape (K,) = ({num_states},) to match "
+                         f"log_likelihoods, got {jnp.shape(initial_probs)}")
+    if jnp.shape(transition_matrix) != (num_states, num_states):
+        raise ValueError(f"transition_matrix must have shape (K, K) = {(num_states, num_states)} "
+                         f"to match log_likelihoods, got {jnp.shape(transition_matrix)}")
+    if length is not None and jnp.ndim(length) != 0:
+        raise ValueError(f"length must be a scalar, got shape {jnp.shape(length)}")
+
+
+def _masked(log_likelihoods: Array, length: Optional[Array]) -> tuple[Array, Array]:
+    """(log-likelihoods with padded rows set to 0, validity mask)."""
+    valid = valid_mask(log_likelihoods.shape[0], length)
+    return jnp.where(valid[:, None], log_likelihoods, 0.0), valid
+
+
+@jax.jit
+def forward_filter(initial_probs: Array, transition_matrix: Array, log_likelihoods: Array,
+                   length: Optional[Array] = None) -> tuple[Array, Array]:
+    """Scaled forward pass: ``(log p(x_{1:L}), filtered)`` with ``filtered[t] = p(z_t | x_{1:t})``.
+
+    ``α̂_t ∝ (α̂_{t−1}ᵀ A) ⊙ exp(ll_t − m_t)`` (``α̂_0ᵀ A`` read as π); ``log p = Σ_t log c_t + m_t``.
+    """
+    check_inference_shapes(initial_probs, transition_matrix, log_likelihoods, length)
+    log_likelihoods, valid = _masked(log_likelihoods, length)
+    shifts = stop_gradient_max(log_likelihoods)
+    scaled = jnp.exp(log_likelihoods - shifts[:, None])
+
+    def _step(carry, inputs):
+        """Condition the predicted p(z_t | x_{<t}) on x_t, then predict z_{t+1}."""
+        log_lik, compensation, predicted = carry
+        scaled_t, shift_t, valid_t = inputs
+        filtered, norm = normalize(predicted * scaled_t)
+        new_log_lik, new_compensation = _kahan_add(log_lik, compensation, safe_log(norm) + shift_t)
+        carry = (jnp.where(valid_t, new_log_lik, log_lik),
+                 jnp.where(valid_t, new_compensation, compensation),
+                 jnp.where(valid_t, filtered @ transition_matrix, predicted))
+        return carry, jnp.where(valid_t, filtered, 0.0)
+
+    zero = jnp.zeros((), scaled.dtype)
+    init = (zero, zero, jnp.asarray(initial_probs, scaled.dtype))
+    (log_lik, _, _), filtered = lax.scan(_step, init, (scaled, shifts, valid))
+    return log_lik, filtered
+
+
+def _kahan_add(total: Array, compensation: Array, term: Array) -> tuple[Array, Array]:
+    """Compensated summation: float32 sums of 10⁵ terms keep ~1e-7 instead of ~1e-4 accuracy.
+
+    The compensation is reset to 0 once the total is infinite (``−inf − (−inf)`` would be NaN).
+    """
+    corrected = term - compensation
+    new_total = total + corrected
+    lost = (new_total - total) - corrected
+    return new_total, jnp.where(jnp.isfinite(new_total), lost, 0.0)
+
+
+@jax.jit
+def backward_filter(transition_matrix: Array, log_likelihoods: Array,
+                    length: Optional[Array] = None) -> Array:
+    """Backward messages ``β_t(i) ∝ p(x_{t+1:L} | z_t = i)``, each row normalised to sum 1.
+
+    ``β_{L−1} ∝ 1`` and ``β_t ∝ A (exp(ll_{t+1} − m_{t+1}) ⊙ β_{t+1})``.  Normalising every
+    step (instead of dividing by the forward ``c_{t+1}``) keeps β <= 1, so a state that is
+    unreachable yet fits the future well cannot overflow β to ``inf`` (``0 · inf`` = NaN).
+    Rows at and after ``L − 1`` are uniform.
+    """
+    check_inference_shapes(None, transition_matrix, log_likelihoods, length)
+    num_states = log_likelihoods.shape[1]
+    log_likelihoods, valid = _masked(log_likelihoods, length)
+    scaled = jnp.exp(log_likelihoods - stop_gradient_max(log_likelihoods)[:, None])
+    uniform = jnp.full((num_states,), 1.0 / num_states, scaled.dtype)
+
+    def _step(next_backward, inputs):
+        """One step back in time: β_t from β_{t+1} and the observation x_{t+1}."""
+        scaled_next, valid_next = inputs
+        backward, _ = normalize(transition_matrix @ (scaled_next * next_backward))
+        backward = jnp.where(valid_next, backward, uniform)
+        return backward, backward
+
+    _, backward = lax.scan(_step, uniform, (scaled[1:], valid[1:]), reverse=True)
+    return jnp.concatenate([backward, uniform[None, :]], axis=0)
+
+
+class Posteriors(NamedTuple):
+    """Everything one forward-backward pass gives (padded rows of the (T, K) arrays are 0)."""
+    log_likelihood: Array  # scalar, log p(x_{1:L})
+    filtered_probs: Array  # (T, K), p(z_t | x_{1:t})
+    smoothed_probs: Array  # (T, K), γ_t = p(z_t | x_{1:L})
+    transition_counts: Array  # (K, K), Σ_t ξ_t(i, j) = Σ_t p(z_t = i, z_{t+1} = j | x_{1:L})
+
+
+@jax.jit
+def smoother(initial_probs: Array, transition_matrix: Array, log_likelihoods: Array,
+             length: Optional[Array] = None) -> Posteriors:
+    """Forward-backward: smoothed marginals ``γ_t ∝ α̂_t ⊙ β_t`` and expected transition counts.
+
+    ``ξ_t(i, j) = α̂_t(i) A_ij b̃_{t+1}(j) β_{t+1}(j) / n_t`` with ``n_t`` making ``Σ_ij ξ_t = 1``;
+    summed over ``t + 1 < L`` as one ``(K, T) @ (T, K)`` product, never a ``(T, K, K)`` array:
+    ``Σ_t ξ_t = A ⊙ (Xᵀ Y)`` with ``X_t = α̂_t / n_t``, ``Y_t = b̃_{t+1} ⊙ β_{t+1}``.
+    If ``log p = −inf`` (the sequence is impossible) all posteriors and counts are 0.
+    """
+    log_lik, filtered = forward_filter(initial_probs, transition_matrix, log_likelihoods, length)
+    backward = backward_filter(transition_matrix, log_likelihoods, length)
+    smoothed, _ = normalize(filtered * backward)
+    masked, valid = _masked(log_likelihoods, length)
+    scaled = jnp.exp(masked - stop_gradient_max(masked)[:, None])
+    future = scaled[1:] * backward[1:]
+    norms = jnp.sum(filtered[:-1] * (future @ transition_matrix.T), axis=1)
+    weights = jnp.where(valid[1:], safe_divide(1.0, norms), 0.0)[:, None] * filtered[:-1]
+    counts = transition_matrix * (weights.T @ future)
+    return Posteriors(log_lik, filtered, smoothed, counts)
+
+
+@jax.jit
+def most_likely_states(initial_probs: Array, transition_matrix: Array, log_likelihoods: Array,
+                       length: Optional[Array] = None) -> tuple[Array, Array]:
+    """Viterbi: ``(argmax_z log p(z, x), max_z log p(z, x))``; padded states are −1.
+
+    ``δ_1 = log π + ll_1``, ``δ_t(j) = max_i [δ_{t−1}(i) + log A_ij] + ll_t(j)`` with back-pointers
+    ``ψ_t(j) = argmax_i [...]``; ``z_L = argmax δ_L``, ``z_t = ψ_{t+1}(z_{t+1})`` (a reverse scan).
+    The running max of δ is moved into a separate offset at every step.  Ties go to the lowest
+    state index.  When no path is possible the log-probability is −inf and the states are
+    arbitrary.
+    """
+    check_inference_shapes(initial_probs, transition_matrix, log_likelihoods, length)
+    log_likelihoods, valid = _masked(log_likelihoods, length)
+    log_transition = safe_log(transition_matrix)
+    num_states = log_likelihoods.shape[1]
+    identity = jnp.arange(num_states)
+
+    def _rescale(scores):
+        top = jnp.max(scores)
+        return scores - finite_or_zero(top), top
+
+    first, offset = _rescale(safe_log(initial_probs) + log_likelihoods[0])
+
+    def _step(carry, inputs):
+        """Best score of each state at t, and which state at t − 1 it came from."""
+        scores, offset = carry
+        ll_t, valid_t = inputs
+        candidates = scores[:, None] + log_transition
+        new_scores, top = _rescale(jnp.max(candidates, axis=0) + ll_t)
+        pointers = jnp.argmax(candidates, axis=0)
+        carry = (jnp.where(valid_t, new_scores, scores), jnp.where(valid_t, offset + top, offset))
+        return carry, jnp.where(valid_t, pointers, identity)
+
+    (scores, offset), pointers = lax.scan(_step, (first, offset),
+                                          (log_likelihoods[1:], valid[1:]))
+    last = jnp.argmax(scores)
+
+    def _backtrack(state, pointers_next):
+        """z_t = ψ_{t+1}(z_{t+1})."""
+        previous = pointers_next[state]
+        return previous, previous
+
+    _, earlier = lax.scan(_backtrack, last, pointers, reverse=True)
+    states = jnp.concatenate([earlier, last[None]])
+    return jnp.where(valid, states, -1), offset + scores[last]
+
+
+def model_log_likelihoods(model: HMM, observations: Array, length: Optional[Array] = None) -> Array:
+    """The ``(T, K)`` emission log-likelihoods with padded observations replaced first."""
+    return model.emissions.log_likelihoods(replace_padding(observations, length))
+
+
+@jax.jit
+def _forward(model, observations, length):
+    lls = model_log_likelihoods(model, observations, length)
+    return forward_filter(model.initial_probs, model.transition_matrix, lls, length)
+
+
+@jax.jit
+def _smoother(model, observations, length):
+    lls = model_log_likelihoods(model, observations, length)
+    return smoother(model.initial_probs, model.transition_matrix, lls, length)
+
+
+@jax.jit
+def _viterbi(model, observations, length):
+    lls = model_log_likelihoods(model, observations, length)
+    return most_likely_states(model.initial_probs, model.transition_matrix, lls, length)
+
+
+def forward(model: HMM, observations: Array, length: Optional[Array] = None) -> tuple[Array, Array]:
+    """``(log p(x_{1:L}), filtered)`` for one sequence; see ``forward_filter``."""
+    check_one_sequence(model, observations, length)
+    return _forward(model, observations, length)
+
+
+def log_likelihood(model: HMM, observations: Array, length: Optional[Array] = None) -> Array:
+    """``log p(x_{1:L}) = log Σ_z π_{z_1} b_{z_1}(x_1) Π_t A_{z_{t−1} z_t} b_{z_t}(x_t)``.
+
+    Differentiable with respect to every parameter.  Gradients with respect to π and A are
+    exact even at entries equal to 0; an emission probability exactly 0 (Categorical) gets
+    gradient 0 instead of its true finite value, because only ``log b`` reaches the inference
+    (parametrise by logits to stay in the interior).  When ``log p = −inf`` gradients are 0.
+    """
+    return forward(model, observations, length)[0]
+
+
+def posteriors(model: HMM, observations: Array, length: Optional[Array] = None) -> Array:
+    """Smoothed marginals ``γ_t(k) = p(z_t = k | x_{1:L})``, shape (T, K); padded rows 0.
+
+    ``smoother`` gives the log-likelihood, filtered marginals and expected transition counts too.
+    """
+    check_one_sequence(model, observations, length)
+    return _smoother(model, observations, length).smoothed_probs
+
+
+def viterbi(model: HMM, observations: Array, length: Optional[Array] = None) -> tuple[Array, Array]:
+    """``(states, log_prob)``: the most probable path and its joint ``log p(z_{1:L}, x_{1:L})``."""
+    check_one_sequence(model, observations, length)
+    return _viterbi(model, observations, length)
