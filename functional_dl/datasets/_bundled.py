@@ -73,8 +73,8 @@ nuclei each (mean, standard error and worst value of ten quantities). Classes: 0
 
 _NILE_DESCRIPTION = """\
 Annual flow of the Nile at Aswan, 1871-1970, in 10^8 m^3 (Cobb, 1978, Biometrika 65), as
-bundled by statsmodels. The level drops near 1898 (the first Aswan dam was begun that year).
-Public domain; see SOURCES.md."""
+bundled by statsmodels. The mean level drops near 1898 (often linked to the first Aswan dam,
+begun that year). Public domain; see SOURCES.md."""
 
 
 def _read_bytes(filename: str) -> bytes:
