@@ -1,0 +1,31 @@
+"""Neural-network building blocks as pure functions (stax-style ``Layer(init, apply)``).
+
+Layers: ``Dense``, ``Conv2D``, ``MaxPool``, ``AvgPool``, ``Flatten``, ``Dropout`` and the
+activations ``Relu``, ``Sigmoid``, ``Tanh``, ``Gelu``, ``Softmax``, ``LogSoftmax`` (also as
+plain functions ``relu``, ``sigmoid``, ...).  Combinators: ``serial``, ``mlp``.
+Initializers live in ``functional_dl.nn.initializers``; the hand-written backpropagation
+and the finite-difference gradient check in ``functional_dl.nn.backprop``.
+
+    >>> import jax
+    >>> from functional_dl import nn
+    >>> init, apply = nn.mlp([64, 10])
+    >>> output_shape, params = init(jax.random.key(0), (-1, 784))
+    >>> output_shape
+    (-1, 10)
+"""
+from functional_dl.nn import backprop, initializers
+from functional_dl.nn.backprop import check_gradient, numerical_gradient
+from functional_dl.nn.combinators import mlp, serial
+from functional_dl.nn.conv import AvgPool, Conv2D, Flatten, MaxPool
+from functional_dl.nn.layers import (Dense, Dropout, Gelu, Layer, LogSoftmax, Relu, Sigmoid,
+                                     Softmax, Tanh, elementwise, gelu, layer_name, log_softmax,
+                                     named, relu, sigmoid, softmax, tanh)
+
+__all__ = [
+    "Layer", "named", "layer_name", "elementwise",
+    "Dense", "Dropout", "Conv2D", "MaxPool", "AvgPool", "Flatten",
+    "Relu", "Sigmoid", "Tanh", "Gelu", "Softmax", "LogSoftmax",
+    "relu", "sigmoid", "tanh", "gelu", "softmax", "log_softmax",
+    "serial", "mlp",
+    "initializers", "backprop", "numerical_gradient", "check_gradient",
+]

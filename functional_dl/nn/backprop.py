@@ -1,0 +1,249 @@
+"""Backpropagation by hand for dense networks, and a finite-difference gradient check.
+
+This is the source text's BP algorithm (section 3.1) written out, for networks built by
+``mlp(layer_sizes, activation)`` (params ``{"dense_0": {"w", "b"}, ..., "dense_{L-1}": ...}``,
+no dropout).  It exists to show the algorithm and to be checked against ``jax.grad``; in
+practice ``jax.grad`` computes the same numbers for any network.
+
+Notation (row vectors, a batch of ``N`` examples).  Layer ``l = 1..L`` is ``dense_{l-1}``
+with ``W^l: (n_{l-1}, n_l)`` and ``b^l: (n_l,)``; ``f`` is the elementwise activation.
+
+    forward:   a^0 = x,   z^l = a^{l-1} W^l + b^l,   a^l = f(z^l)  (l < L),   ŷ = z^L
+
+    loss:      L = (1/N) Σ_n ℓ(z^L_n, y_n)
+      softmax cross entropy:  ℓ = logsumexp(z) - Σ_c y_c z_c    → δ^L = (softmax(z^L) - y) / N
+      mean squared error:     ℓ = (1/K) Σ_k (z_k - y_k)²         → δ^L = 2 (z^L - y) / (N K)
+      (δ^l = ∂L/∂z^l; for CE with soft labels δ^L = (Σ_c y_c · softmax(z^L) - y) / N.)
+
+    backward:  ∂L/∂W^l = (a^{l-1})ᵀ δ^l,   ∂L/∂b^l = Σ_n δ^l_n,
+               δ^{l-1} = (δ^l (W^l)ᵀ) ⊙ f'(z^{l-1})
+
+    f'(z):     relu 1[z > 0],  sigmoid σ(z)(1 - σ(z)),  tanh 1 - tanh²(z),
+               gelu Φ(z) + z φ(z)
+
+The forward pass keeps the pre-activations ``z^l`` because ``f'`` is evaluated there.
+The source text's step 2 writes the recursion on the weight gradients
+(``dL/dw^{l-1} = [(dL/dw^l) w^l] dz^l/dz^{l-1}``); the quantity that is propagated is the
+delta ``δ^l = ∂L/∂z^l``, and each weight gradient is formed from it as above.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from functional_dl._types import Array, PyTree
+from functional_dl.nn.layers import gelu, relu, sigmoid, softmax, tanh
+
+__all__ = ["ForwardPass", "forward", "backprop", "numerical_gradient", "check_gradient",
+           "ACTIVATION_DERIVATIVES", "LOSSES"]
+
+
+def _gelu_derivative(z: Array) -> Array:
+    cdf = 0.5 * (1 + jax.lax.erf(z / math.sqrt(2.0)))
+    pdf = jnp.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+    return cdf + z * pdf
+
+
+#: name -> (f, f') with f' written in terms of the pre-activation z.
+ACTIVATION_DERIVATIVES: dict[str, tuple[Callable, Callable]] = {
+    "relu": (relu, lambda z: (z > 0).astype(z.dtype)),
+    "sigmoid": (sigmoid, lambda z: sigmoid(z) * (1 - sigmoid(z))),
+    "tanh": (tanh, lambda z: 1 - jnp.square(tanh(z))),
+    "gelu": (gelu, _gelu_derivative),
+}
+
+LOSSES = ("softmax_cross_entropy", "mean_squared_error")
+
+
+class ForwardPass(NamedTuple):
+    """What the backward pass needs: ``activations[l] = a^l`` for ``l = 0..L-1``
+    (``a^0`` is the input) and ``pre_activations[l-1] = z^l`` for ``l = 1..L``
+    (the last one is the network output)."""
+
+    activations: list
+    pre_activations: list
+
+
+def _dense_names(params: PyTree) -> list[str]:
+    if not isinstance(params, dict) or not params:
+        raise ValueError("params must be a non-empty dict {'dense_0': {'w', 'b'}, ...} as built "
+                         "by mlp(...)")
+    names = [f"dense_{i}" for i in range(len(params))]
+    if set(params) != set(names):
+        raise ValueError(f"params must have exactly the keys {names} (an mlp without dropout), "
+                         f"got {sorted(params)}")
+    for name in names:
+        layer = params[name]
+        if not (isinstance(layer, dict) and set(layer) == {"w", "b"}
+                and jnp.ndim(layer["w"]) == 2 and jnp.ndim(layer["b"]) == 1
+                and layer["b"].shape[0] == layer["w"].shape[1]):
+            raise ValueError(f"params[{name!r}] must be {{'w': (n_in, n_out), 'b': (n_out,)}}")
+    return names
+
+
+def _activation(name: str) -> tuple[Callable, Callable]:
+    if name not in ACTIVATION_DERIVATIVES:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATION_DERIVATIVES)}, got {name!r}")
+    return ACTIVATION_DERIVATIVES[name]
+
+
+def _add_bias(y: Array, b: Array) -> Array:
+    return y + jnp.broadcast_to(b, y.shape)
+
+
+def forward(params: PyTree, inputs: Array, activation: str = "relu") -> ForwardPass:
+    """Forward pass that keeps every ``a^l`` and ``z^l`` (see the module docstring)."""
+    names = _dense_names(params)
+    f, _ = _activation(activation)
+    if jnp.ndim(inputs) != 2 or inputs.shape[1] != params[names[0]]["w"].shape[0]:
+        raise ValueError(f"inputs must have shape (batch, {params[names[0]]['w'].shape[0]}), "
+                         f"got {jnp.shape(inputs)}")
+    activations, pre_activations = [inputs], []
+    for index, name in enumerate(names):
+        z = _add_bias(activations[-1] @ params[name]["w"], params[name]["b"])
+        pre_activations.append(z)
+        if index < len(names) - 1:
+            activations.append(f(z))
+    return ForwardPass(activations, pre_activations)
+
+
+def _loss_and_output_delta(loss: str, outputs: Array, targets: Array) -> tuple[Array, Array]:
+    """Mean loss over the batch and ``δ^L = ∂L/∂z^L``."""
+    batch, width = outputs.shape
+    if loss == "softmax_cross_entropy":
+        if jnp.issubdtype(targets.dtype, jnp.integer):
+            if targets.shape != (batch,):
+                raise ValueError(f"integer targets must have shape ({batch},), got {targets.shape}")
+            targets = jax.nn.one_hot(targets, width, dtype=outputs.dtype)
+        _check_targets(targets, outputs)
+        shifted = outputs - jnp.max(outputs, axis=-1, keepdims=True)
+        log_probs = shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=-1, keepdims=True))
+        value = -jnp.sum(targets * log_probs) / batch
+        label_mass = jnp.sum(targets, axis=-1, keepdims=True)
+        delta = (softmax(outputs) * label_mass - targets) / batch
+        return value, delta
+    if loss == "mean_squared_error":
+        _check_targets(targets, outputs)
+        residual = outputs - targets
+        return jnp.sum(jnp.square(residual)) / (batch * width), 2 * residual / (batch * width)
+    raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+
+
+def _check_targets(targets: Array, outputs: Array) -> None:
+    if targets.shape != outputs.shape:
+        raise ValueError(f"targets shape {targets.shape} must equal the network output shape "
+                         f"{outputs.shape}")
+
+
+def backprop(params: PyTree, inputs: Array, targets: Array, *, activation: str = "relu",
+             loss: str = "softmax_cross_entropy") -> tuple[Array, PyTree]:
+    """Mean loss over the batch and its gradient, by the δ recursion (module docstring).
+
+    Args:
+      params: ``{"dense_0": {"w", "b"}, ...}`` from ``mlp(sizes, activation).init``.
+      inputs: ``(batch, n_in)``.
+      targets: ``(batch, n_out)`` probabilities / regression targets, or ``(batch,)``
+        integer classes for ``loss="softmax_cross_entropy"``.
+      activation: ``"relu"``, ``"sigmoid"``, ``"tanh"`` or ``"gelu"`` (hidden layers).
+      loss: ``"softmax_cross_entropy"`` or ``"mean_squared_error"``.
+
+    Returns:
+      ``(loss_value, grads)``; ``grads`` has the structure of ``params`` and equals
+      ``jax.grad`` of ``mean(loss(mlp.apply(params, inputs), targets))``.
+      Jit with ``jax.jit(backprop, static_argnames=("activation", "loss"))``.
+    """
+    names = _dense_names(params)
+    _, f_prime = _activation(activation)
+    cache = forward(params, inputs, activation)
+    value, delta = _loss_and_output_delta(loss, cache.pre_activations[-1], jnp.asarray(targets))
+    grads = {}
+    for layer in reversed(range(len(names))):
+        w = params[names[layer]]["w"]
+        grads[names[layer]] = {"w": cache.activations[layer].T @ delta,
+                               "b": jnp.sum(delta, axis=0)}
+        if layer > 0:
+            delta = (delta @ w.T) * f_prime(cache.pre_activations[layer - 1])
+    return value, {name: grads[name] for name in names}
+
+
+# ------------------------------------------------------------ finite differences
+
+
+def _default_eps(dtype) -> float:
+    return float(jnp.finfo(dtype).eps) ** (1.0 / 3.0)
+
+
+def numerical_gradient(fn: Callable[[PyTree], Array], params: PyTree, *,
+                       eps: Optional[float] = None) -> PyTree:
+    """Central finite differences of a scalar function, one coordinate at a time.
+
+    ``∂f/∂θ_i ≈ (f(θ + ε e_i) - f(θ - ε e_i)) / (2ε)``, error ``O(ε²)`` plus rounding
+    ``O(u/ε)``; the default ``ε = u^{1/3}`` (``u`` the machine epsilon of the params'
+    dtype) balances the two.  Costs ``2 · size(params)`` evaluations of ``fn`` (run with
+    ``lax.map``), so use it on small problems, and in float64
+    (``with jax.enable_x64(True):``): float32 differences are only good to ~1e-2.
+    Returns a pytree with the structure of ``params``.
+    """
+    flat, unravel = ravel_pytree(params)
+    if not jnp.issubdtype(flat.dtype, jnp.floating):
+        raise TypeError(f"params must be floating point, got dtype {flat.dtype}")
+    eps = _default_eps(flat.dtype) if eps is None else float(eps)
+    if not eps > 0:
+        raise ValueError(f"eps must be > 0, got {eps!r}")
+    value = fn(params)
+    if jnp.shape(value) != ():
+        raise ValueError(f"fn must return a scalar, got shape {jnp.shape(value)}")
+
+    def partial_derivative(index: Array) -> Array:
+        step = jnp.zeros_like(flat).at[index].set(eps)
+        return (fn(unravel(flat + step)) - fn(unravel(flat - step))) / (2 * eps)
+
+    differences = jax.lax.map(partial_derivative, jnp.arange(flat.size), batch_size=64)
+    return unravel(differences.astype(flat.dtype))
+
+
+def check_gradient(fn: Callable[[PyTree], Array], params: PyTree,
+                   grads: Optional[PyTree] = None, *, eps: Optional[float] = None,
+                   rtol: Optional[float] = None, atol: Optional[float] = None) -> float:
+    """Check ``grads`` (default ``jax.grad(fn)(params)``) against finite differences.
+
+    Passes when ``|g - g_fd| ≤ atol + rtol · |g_fd|`` for every entry; otherwise raises
+    ``AssertionError`` naming the parameter (pytree path), the entry and both values.
+    Defaults: float64 ``rtol=1e-6, atol=1e-8``; float32 ``rtol=5e-2, atol=5e-3``.
+    Returns the largest absolute difference.
+    """
+    if grads is None:
+        grads = jax.grad(fn)(params)
+    if jax.tree.structure(grads) != jax.tree.structure(params):
+        raise ValueError(f"grads structure {jax.tree.structure(grads)} must equal params "
+                         f"structure {jax.tree.structure(params)}")
+    numerical = numerical_gradient(fn, params, eps=eps)
+    dtype = ravel_pytree(params)[0].dtype
+    is_double = dtype == jnp.float64
+    rtol = (1e-6 if is_double else 5e-2) if rtol is None else rtol
+    atol = (1e-8 if is_double else 5e-3) if atol is None else atol
+    worst = 0.0
+    paths = jax.tree_util.tree_flatten_with_path(params)[0]
+    for (path, _), given, estimate in zip(paths, jax.tree.leaves(grads), jax.tree.leaves(numerical)):
+        given, estimate = jnp.asarray(given), jnp.asarray(estimate)
+        if given.shape != estimate.shape:
+            raise ValueError(f"grads{jax.tree_util.keystr(path)} has shape {given.shape}, "
+                             f"expected {estimate.shape}")
+        error = jnp.abs(given - estimate)
+        if error.size == 0:
+            continue
+        worst = max(worst, float(jnp.max(error)))
+        excess = error - (atol + rtol * jnp.abs(estimate))
+        if bool(jnp.any(excess > 0)) or bool(jnp.any(jnp.isnan(error))):
+            where = jnp.unravel_index(jnp.argmax(jnp.where(jnp.isnan(excess), jnp.inf, excess)),
+                                      error.shape)
+            index = tuple(int(i) for i in where)
+            raise AssertionError(
+                f"gradient mismatch at params{jax.tree_util.keystr(path)}{list(index)}: "
+                f"given {float(given[index])!r}, finite differences {float(estimate[index])!r} "
+                f"(atol={atol}, rtol={rtol})")
+    return worst

@@ -1,0 +1,224 @@
+"""Stax-style layers as pure functions: ``Layer(init, apply)``.
+
+The contract, stated once (DESIGN.md):
+
+    init(key, input_shape)                      -> (output_shape, params)
+    apply(params, x, *, key=None, train=False)  -> y
+
+* ``input_shape`` includes the batch axis, which may be unknown: ``(-1, 64)``.  ``init``
+  never looks at the batch size, so the output shape keeps the ``-1``.
+* ``params`` is a dict with readable names (``{"w": ..., "b": ...}``); layers without
+  parameters return ``{}``.
+* ``key`` is only used by random layers (``Dropout``) and only when ``train=True``.
+* ``apply`` is a pure function of its arguments: it works under ``jit``, ``grad`` and
+  ``vmap``.  Dense layers and activations act on the last axis and accept any leading axes
+  (a single example ``(n_in,)`` included), so ``vmap`` over examples works directly.
+
+``Layer`` is a ``NamedTuple`` so it unpacks like stax's pair: ``init, apply = Dense(10)``.
+Layer factories (``Dense``, ``Dropout``) are called; parameter-free layers (``Relu``,
+``Sigmoid``, ``Tanh``, ``Gelu``, ``Softmax``, ``LogSoftmax``) are ready-made values, as in
+stax.  The activations also exist as plain functions (``relu``, ``sigmoid``, ...).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from functional_dl._types import Array, PRNGKey, PyTree, Shape
+from functional_dl.nn import initializers
+
+__all__ = [
+    "Layer",
+    "named",
+    "layer_name",
+    "Dense",
+    "Dropout",
+    "Relu",
+    "Sigmoid",
+    "Tanh",
+    "Gelu",
+    "Softmax",
+    "LogSoftmax",
+    "relu",
+    "sigmoid",
+    "tanh",
+    "gelu",
+    "softmax",
+    "log_softmax",
+    "elementwise",
+]
+
+
+class Layer(NamedTuple):
+    """A layer: ``init(key, input_shape) -> (output_shape, params)`` and
+    ``apply(params, x, *, key=None, train=False) -> y``."""
+
+    init: Callable[[PRNGKey, Shape], tuple[Shape, PyTree]]
+    apply: Callable[..., Array]
+
+
+def named(name: str, layer: Layer) -> Layer:
+    """The same layer, tagged with ``name`` (the prefix its params get inside ``serial``)."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"name must be a Python identifier such as 'dense', got {name!r}")
+    init, apply = layer
+
+    def tagged_init(key: PRNGKey, input_shape: Shape):
+        return init(key, input_shape)
+
+    tagged_init.layer_name = name
+    return Layer(tagged_init, apply)
+
+
+def layer_name(layer: Layer) -> str:
+    """The name ``serial`` uses for ``layer``'s params (``"layer"`` for untagged layers)."""
+    return getattr(layer[0], "layer_name", "layer")
+
+
+def _check_input_shape(name: str, input_shape: Shape, min_rank: int = 1) -> Shape:
+    try:
+        shape = tuple(int(s) for s in input_shape)
+    except TypeError as error:
+        raise TypeError(f"{name}: input_shape must be a tuple of ints, got {input_shape!r}") from error
+    if len(shape) < min_rank:
+        raise ValueError(f"{name}: input_shape must have at least {min_rank} axes, got {shape}")
+    if any(s < 1 and s != -1 for s in shape):
+        raise ValueError(f"{name}: input_shape sizes must be positive (or -1 for unknown), "
+                         f"got {shape}")
+    return shape
+
+
+# ---------------------------------------------------------------------------- Dense
+
+
+def Dense(out_dim: int, w_init: Optional[Callable] = None,
+          b_init: Optional[Callable] = None) -> Layer:
+    """Fully connected layer ``y = x W + b`` on the last axis.
+
+    ``x``: ``(..., n_in)``; ``W``: ``(n_in, out_dim)``; ``b``: ``(out_dim,)``;
+    ``y``: ``(..., out_dim)``.  Params: ``{"w": W, "b": b}``.
+    Defaults: ``w_init = glorot_normal()``, ``b_init = zeros()``.
+    """
+    if not isinstance(out_dim, int) or isinstance(out_dim, bool) or out_dim < 1:
+        raise ValueError(f"Dense: out_dim must be a positive int, got {out_dim!r}")
+    w_init = initializers.glorot_normal() if w_init is None else w_init
+    b_init = initializers.zeros() if b_init is None else b_init
+
+    def init(key: PRNGKey, input_shape: Shape):
+        shape = _check_input_shape("Dense", input_shape)
+        if shape[-1] == -1:
+            raise ValueError(f"Dense: the last axis of input_shape must be known, got {shape}")
+        w_key, b_key = jax.random.split(key)
+        params = {"w": w_init(w_key, (shape[-1], out_dim)), "b": b_init(b_key, (out_dim,))}
+        return shape[:-1] + (out_dim,), params
+
+    def apply(params: PyTree, x: Array, *, key: Optional[PRNGKey] = None,
+              train: bool = False) -> Array:
+        del key, train
+        w, b = params["w"], params["b"]
+        if jnp.ndim(x) < 1 or jnp.shape(x)[-1] != w.shape[0]:
+            raise ValueError(f"Dense: x must have shape (..., {w.shape[0]}) to match w of "
+                             f"shape {w.shape}, got x shape {jnp.shape(x)}")
+        y = x @ w
+        return y + jnp.broadcast_to(b, y.shape)
+
+    init.layer_name = "dense"
+    return Layer(init, apply)
+
+
+# ---------------------------------------------------------------------- activations
+
+
+def relu(x: Array) -> Array:
+    """``max(x, 0)``; its derivative is taken as ``1[x > 0]`` (0 at ``x = 0``)."""
+    return jnp.where(x > 0, x, jnp.zeros_like(x))
+
+
+def sigmoid(x: Array) -> Array:
+    """Logistic function ``σ(x) = 1 / (1 + exp(-x))``; ``σ' = σ (1 - σ)``."""
+    return jax.lax.logistic(x)
+
+
+def tanh(x: Array) -> Array:
+    """Hyperbolic tangent; ``tanh' = 1 - tanh²``."""
+    return jnp.tanh(x)
+
+
+def gelu(x: Array) -> Array:
+    """Exact GELU ``x Φ(x) = ½ x (1 + erf(x / √2))`` (not the tanh approximation);
+    ``gelu'(x) = Φ(x) + x φ(x)`` with ``φ`` the standard normal density."""
+    return 0.5 * x * (1 + jax.lax.erf(x / math.sqrt(2.0)))
+
+
+def softmax(x: Array) -> Array:
+    """``exp(x - m) / Σ exp(x - m)`` over the last axis, ``m = max x`` for stability."""
+    shifted = x - jax.lax.stop_gradient(jnp.max(x, axis=-1, keepdims=True))
+    unnormalised = jnp.exp(shifted)
+    return unnormalised / jnp.sum(unnormalised, axis=-1, keepdims=True)
+
+
+def log_softmax(x: Array) -> Array:
+    """``x - logsumexp(x)`` over the last axis, with the max subtracted first."""
+    shifted = x - jax.lax.stop_gradient(jnp.max(x, axis=-1, keepdims=True))
+    return shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=-1, keepdims=True))
+
+
+def elementwise(fn: Callable[[Array], Array], name: str = "layer") -> Layer:
+    """A parameter-free layer applying ``fn`` (shape-preserving) to its input."""
+    def init(key: PRNGKey, input_shape: Shape):
+        del key
+        return _check_input_shape(name, input_shape), {}
+
+    def apply(params: PyTree, x: Array, *, key: Optional[PRNGKey] = None,
+              train: bool = False) -> Array:
+        del params, key, train
+        return fn(x)
+
+    init.layer_name = name
+    return Layer(init, apply)
+
+
+Relu = elementwise(relu, "relu")
+Sigmoid = elementwise(sigmoid, "sigmoid")
+Tanh = elementwise(tanh, "tanh")
+Gelu = elementwise(gelu, "gelu")
+Softmax = elementwise(softmax, "softmax")
+LogSoftmax = elementwise(log_softmax, "log_softmax")
+
+
+# -------------------------------------------------------------------------- Dropout
+
+
+def Dropout(rate: float) -> Layer:
+    """Inverted dropout; ``rate`` is the probability of **dropping** a unit.
+
+    With ``train=True``: ``y = m ⊙ x / (1 - rate)``, ``m_i ~ Bernoulli(1 - rate)`` drawn
+    from ``key`` (required), so ``E[y] = x``.  With ``train=False``: ``y = x`` (no rescaling
+    is needed at test time because training already divided by the keep probability).
+    The mask has the full shape of ``x``; under ``vmap`` over examples, give each example
+    its own key (``jax.random.split``), otherwise they all share one mask.
+    """
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+        raise ValueError(f"Dropout: rate (the drop probability) must be in [0, 1), got {rate!r}")
+    keep = 1.0 - float(rate)
+
+    def init(key: PRNGKey, input_shape: Shape):
+        del key
+        return _check_input_shape("Dropout", input_shape), {}
+
+    def apply(params: PyTree, x: Array, *, key: Optional[PRNGKey] = None,
+              train: bool = False) -> Array:
+        del params
+        if not train or rate == 0:
+            return x
+        if key is None:
+            raise ValueError("Dropout: a PRNG key is needed when train=True; "
+                             "pass key=jax.random.key(0) (or train=False for evaluation)")
+        kept = jax.random.bernoulli(key, keep, jnp.shape(x))
+        return jnp.where(kept, x / keep, jnp.zeros_like(x))
+
+    init.layer_name = "dropout"
+    return Layer(init, apply)

@@ -1,0 +1,173 @@
+"""Tests for Conv2D, MaxPool, AvgPool and Flatten against direct NumPy loops."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from functional_dl import nn
+from functional_dl.nn.backprop import check_gradient
+
+RNG = np.random.default_rng(3)
+KEY = jax.random.key(0)
+
+
+def same_padding(size, window, stride):
+    out = -(-size // stride)
+    total = max((out - 1) * stride + window - size, 0)
+    return total // 2, total - total // 2
+
+
+def np_pad(x, window, strides, padding, fill):
+    """Pad an NHWC array as the layer's padding argument says; returns the padded array."""
+    if padding == "VALID":
+        pads = ((0, 0), (0, 0))
+    elif padding == "SAME":
+        pads = tuple(same_padding(x.shape[1 + a], window[a], strides[a]) for a in range(2))
+    else:
+        pads = padding
+    return np.pad(x, ((0, 0), pads[0], pads[1], (0, 0)), constant_values=fill)
+
+
+def np_windows(x_pad, window, strides):
+    """Yield (i, j, patch) for every output position of a strided window."""
+    out_h = (x_pad.shape[1] - window[0]) // strides[0] + 1
+    out_w = (x_pad.shape[2] - window[1]) // strides[1] + 1
+    for i in range(out_h):
+        for j in range(out_w):
+            top, left = i * strides[0], j * strides[1]
+            yield i, j, out_h, out_w, x_pad[:, top:top + window[0], left:left + window[1], :]
+
+
+def np_conv2d(x, w, b, strides, padding):
+    x_pad = np_pad(x, w.shape[:2], strides, padding, 0.0)
+    results = {}
+    for i, j, out_h, out_w, patch in np_windows(x_pad, w.shape[:2], strides):
+        # y[n, i, j, o] = b[o] + Σ_{u,v,c} patch[n, u, v, c] w[u, v, c, o]
+        results[i, j] = b + np.einsum("nuvc,uvco->no", patch, w)
+    y = np.zeros((x.shape[0], out_h, out_w, w.shape[3]))
+    for (i, j), value in results.items():
+        y[:, i, j, :] = value
+    return y
+
+
+def np_pool(x, window, strides, padding, kind):
+    fill = -np.inf if kind == "max" else np.nan
+    x_pad = np_pad(x, window, strides, padding, fill)
+    results = {}
+    for i, j, out_h, out_w, patch in np_windows(x_pad, window, strides):
+        results[i, j] = np.max(patch, axis=(1, 2)) if kind == "max" else np.nanmean(patch, axis=(1, 2))
+    y = np.zeros((x.shape[0], out_h, out_w, x.shape[3]))
+    for (i, j), value in results.items():
+        y[:, i, j, :] = value
+    return y
+
+
+CONV_CASES = [
+    ((3, 3), (1, 1), "SAME"),
+    ((3, 3), (1, 1), "VALID"),
+    ((2, 3), (2, 1), "SAME"),
+    ((3, 2), (2, 2), "VALID"),
+    ((3, 3), (2, 2), ((1, 0), (2, 1))),
+    ((1, 1), (1, 1), 1),
+]
+
+
+@pytest.mark.parametrize("kernel_size,strides,padding", CONV_CASES)
+def test_conv2d_matches_numpy_loop(kernel_size, strides, padding):
+    layer = nn.Conv2D(3, kernel_size, strides, padding)
+    x = RNG.normal(size=(2, 5, 6, 2))
+    unknown_shape, _ = layer.init(KEY, (-1, 5, 6, 2))
+    out_shape, params = layer.init(KEY, x.shape)
+    assert params["w"].shape == kernel_size + (2, 3) and params["b"].shape == (3,)
+    params = {"w": jnp.asarray(RNG.normal(size=params["w"].shape), jnp.float32),
+              "b": jnp.asarray(RNG.normal(size=3), jnp.float32)}
+    y = jax.jit(layer.apply)(params, jnp.asarray(x, jnp.float32))
+    expected = np_conv2d(x, np.asarray(params["w"], np.float64), np.asarray(params["b"], np.float64),
+                         strides, padding if padding != 1 else ((1, 1), (1, 1)))
+    assert y.shape == out_shape == expected.shape
+    assert unknown_shape == (-1,) + out_shape[1:]
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
+    # One HWC image gives the first row of the batch.
+    np.testing.assert_allclose(layer.apply(params, jnp.asarray(x[0], jnp.float32)), expected[0],
+                               rtol=1e-4, atol=1e-4)
+
+
+POOL_CASES = [
+    ((2, 2), None, "VALID"),
+    ((3, 3), (1, 1), "SAME"),
+    ((3, 2), (2, 2), "SAME"),
+    ((2, 2), (1, 2), "VALID"),
+]
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("window,strides,padding", POOL_CASES)
+def test_pools_match_numpy_loop(kind, window, strides, padding):
+    layer = (nn.MaxPool if kind == "max" else nn.AvgPool)(window, strides, padding)
+    x = RNG.normal(size=(2, 5, 6, 3))
+    out_shape, params = layer.init(KEY, x.shape)
+    assert params == {}
+    assert layer.init(KEY, (-1, 5, 6, 3))[0] == (-1,) + out_shape[1:]
+    y = jax.jit(layer.apply)(params, jnp.asarray(x, jnp.float32))
+    expected = np_pool(x, window, strides or window, padding, kind)
+    assert y.shape == out_shape == expected.shape
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_flatten():
+    x = jnp.arange(2 * 3 * 4 * 5, dtype=jnp.float32).reshape(2, 3, 4, 5)
+    out_shape, params = nn.Flatten.init(KEY, (-1, 3, 4, 5))
+    assert out_shape == (-1, 60) and params == {}
+    np.testing.assert_array_equal(nn.Flatten.apply(params, x), np.asarray(x).reshape(2, 60))
+    with pytest.raises(ValueError, match="only the batch axis"):
+        nn.Flatten.init(KEY, (2, -1, 3))
+
+
+def small_convnet():
+    return nn.serial(nn.Conv2D(3, 3, padding="SAME"), nn.Relu, nn.MaxPool(2),
+                     nn.Conv2D(2, (2, 2), strides=1, padding="VALID"), nn.Tanh,
+                     nn.AvgPool(2, padding="SAME"), nn.Flatten, nn.Dense(4))
+
+
+def test_convnet_shapes_jit_and_per_example_vmap():
+    init, apply = small_convnet()
+    out_shape, params = init(KEY, (-1, 8, 8, 1))
+    assert out_shape == (-1, 4)
+    assert set(params) == {"conv_0", "conv_1", "dense_0"}
+    x = jnp.asarray(RNG.normal(size=(3, 8, 8, 1)), jnp.float32)
+    y = apply(params, x)
+    assert y.shape == (3, 4)
+    np.testing.assert_allclose(jax.jit(apply)(params, x), y, rtol=1e-5, atol=1e-6)
+    per_example = jax.jit(jax.vmap(lambda xi: apply(params, xi[None])[0]))(x)
+    np.testing.assert_allclose(per_example, y, rtol=1e-5, atol=1e-6)
+
+
+def test_convnet_gradients_match_finite_differences():
+    with jax.enable_x64(True):
+        init, apply = small_convnet()
+        _, params = init(KEY, (2, 6, 6, 1))
+        x = jnp.asarray(RNG.normal(size=(2, 6, 6, 1)))
+        labels = jnp.array([1, 3])
+        from functional_dl import losses
+
+        def loss(p):
+            return losses.softmax_cross_entropy_with_integer_labels(apply(p, x), labels).mean()
+        assert check_gradient(jax.jit(loss), params, jax.jit(jax.grad(loss))(params)) < 1e-6
+
+
+def test_conv_and_pool_bad_input():
+    with pytest.raises(ValueError, match="features"):
+        nn.Conv2D(0, 3)
+    with pytest.raises(ValueError, match="kernel_size"):
+        nn.Conv2D(2, (3, 0))
+    with pytest.raises(ValueError, match="padding"):
+        nn.Conv2D(2, 3, padding="FULL")
+    with pytest.raises(ValueError, match="NHWC"):
+        nn.Conv2D(2, 3).init(KEY, (-1, 8, 8))
+    with pytest.raises(ValueError, match="NHWC"):
+        nn.MaxPool(2).init(KEY, (8, 8, 1, 1, 1))
+    with pytest.raises(ValueError, match="does not fit"):
+        nn.Conv2D(2, 5, padding="VALID").init(KEY, (1, 3, 3, 1))
+    _, params = nn.Conv2D(2, 3).init(KEY, (1, 4, 4, 2))
+    with pytest.raises(ValueError, match="channels"):
+        nn.Conv2D(2, 3).apply(params, jnp.ones((1, 4, 4, 3)))

@@ -1,0 +1,285 @@
+"""Tests for functional_dl.nn layers, initializers and combinators (oracles in NumPy)."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from functional_dl import nn
+from functional_dl.nn import initializers
+
+RNG = np.random.default_rng(2)
+KEY = jax.random.key(0)
+
+
+# ------------------------------------------------------------------ initializers
+
+
+INIT_VARIANCE = {  # name -> (factory, variance(fan_in, fan_out), uniform?)
+    "glorot_uniform": (initializers.glorot_uniform, lambda i, o: 2 / (i + o), True),
+    "glorot_normal": (initializers.glorot_normal, lambda i, o: 2 / (i + o), False),
+    "he_uniform": (initializers.he_uniform, lambda i, o: 2 / i, True),
+    "he_normal": (initializers.he_normal, lambda i, o: 2 / i, False),
+    "lecun_normal": (initializers.lecun_normal, lambda i, o: 1 / i, False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(INIT_VARIANCE))
+def test_fan_based_initializers_have_the_stated_variance(name):
+    factory, variance, uniform = INIT_VARIANCE[name]
+    shape = (3, 3, 20, 40)  # conv kernel: fan_in = 180, fan_out = 360
+    sample = np.asarray(factory()(KEY, shape))
+    assert sample.shape == shape and sample.dtype == np.float32
+    expected = variance(180, 360)
+    # 14400 draws: the sample variance is within ~1.2% (one standard error) of the truth.
+    np.testing.assert_allclose(sample.var(), expected, rtol=0.05)
+    assert abs(sample.mean()) < 4 * math.sqrt(expected / sample.size)
+    if uniform:
+        assert np.abs(sample).max() <= math.sqrt(3 * expected) + 1e-7
+    np.testing.assert_array_equal(sample, factory()(KEY, shape))  # same key, same draw
+    with pytest.raises(ValueError, match="at least 2 axes"):
+        factory()(KEY, (5,))
+
+
+def test_normal_and_zeros_initializers_and_dtypes():
+    sample = np.asarray(initializers.normal(0.5)(KEY, (200, 100)))
+    np.testing.assert_allclose(sample.std(), 0.5, rtol=0.03)
+    np.testing.assert_array_equal(initializers.zeros()(KEY, (3,)), np.zeros(3))
+    with jax.enable_x64(True):
+        assert initializers.he_normal()(KEY, (4, 4)).dtype == jnp.float64
+    assert initializers.he_normal()(KEY, (4, 4), jnp.bfloat16).dtype == jnp.bfloat16
+    with pytest.raises(ValueError, match="stddev"):
+        initializers.normal(-1.0)
+
+
+# ------------------------------------------------------------------- activations
+
+
+def np_gelu(x):
+    return np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x.ravel()]).reshape(x.shape)
+
+
+def np_softmax(x):
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+ACTIVATIONS = {  # function, layer, NumPy oracle
+    "relu": (nn.relu, nn.Relu, lambda x: np.maximum(x, 0)),
+    "sigmoid": (nn.sigmoid, nn.Sigmoid, lambda x: 1 / (1 + np.exp(-x))),
+    "tanh": (nn.tanh, nn.Tanh, np.tanh),
+    "gelu": (nn.gelu, nn.Gelu, np_gelu),
+    "softmax": (nn.softmax, nn.Softmax, np_softmax),
+    "log_softmax": (nn.log_softmax, nn.LogSoftmax, lambda x: np.log(np_softmax(x))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_activations_match_numpy_as_functions_and_layers(name):
+    fn, layer, oracle = ACTIVATIONS[name]
+    x = RNG.normal(size=(4, 5)) * 3
+    expected = oracle(x)
+    np.testing.assert_allclose(fn(jnp.asarray(x, jnp.float32)), expected, rtol=1e-5, atol=1e-6)
+    out_shape, params = layer.init(KEY, (-1, 5))
+    assert out_shape == (-1, 5) and params == {}
+    np.testing.assert_allclose(jax.jit(layer.apply)(params, jnp.asarray(x, jnp.float32)),
+                               expected, rtol=1e-5, atol=1e-6)
+
+
+def test_softmax_is_stable_at_large_inputs():
+    x = jnp.array([1e4, 0.0, -1e4])
+    np.testing.assert_allclose(nn.softmax(x), [1.0, 0.0, 0.0])
+    np.testing.assert_allclose(nn.log_softmax(x), [0.0, -1e4, -2e4])
+
+
+# ------------------------------------------------------------------------- Dense
+
+
+def test_dense_matches_numpy_and_shapes():
+    init, apply = nn.Dense(3)  # unpacks like a stax pair
+    out_shape, params = init(KEY, (-1, 4))
+    assert out_shape == (-1, 3)
+    assert params["w"].shape == (4, 3) and params["b"].shape == (3,)
+    params = {"w": jnp.asarray(RNG.normal(size=(4, 3))), "b": jnp.asarray(RNG.normal(size=3))}
+    x = RNG.normal(size=(5, 4))
+    expected = x @ np.asarray(params["w"]) + np.asarray(params["b"])
+    np.testing.assert_allclose(apply(params, jnp.asarray(x)), expected, rtol=1e-5)
+    np.testing.assert_allclose(jax.jit(apply)(params, jnp.asarray(x)), expected, rtol=1e-5)
+    np.testing.assert_allclose(apply(params, jnp.asarray(x[0])), expected[0], rtol=1e-5)  # one example
+    # d/dW Σ(xW + b) = xᵀ 1, d/db = N · 1.
+    grads = jax.grad(lambda p: apply(p, jnp.asarray(x)).sum())(params)
+    np.testing.assert_allclose(grads["w"], np.repeat(x.sum(0)[:, None], 3, axis=1), rtol=1e-5)
+    np.testing.assert_allclose(grads["b"], np.full(3, 5.0))
+
+
+def test_dense_bad_input():
+    with pytest.raises(ValueError, match="out_dim"):
+        nn.Dense(0)
+    init, apply = nn.Dense(3)
+    _, params = init(KEY, (2, 4))
+    with pytest.raises(ValueError, match=r"\(\.\.\., 4\).*\(2, 5\)"):
+        apply(params, jnp.ones((2, 5)))
+    with pytest.raises(ValueError, match="last axis"):
+        init(KEY, (2, -1))
+
+
+# ----------------------------------------------------------------------- Dropout
+
+
+def test_dropout_rate_is_the_drop_probability():
+    rate = 0.3
+    _, params = nn.Dropout(rate).init(KEY, (-1, 20000))
+    x = jnp.asarray(RNG.random(20000) + 0.5)
+    y = np.asarray(jax.jit(lambda x_, k: nn.Dropout(rate).apply(params, x_, key=k, train=True))(
+        x, jax.random.key(3)))
+    dropped = y == 0
+    # 20000 Bernoulli(0.3) draws: standard error 0.0032.
+    assert abs(dropped.mean() - rate) < 0.015
+    np.testing.assert_allclose(y[~dropped], np.asarray(x)[~dropped] / (1 - rate), rtol=1e-6)
+    # Inverted dropout keeps the mean.
+    np.testing.assert_allclose(y.mean(), float(x.mean()), rtol=0.02)
+
+
+def test_dropout_identity_at_eval_and_deterministic_per_key():
+    layer = nn.Dropout(0.5)
+    x = jnp.asarray(RNG.normal(size=(4, 6)))
+    np.testing.assert_array_equal(layer.apply({}, x), x)
+    np.testing.assert_array_equal(layer.apply({}, x, key=KEY, train=False), x)
+    np.testing.assert_array_equal(nn.Dropout(0.0).apply({}, x, train=True), x)
+    first = layer.apply({}, x, key=KEY, train=True)
+    np.testing.assert_array_equal(first, jax.jit(
+        lambda x_, k: layer.apply({}, x_, key=k, train=True))(x, KEY))
+    assert not np.array_equal(first, layer.apply({}, x, key=jax.random.key(1), train=True))
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.0, 1.5, float("nan")])
+def test_dropout_rejects_rates_outside_unit_interval(rate):
+    with pytest.raises(ValueError, match=r"rate.*\[0, 1\)"):
+        nn.Dropout(rate)
+
+
+def test_dropout_needs_a_key_when_training():
+    with pytest.raises(ValueError, match="key is needed"):
+        nn.Dropout(0.5).apply({}, jnp.ones(3), train=True)
+    init, apply = nn.mlp([4, 2], dropout=0.5)
+    _, params = init(KEY, (-1, 3))
+    with pytest.raises(ValueError, match="key is needed"):
+        apply(params, jnp.ones((2, 3)), train=True)
+
+
+# ---------------------------------------------------- serial, mlp and the contract
+
+
+def np_mlp(params, x, activation):
+    h = np.asarray(x, np.float64)
+    names = sorted(params, key=lambda n: int(n.split("_")[1]))
+    for i, name in enumerate(names):
+        h = h @ np.asarray(params[name]["w"]) + np.asarray(params[name]["b"])
+        if i < len(names) - 1:
+            h = activation(h)
+    return h
+
+
+def test_mlp_params_names_and_forward_match_numpy():
+    init, apply = nn.mlp([5, 4, 3], activation="tanh")
+    out_shape, params = init(KEY, (-1, 6))
+    assert out_shape == (-1, 3)
+    assert set(params) == {"dense_0", "dense_1", "dense_2"}
+    assert [params[f"dense_{i}"]["w"].shape for i in range(3)] == [(6, 5), (5, 4), (4, 3)]
+    x = RNG.normal(size=(7, 6))
+    np.testing.assert_allclose(apply(params, jnp.asarray(x, jnp.float32)), np_mlp(params, x, np.tanh),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_serial_splits_the_key_per_layer():
+    init, _ = nn.serial(nn.Dense(4), nn.Relu, nn.Dense(4))
+    _, params = init(KEY, (-1, 4))
+    assert set(params) == {"dense_0", "dense_1"}  # parameter-free layers get no entry
+    keys = jax.random.split(KEY, 3)
+    for name, layer_key in (("dense_0", keys[0]), ("dense_1", keys[2])):
+        _, expected = nn.Dense(4).init(layer_key, (-1, 4))
+        np.testing.assert_array_equal(params[name]["w"], expected["w"])
+    assert not np.array_equal(params["dense_0"]["w"], params["dense_1"]["w"])
+
+
+def test_two_dropout_layers_get_different_masks():
+    init, apply = nn.serial(nn.Dropout(0.5), nn.Dropout(0.5))
+    _, params = init(KEY, (-1, 64))
+    first_only = nn.serial(nn.Dropout(0.5), nn.Relu).apply
+    out = apply(params, jnp.ones(64), key=KEY, train=True)
+    keys = jax.random.split(KEY, 2)
+    mask_a = np.asarray(nn.Dropout(0.5).apply({}, jnp.ones(64), key=keys[0], train=True)) > 0
+    mask_b = np.asarray(nn.Dropout(0.5).apply({}, jnp.ones(64), key=keys[1], train=True)) > 0
+    np.testing.assert_allclose(out, np.where(mask_a & mask_b, 4.0, 0.0))
+    assert not np.array_equal(mask_a, mask_b)
+    np.testing.assert_allclose(first_only({}, jnp.ones(64), key=KEY, train=True),
+                               np.where(mask_a, 2.0, 0.0))
+
+
+def test_named_layers_and_nested_serial():
+    block = nn.named("block", nn.serial(nn.Dense(3), nn.Relu))
+    init, apply = nn.serial(block, block, nn.Dense(2))
+    out_shape, params = init(KEY, (-1, 4))
+    assert out_shape == (-1, 2)
+    assert set(params) == {"block_0", "block_1", "dense_0"}
+    assert set(params["block_0"]) == {"dense_0"}
+    assert apply(params, jnp.ones((5, 4))).shape == (5, 2)
+    with pytest.raises(ValueError, match="match no layer"):
+        apply({**params, "extra": {}}, jnp.ones((5, 4)))
+
+
+def test_mlp_bad_arguments():
+    with pytest.raises(ValueError, match="activation"):
+        nn.mlp([3, 2], activation="swish")
+    with pytest.raises(ValueError, match="layer_sizes"):
+        nn.mlp([3, 0])
+    with pytest.raises(ValueError, match="layer_sizes"):
+        nn.mlp([])
+    with pytest.raises(ValueError, match="rate"):
+        nn.mlp([3, 2], dropout=1.0)
+    with pytest.raises(TypeError, match="layer 1"):
+        nn.serial(nn.Relu, "dense")
+
+
+LAYERS = {
+    "dense": (nn.Dense(3), (2, 4)),
+    "relu": (nn.Relu, (2, 4)),
+    "sigmoid": (nn.Sigmoid, (2, 4)),
+    "tanh": (nn.Tanh, (2, 4)),
+    "gelu": (nn.Gelu, (2, 4)),
+    "softmax": (nn.Softmax, (2, 4)),
+    "log_softmax": (nn.LogSoftmax, (2, 4)),
+    "dropout": (nn.Dropout(0.25), (2, 4)),
+    "mlp": (nn.mlp([5, 3], activation="gelu", dropout=0.1), (2, 4)),
+    "serial": (nn.serial(nn.Dense(6), nn.Sigmoid, nn.Dense(2), nn.LogSoftmax), (2, 4)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_layer_contract_shapes_jit_vmap_grad(name):
+    layer, shape = LAYERS[name]
+    unknown_shape, _ = layer.init(KEY, (-1,) + shape[1:])
+    out_shape, params = layer.init(KEY, shape)
+    assert unknown_shape == (-1,) + out_shape[1:]
+    x = jnp.asarray(RNG.normal(size=shape), jnp.float32)
+    for train, key in ((False, None), (True, jax.random.key(5))):
+        y = layer.apply(params, x, key=key, train=train)
+        assert y.shape == out_shape
+        jitted = jax.jit(lambda p, x_, k: layer.apply(p, x_, key=k, train=train))(params, x, key)
+        np.testing.assert_allclose(jitted, y, rtol=1e-5, atol=1e-6)
+    # vmap over single examples (each a batch of one) equals the batched call at eval, and
+    # the gradient of a scalar of the output matches a central difference along a direction.
+    fn = lambda x_: jnp.sum(jnp.sin(layer.apply(params, x_)))
+    eps = 1e-2
+
+    @jax.jit
+    def per_example_and_derivatives(x_, direction):
+        per_example = jax.vmap(lambda xi: layer.apply(params, xi[None])[0])(x_)
+        numeric = (fn(x_ + eps * direction) - fn(x_ - eps * direction)) / (2 * eps)
+        return per_example, jnp.vdot(jax.grad(fn)(x_), direction), numeric
+
+    direction = jnp.asarray(RNG.normal(size=shape), jnp.float32)
+    per_example, analytic, numeric = per_example_and_derivatives(x, direction)
+    np.testing.assert_allclose(per_example, layer.apply(params, x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(analytic, numeric, rtol=2e-2, atol=2e-3)

@@ -1,0 +1,126 @@
+"""Perceptron: exactly the plain-loop rule; convergence on separable data; one-vs-rest."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from functional_dl import perceptron
+
+RNG = np.random.default_rng(5)
+
+
+def np_perceptron(X, y, orders, learning_rate):
+    """The rule written as a plain loop: w ← w + ηyx, b ← b + ηy whenever y(w·x + b) ≤ 0."""
+    w, b = np.zeros(X.shape[1]), 0.0
+    mistakes = []
+    for order in orders:
+        count = 0
+        for i in order:
+            if y[i] * (sum(w_j * x_j for w_j, x_j in zip(w, X[i])) + b) <= 0:
+                w = w + learning_rate * y[i] * X[i]
+                b = b + learning_rate * y[i]
+                count += 1
+        mistakes.append(count)
+    return w, b, mistakes
+
+
+def jax_orders(key, epochs, n):
+    """The documented visiting order (see the module docstring)."""
+    if key is None:
+        return [np.arange(n)] * epochs
+    return [np.asarray(jax.random.permutation(k, n)) for k in jax.random.split(key, epochs)]
+
+
+def integer_data(n=24, d=3, separable=False):
+    """Small integer features: every sum is exact in float32, so results match bit for bit."""
+    X = RNG.integers(-4, 5, size=(n, d)).astype(np.float64)
+    if separable:
+        scores = X @ np.array([2.0, -1.0, 1.0]) + 0.5
+        y = np.where(scores > 0, 1, -1)
+    else:
+        y = RNG.choice([-1, 1], size=n)
+    return X, y
+
+
+@pytest.mark.parametrize("key", [None, jax.random.key(3)], ids=["given-order", "shuffled"])
+@pytest.mark.parametrize("learning_rate", [1.0, 0.5])
+def test_fit_equals_plain_loop_exactly(key, learning_rate):
+    X, y = integer_data()
+    params, mistakes = perceptron.fit_with_history(X, y, epochs=4, learning_rate=learning_rate,
+                                                   key=key)
+    w, b, expected_mistakes = np_perceptron(X, y, jax_orders(key, 4, len(y)), learning_rate)
+    np.testing.assert_array_equal(params["w"], w)
+    assert float(params["b"]) == b
+    np.testing.assert_array_equal(mistakes, expected_mistakes)
+    assert params["w"].shape == (3,) and params["b"].shape == ()
+
+
+def test_fit_matches_plain_loop_on_real_valued_data_float64():
+    with jax.enable_x64(True):
+        X = RNG.normal(size=(30, 4))
+        y = np.where(X @ RNG.normal(size=4) > 0, 1, -1)
+        params, mistakes = perceptron.fit_with_history(X, y, epochs=3, learning_rate=0.3)
+        w, b, expected_mistakes = np_perceptron(X, y, jax_orders(None, 3, 30), 0.3)
+        np.testing.assert_allclose(params["w"], w, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(params["b"], b, rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(mistakes, expected_mistakes)
+
+
+def test_converges_on_separable_data():
+    X, y = integer_data(n=40, separable=True)
+    params, mistakes = perceptron.fit_with_history(X, y, epochs=50, key=jax.random.key(0))
+    assert int(mistakes[-1]) == 0 and int(mistakes[0]) > 0
+    np.testing.assert_array_equal(perceptron.predict(params, X), y)
+    assert np.array_equal(perceptron.fit(X, y, epochs=50, key=jax.random.key(0))["w"], params["w"])
+
+
+def test_predict_matches_numpy():
+    params = {"w": jnp.array([1.0, -2.0]), "b": jnp.array(0.5)}
+    X = RNG.normal(size=(9, 2))
+    X[0] = [1.5, 1.0]  # score exactly 0 → -1
+    expected = np.where(X @ np.array([1.0, -2.0]) + 0.5 > 0, 1, -1)
+    np.testing.assert_array_equal(perceptron.predict(params, X), expected)
+    assert int(perceptron.predict(params, X)[0]) == -1
+
+
+def test_one_vs_rest_equals_one_binary_fit_per_class():
+    X = RNG.integers(-3, 4, size=(30, 2)).astype(np.float64)
+    labels = np.argmax(X @ np.array([[1.0, -1.0, 0.2], [0.3, 1.0, -1.0]]) + [0.1, 0.2, 0.3], axis=1)
+    key = jax.random.key(1)
+    params, mistakes = perceptron.fit_one_vs_rest_with_history(X, labels, 3, epochs=5, key=key)
+    assert params["w"].shape == (3, 2) and params["b"].shape == (3,)
+    assert mistakes.shape == (3, 5)
+    for c in range(3):
+        signs = np.where(labels == c, 1, -1)
+        w, b, expected_mistakes = np_perceptron(X, signs, jax_orders(key, 5, 30), 1.0)
+        np.testing.assert_array_equal(params["w"][c], w)
+        assert float(params["b"][c]) == b
+        np.testing.assert_array_equal(mistakes[c], expected_mistakes)
+    scores = X @ np.asarray(params["w"]).T + np.asarray(params["b"])
+    np.testing.assert_array_equal(perceptron.predict_one_vs_rest(params, X), scores.argmax(axis=1))
+    np.testing.assert_array_equal(
+        perceptron.fit_one_vs_rest(X, labels, 3, epochs=5, key=key)["w"], params["w"])
+
+
+def test_bad_input():
+    X, y = integer_data(n=6)
+    with pytest.raises(ValueError, match=r"-1 or \+1"):
+        perceptron.fit(X, np.array([0, 1, 1, 0, 1, 0]))
+    with pytest.raises(ValueError, match="same number of samples"):
+        perceptron.fit(X, y[:5])
+    with pytest.raises(ValueError, match="same number of samples"):
+        perceptron.fit_one_vs_rest(X, np.zeros(5, int), 2)
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        perceptron.fit_one_vs_rest(X, np.array([0, 1, 2, 3, 0, 1]), 3)
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        perceptron.fit_one_vs_rest(X, np.array([0, 1, 2, -1, 0, 1]), 3)
+    with pytest.raises(ValueError, match="integer"):
+        perceptron.fit_one_vs_rest(X, np.zeros(6), 3)
+    with pytest.raises(ValueError, match="epochs"):
+        perceptron.fit(X, y, epochs=0)
+    with pytest.raises(ValueError, match="learning_rate"):
+        perceptron.fit(X, y, learning_rate=0.0)
+    with pytest.raises(ValueError, match="n_samples, n_features"):
+        perceptron.fit(X[0], y)
+    with pytest.raises(ValueError, match="features"):
+        perceptron.predict({"w": jnp.ones(2), "b": jnp.zeros(())}, X)
