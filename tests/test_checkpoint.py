@@ -278,7 +278,7 @@ def test_failed_save_keeps_previous_checkpoint_and_leaves_no_temporary(tmp_path,
         file.write(b"PK\x03\x04 half a checkpoint")
         raise RuntimeError("power cut")
 
-    monkeypatch.setattr(checkpoint, "_write_npz", crash_midway)
+    monkeypatch.setattr(checkpoint._io, "_write_npz", crash_midway)
     with pytest.raises(RuntimeError, match="power cut"):
         checkpoint.save(path, {"w": jnp.ones(1000)})
     monkeypatch.undo()
@@ -370,7 +370,7 @@ for name in state:
 assert len(restored["split"].addressable_shards) == 4
 print("ok")
 """
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(checkpoint.__file__)))
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(checkpoint.__file__))))
     environment = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
                        JAX_PLATFORMS="cpu", PYTHONPATH=package_root)
     result = subprocess.run([sys.executable, "-c", script], env=environment,

@@ -1,0 +1,57 @@
+"""Numbered checkpoints for training loops: ``directory/checkpoint_<step>.npz``."""
+from __future__ import annotations
+
+import operator
+import os
+import pathlib
+import re
+from typing import Any, Optional
+
+from functional_dl._types import PyTree
+from functional_dl.checkpoint._io import restore, save
+
+_STEP_FILE = re.compile(r"^checkpoint_(\d+)\.npz$")
+
+
+def _whole_number(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not hasattr(value, "__index__") or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return operator.index(value)
+
+
+def step_path(directory: str | os.PathLike, step: int) -> pathlib.Path:
+    """``directory/checkpoint_<step, 8 digits>.npz``."""
+    return pathlib.Path(directory) / f"checkpoint_{_whole_number('step', step, 0):08d}.npz"
+
+
+def list_steps(directory: str | os.PathLike) -> list[int]:
+    """Steps that have a checkpoint in ``directory``, ascending ([] if it does not exist)."""
+    names = os.listdir(directory) if os.path.isdir(directory) else []
+    return sorted(int(m.group(1)) for m in map(_STEP_FILE.match, names) if m)
+
+
+def latest_step(directory: str | os.PathLike) -> Optional[int]:
+    """The highest saved step in ``directory``, or None when there is none."""
+    steps = list_steps(directory)
+    return steps[-1] if steps else None
+
+
+def save_step(directory: str | os.PathLike, step: int, tree: PyTree, *,
+              keep: Optional[int] = None, compress: bool = False) -> pathlib.Path:
+    """Save ``tree`` as step ``step``; with ``keep``, delete all but the newest ``keep`` steps."""
+    keep = None if keep is None else _whole_number("keep", keep, 1)
+    path = save(step_path(directory, step), tree, compress=compress)
+    if keep is not None:
+        for old in list_steps(directory)[:-keep]:
+            step_path(directory, old).unlink(missing_ok=True)
+    return path
+
+
+def restore_step(directory: str | os.PathLike, step: Optional[int] = None,
+                 like: PyTree = None) -> PyTree:
+    """Restore step ``step`` (default: the latest) from ``directory``."""
+    if step is None:
+        step = latest_step(directory)
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint_*.npz in {directory}")
+    return restore(step_path(directory, step), like=like)
