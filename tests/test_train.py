@@ -433,3 +433,65 @@ def test_fit_bad_arguments(kwargs, error, match):
     arguments.update(kwargs)
     with pytest.raises(error, match=match):
         train.fit(loss_fn, OPTIMIZER, init_mlp(jax.random.key(0)), (X, Y), **arguments)
+
+
+# ---------------------------------------------------------------- checkpoint and resume
+
+def noisy_run(path, epochs=6, **overrides):
+    """A run whose every step uses its key (input noise) and that checkpoints every 2 epochs."""
+    x_val, y_val = make_data(16, seed=2)
+    arguments = dict(key=jax.random.key(8), epochs=epochs, batch_size=16,
+                     validation_data=(x_val, y_val), early_stopping_patience=10,
+                     checkpoint_path=path, checkpoint_every=2, resume=True, progress="none")
+    arguments.update(overrides)
+    return train.fit(loss_fn, OPTIMIZER, init_mlp(jax.random.key(0)), (X, Y), **arguments)
+
+
+def test_stop_and_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, monkeypatch):
+    uninterrupted = noisy_run(tmp_path / "a.npz")        # resume=True, no file yet: fresh start
+    assert uninterrupted.stop_reason == "completed"
+    assert os.path.exists(tmp_path / "a.npz")
+
+    real_batches, calls = train.loop.batches, []
+
+    def batches_interrupted_in_epoch_5(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real_batches(*args, **kwargs)
+
+    monkeypatch.setattr(train.loop, "batches", batches_interrupted_in_epoch_5)
+    with pytest.raises(KeyboardInterrupt):
+        noisy_run(tmp_path / "b.npz")                      # killed in epoch 5: file at epoch 4
+    monkeypatch.setattr(train.loop, "batches", real_batches)
+    resumed = noisy_run(tmp_path / "b.npz")
+
+    assert_trees_equal(resumed.params, uninterrupted.params)
+    assert_trees_equal(resumed.opt_state, uninterrupted.opt_state)
+    assert resumed.history == uninterrupted.history
+    assert resumed.best_epoch == uninterrupted.best_epoch
+
+
+def test_resume_with_early_stopping_state_matches_uninterrupted(tmp_path):
+    # patience 1 with noisy validation: the early-stopping state crosses the checkpoint.
+    uninterrupted = noisy_run(tmp_path / "a.npz", epochs=12, early_stopping_patience=1,
+                              checkpoint_every=1)
+    first_part = noisy_run(tmp_path / "b.npz", epochs=1, early_stopping_patience=1,
+                           checkpoint_every=1)
+    assert len(first_part.history["loss"]) == 1
+    resumed = noisy_run(tmp_path / "b.npz", epochs=12, early_stopping_patience=1,
+                        checkpoint_every=1)
+    assert resumed.stop_reason == uninterrupted.stop_reason
+    assert resumed.history == uninterrupted.history
+    assert_trees_equal(resumed.params, uninterrupted.params)
+
+
+def test_resume_from_a_checkpoint_of_another_model_fails_clearly(tmp_path):
+    from functional_dl.checkpoint import CheckpointError
+    path = tmp_path / "run.npz"
+    noisy_run(path, epochs=2)
+    other = {"w": jnp.zeros((NUM_FEATURES, NUM_CLASSES)), "b": jnp.zeros(NUM_CLASSES)}
+    with pytest.raises(CheckpointError, match="does not match like"):
+        train.fit(lambda p, b, k: jnp.mean(b[0] @ p["w"]), OPTIMIZER, other, (X, Y),
+                  key=jax.random.key(0), epochs=3, batch_size=8, checkpoint_path=path,
+                  resume=True, progress="none")

@@ -15,6 +15,7 @@ with the parameters from before the bad step.
 """
 from __future__ import annotations
 
+import functools
 import os
 import time
 import warnings
@@ -50,10 +51,12 @@ class FitResult(NamedTuple):
     best_epoch: int | None
 
 
+@functools.lru_cache(maxsize=32)
 def _make_guarded_step(loss_fn: LossFn, optimizer: Any, has_aux: bool, donate: bool):
     """The train step plus a sticky ``healthy`` flag: ``healthy' = healthy ∧ finite(L) ∧ finite(θ')``.
 
-    When ``healthy'`` is false the step returns its inputs ``(θ, s)`` unchanged.
+    When ``healthy'`` is false the step returns its inputs ``(θ, s)`` unchanged.  Cached, so
+    calling ``fit`` again with the same ``loss_fn`` and ``optimizer`` does not recompile.
     """
     compute = loss_and_grads(loss_fn, has_aux=has_aux)
 
@@ -72,6 +75,7 @@ def _make_guarded_step(loss_fn: LossFn, optimizer: Any, has_aux: bool, donate: b
     return jax.jit(guarded_step, donate_argnums=(0, 1) if donate else ())
 
 
+@functools.lru_cache(maxsize=32)
 def _loss_as_eval_fn(loss_fn: LossFn, has_aux: bool) -> Callable:
     """``eval_fn(params, batch) = {"loss": L, **aux}`` with ``loss_fn(params, batch, key=None)``."""
     def eval_fn(params, batch):
@@ -190,7 +194,7 @@ def fit(loss_fn: LossFn, optimizer: Any, params: PyTree, train_data: PyTree, *,
     stopping = _EarlyStopping(np.inf if mode == "min" else -np.inf, 0, 0)
     best_params = None
     if resume and checkpoint_path is not None and os.path.exists(checkpoint_path):
-        saved = resume_lib.load(checkpoint_path, params, opt_state, key)
+        saved = resume_lib.load(checkpoint_path, params, opt_state)
         params, opt_state, key, start_epoch, history = (saved.params, saved.opt_state, saved.key,
                                                         saved.epoch, saved.history)
         stopping = _EarlyStopping(saved.best, saved.best_epoch, saved.wait)
