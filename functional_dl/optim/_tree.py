@@ -1,0 +1,149 @@
+"""Pytree helpers and eager checks shared by the optimizers (internal).
+
+The checks run while an update is traced (once per compilation under ``jit``), so they
+cost nothing per step.  Each raises an exception whose message names the argument.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from functional_dl._checks import check_non_negative
+from functional_dl._types import Array, PyTree
+
+_INT32_MAX = np.iinfo(np.int32).max
+
+
+def leaves_with_paths(tree: PyTree) -> list[tuple[str, Any]]:
+    """``[(path, leaf), ...]`` with paths written as ``['w'][0]`` (``keystr``)."""
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return [(jax.tree_util.keystr(path), leaf) for path, leaf in flat]
+
+
+def check_float_leaves(owner: str, name: str, tree: PyTree) -> None:
+    """Raise ``TypeError`` naming the first leaf of ``tree`` that is not a real float array.
+
+    Integer and boolean leaves are rejected rather than passed through: a gradient step on
+    an integer array cannot be represented, and silently skipping it hides a bug.
+    """
+    for path, leaf in leaves_with_paths(tree):
+        dtype = jnp.result_type(leaf)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(
+                f"{owner}: every leaf of {name} must be a real floating-point array "
+                f"(float16, bfloat16, float32 or float64); leaf {name}{path or '[root]'} "
+                f"has dtype {dtype}")
+
+
+def as_float_arrays(owner: str, name: str, tree: PyTree) -> PyTree:
+    """``tree`` with every leaf made a JAX array, after ``check_float_leaves``."""
+    check_float_leaves(owner, name, tree)
+    return jax.tree_util.tree_map(jnp.asarray, tree)
+
+
+def check_same_structure(owner: str, name: str, tree: PyTree,
+                         reference_name: str, reference: PyTree) -> None:
+    """Raise ``ValueError`` unless ``tree`` and ``reference`` have one structure and shapes.
+
+    The message prints both tree structures (or the first leaf whose shape differs).
+    """
+    tree_def = jax.tree_util.tree_structure(tree)
+    reference_def = jax.tree_util.tree_structure(reference)
+    if tree_def != reference_def:
+        raise ValueError(
+            f"{owner}: the tree structure of {name} differs from that of {reference_name}.\n"
+            f"  {name}: {tree_def}\n  {reference_name}: {reference_def}")
+    for (path, leaf), (_, ref_leaf) in zip(leaves_with_paths(tree), leaves_with_paths(reference)):
+        if jnp.shape(leaf) != jnp.shape(ref_leaf):
+            raise ValueError(
+                f"{owner}: leaf {name}{path or '[root]'} has shape {jnp.shape(leaf)}, but "
+                f"{reference_name}{path or '[root]'} has shape {jnp.shape(ref_leaf)}")
+
+
+def check_learning_rate(owner: str, learning_rate: Any) -> None:
+    """A learning rate is a schedule (callable) or a scalar ``>= 0``."""
+    if callable(learning_rate):
+        return
+    if jnp.ndim(learning_rate) != 0:
+        raise ValueError(f"{owner}: learning_rate must be a scalar or a schedule step -> rate, "
+                         f"got an array of shape {jnp.shape(learning_rate)}")
+    check_non_negative(f"{owner}: learning_rate", learning_rate)
+
+
+def learning_rate_at(learning_rate: Any, count: Array) -> Any:
+    """The rate for the update that follows ``count`` earlier updates."""
+    return learning_rate(count) if callable(learning_rate) else learning_rate
+
+
+def compute_dtype(*dtypes: Any) -> Any:
+    """Arithmetic dtype for a leaf: at least float32, float64 when a leaf is float64.
+
+    float16 and bfloat16 leaves are computed in float32 and the results cast back, so a
+    small ``eps`` (1e-8 underflows in float16) or a squared gradient keeps its meaning.
+    """
+    return jnp.result_type(jnp.float32, *dtypes)
+
+
+def zeros_like_tree(tree: PyTree, fill_value: float = 0.0) -> PyTree:
+    """A tree of arrays shaped and typed like ``tree``'s leaves, filled with ``fill_value``."""
+    return jax.tree_util.tree_map(
+        lambda leaf: jnp.full(jnp.shape(leaf), fill_value, jnp.result_type(leaf)), tree)
+
+
+def zero_count() -> Array:
+    """The update counter of a fresh state: an int32 scalar 0."""
+    return jnp.zeros((), jnp.int32)
+
+
+def increment_count(count: Array) -> Array:
+    """``count + 1`` that stops at the int32 maximum instead of wrapping to negative."""
+    return count + (count < _INT32_MAX).astype(jnp.int32)
+
+
+def resolve_mask(owner: str, mask: Any, params: PyTree) -> PyTree:
+    """Expand ``mask`` (a bool pytree, a prefix of ``params``, or ``params -> tree``) to a
+    tree with one bool leaf per parameter leaf.
+
+    A mask leaf may be a Python bool (decided while tracing) or a bool array (selected
+    elementwise with ``jnp.where``).
+    """
+    if callable(mask):
+        mask = mask(params)
+    try:
+        return jax.tree_util.tree_map(
+            lambda m, sub: jax.tree_util.tree_map(lambda _: m, sub), mask, params)
+    except ValueError as err:
+        raise ValueError(
+            f"{owner}: mask must be a pytree of bools with the structure of params (or a "
+            f"prefix of it).\n  mask: {jax.tree_util.tree_structure(mask)}\n"
+            f"  params: {jax.tree_util.tree_structure(params)}") from err
+
+
+def check_mask_leaves(owner: str, mask_tree: PyTree) -> None:
+    """Every mask leaf must be a Python/NumPy bool or a bool array."""
+    for path, leaf in leaves_with_paths(mask_tree):
+        if jnp.result_type(leaf) != jnp.bool_:
+            raise TypeError(f"{owner}: mask leaf mask{path or '[root]'} must be a bool, "
+                            f"got {leaf!r} of dtype {jnp.result_type(leaf)}")
+
+
+def select_masked(mask_leaf: Any, value: Array) -> Array:
+    """``value`` where the mask is true, else zeros (static when the mask is a Python bool)."""
+    if isinstance(mask_leaf, (bool, np.bool_)):
+        return value if mask_leaf else jnp.zeros_like(value)
+    return jnp.where(mask_leaf, value, jnp.zeros_like(value))
+
+
+
+def map_leaves(fn: Any, n_outputs: int, tree: PyTree, *others: PyTree) -> tuple[PyTree, ...]:
+    """Apply ``fn(leaf, *other_leaves) -> n_outputs-tuple`` leaf by leaf.
+
+    ``others`` have ``tree``'s structure; returns ``n_outputs`` trees shaped like ``tree``.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    other_leaves = [treedef.flatten_up_to(other) for other in others]
+    results = [fn(*args) for args in zip(leaves, *other_leaves)]
+    return tuple(treedef.unflatten([r[k] for r in results]) for k in range(n_outputs))

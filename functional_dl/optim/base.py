@@ -1,0 +1,90 @@
+"""The optimizer contract: ``Optimizer(init, update)``, ``apply_updates`` and ``chain``.
+
+An optimizer is a pair of pure functions::
+
+    state = init(params)
+    updates, state = update(grads, state, params=None)
+    params = apply_updates(params, updates)
+
+``updates`` already carry the minus sign (``θ ← θ + u``).  ``state`` is a pytree of arrays
+(NamedTuples of arrays, the step count an int32 scalar), so it can be jitted, vmapped,
+sharded and saved.  This is the protocol of optax's ``GradientTransformation``: an optimizer
+from this package runs in a loop written for optax and an optax transformation runs with
+``apply_updates`` and ``chain`` from here.  Nothing here imports optax.
+
+Dtypes: ``update`` returns each update leaf in its gradient leaf's dtype, state leaves keep
+their dtype across updates, and ``apply_updates`` casts ``θ + u`` back to each parameter
+leaf's dtype.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from functional_dl._types import PyTree
+from functional_dl.optim._tree import check_same_structure
+
+InitFn = Callable[[PyTree], PyTree]
+UpdateFn = Callable[..., tuple[PyTree, PyTree]]
+
+
+class Optimizer(NamedTuple):
+    """``init(params) -> state`` and ``update(grads, state, params=None) -> (updates, state)``."""
+
+    init: InitFn
+    update: UpdateFn
+
+
+class EmptyState(NamedTuple):
+    """State of a transform that keeps nothing between steps."""
+
+
+def apply_updates(params: PyTree, updates: PyTree) -> PyTree:
+    """``θ ← θ + u`` leaf by leaf, each result cast to its parameter leaf's dtype.
+
+    The sum is formed in the wider of the two dtypes (a float32 update applied to a
+    bfloat16 parameter is added in float32, then rounded once).
+
+    Raises:
+      ValueError: when ``updates`` and ``params`` differ in tree structure or leaf shapes.
+    """
+    check_same_structure("apply_updates", "updates", updates, "params", params)
+    return jax.tree_util.tree_map(
+        lambda p, u: (p + u).astype(jnp.result_type(p)), params, updates)
+
+
+def _check_is_optimizer(owner: str, position: int, candidate: Any) -> None:
+    if not (callable(getattr(candidate, "init", None))
+            and callable(getattr(candidate, "update", None))):
+        raise TypeError(f"{owner}: argument {position} must be an Optimizer (a pair of "
+                        f"functions init, update), got {type(candidate).__name__}")
+
+
+def chain(*optimizers: Optimizer) -> Optimizer:
+    """Compose optimizers left to right: the updates of each are the gradients of the next.
+
+    ``chain(a, b).update(g, (sa, sb), θ)`` is ``u, sa = a.update(g, sa, θ)`` followed by
+    ``u, sb = b.update(u, sb, θ)``.  The state is the tuple of the members' states.
+    ``chain()`` is the identity.  Members may be any object with ``init``/``update`` in
+    this protocol (including optax transformations).
+    """
+    for position, candidate in enumerate(optimizers):
+        _check_is_optimizer("chain", position, candidate)
+
+    def init(params: PyTree) -> tuple:
+        return tuple(opt.init(params) for opt in optimizers)
+
+    def update(grads: PyTree, state: tuple, params: Optional[PyTree] = None):
+        if not isinstance(state, tuple) or len(state) != len(optimizers):
+            raise ValueError(f"chain.update: state must be a tuple of {len(optimizers)} member "
+                             f"states (from chain(...).init), got {type(state).__name__}")
+        new_states = []
+        updates = grads
+        for opt, member_state in zip(optimizers, state):
+            updates, member_state = opt.update(updates, member_state, params)
+            new_states.append(member_state)
+        return updates, tuple(new_states)
+
+    return Optimizer(init, update)

@@ -1,0 +1,153 @@
+"""Learning-rate schedules: functions ``step -> rate``.
+
+``step`` is the number of updates already made (the optimizer's int32 count before it is
+incremented), so the first update uses ``schedule(0)``, as in optax and in PyTorch's
+``torch.optim.lr_scheduler``.  Each schedule is a pure function of ``step``: it works on a
+Python int or an int32 array, under ``jit`` and ``vmap``, and returns a float array of the
+default float dtype (float64 when x64 is enabled).  Arguments are checked when the schedule
+is built; rates are never negative.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from functional_dl._checks import check_non_negative, check_positive
+from functional_dl._types import Array, Schedule
+
+
+def _as_float(step) -> Array:
+    return jnp.asarray(step).astype(jax.dtypes.canonicalize_dtype(jnp.float64))
+
+
+def _half_cosine(progress: Array) -> Array:
+    """``½ (1 + cos(π x))`` written as ``cos²(π x / 2)``: no cancellation near ``x = 1``."""
+    return jnp.square(jnp.cos(0.5 * math.pi * progress))
+
+
+def _check_step_count(name: str, value, *, allow_zero: bool) -> None:
+    if not float(value).is_integer() or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be an integer {bound}, got {value!r}")
+
+
+def constant(value: float) -> Schedule:
+    """``rate(t) = value`` for every step."""
+    check_non_negative("constant: value", value)
+
+    def schedule(step) -> Array:
+        return jnp.full(jnp.shape(step), value, _as_float(step).dtype)
+
+    return schedule
+
+
+def exponential_decay(init_value: float, transition_steps: int, decay_rate: float, *,
+                      transition_begin: int = 0, staircase: bool = False,
+                      end_value: Optional[float] = None) -> Schedule:
+    """``rate(t) = init_value · decay_rate^(max(t − transition_begin, 0) / transition_steps)``.
+
+    With ``staircase=True`` the exponent is rounded down (the rate drops every
+    ``transition_steps`` steps).  ``end_value`` bounds the rate: a floor when
+    ``decay_rate < 1``, a ceiling when ``decay_rate > 1``.
+    """
+    check_non_negative("exponential_decay: init_value", init_value)
+    _check_step_count("exponential_decay: transition_steps", transition_steps, allow_zero=False)
+    check_positive("exponential_decay: decay_rate", decay_rate)
+    _check_step_count("exponential_decay: transition_begin", transition_begin, allow_zero=True)
+    if end_value is not None:
+        check_non_negative("exponential_decay: end_value", end_value)
+
+    def schedule(step) -> Array:
+        exponent = jnp.maximum(_as_float(step) - transition_begin, 0.0) / transition_steps
+        if staircase:
+            exponent = jnp.floor(exponent)
+        rate = init_value * decay_rate ** exponent
+        if end_value is not None:
+            rate = jnp.maximum(rate, end_value) if decay_rate < 1 else jnp.minimum(rate, end_value)
+        return rate
+
+    return schedule
+
+
+def cosine_decay(init_value: float, decay_steps: int, *, end_value: float = 0.0) -> Schedule:
+    """``rate(t) = e + (r₀ − e) · ½ (1 + cos(π · min(t, T) / T))`` (Loshchilov & Hutter 2017,
+    SGDR, without restarts), with ``r₀ = init_value``, ``e = end_value``, ``T = decay_steps``.
+
+    optax's ``cosine_decay_schedule(init_value, decay_steps, alpha)`` is
+    ``end_value = alpha · init_value``.
+    """
+    check_non_negative("cosine_decay: init_value", init_value)
+    _check_step_count("cosine_decay: decay_steps", decay_steps, allow_zero=False)
+    check_non_negative("cosine_decay: end_value", end_value)
+
+    def schedule(step) -> Array:
+        progress = jnp.minimum(_as_float(step), decay_steps) / decay_steps
+        return end_value + (init_value - end_value) * _half_cosine(progress)
+
+    return schedule
+
+
+def warmup_cosine_decay(init_value: float, peak_value: float, warmup_steps: int,
+                        decay_steps: int, *, end_value: float = 0.0) -> Schedule:
+    """Linear warm-up from ``init_value`` to ``peak_value`` over ``warmup_steps`` steps, then
+    cosine decay from ``peak_value`` to ``end_value``; ``decay_steps`` is the total length
+    (warm-up included), as in optax's ``warmup_cosine_decay_schedule``.
+
+    With ``W = warmup_steps``, ``D = decay_steps``::
+
+        rate(t) = r₀ + (r_peak − r₀) · t / W                                   t < W
+        rate(t) = e + (r_peak − e) · ½ (1 + cos(π · min(t − W, D − W) / (D − W)))  t ≥ W
+    """
+    for name, value in (("init_value", init_value), ("peak_value", peak_value),
+                        ("end_value", end_value)):
+        check_non_negative(f"warmup_cosine_decay: {name}", value)
+    _check_step_count("warmup_cosine_decay: warmup_steps", warmup_steps, allow_zero=True)
+    _check_step_count("warmup_cosine_decay: decay_steps", decay_steps, allow_zero=False)
+    if decay_steps <= warmup_steps:
+        raise ValueError(f"warmup_cosine_decay: decay_steps (the total length) must exceed "
+                         f"warmup_steps, got decay_steps={decay_steps}, warmup_steps={warmup_steps}")
+    cosine_steps = decay_steps - warmup_steps
+
+    def schedule(step) -> Array:
+        t = _as_float(step)
+        warmup = init_value + (peak_value - init_value) * t / max(warmup_steps, 1)
+        progress = jnp.clip(t - warmup_steps, 0.0, cosine_steps) / cosine_steps
+        decay = end_value + (peak_value - end_value) * _half_cosine(progress)
+        return jnp.where(t < warmup_steps, warmup, decay)
+
+    return schedule
+
+
+def piecewise_constant(boundaries: Sequence[int], values: Sequence[float]) -> Schedule:
+    """``rate(t) = values[i]`` with ``i`` the number of boundaries ``≤ t``.
+
+    ``values[0]`` holds before ``boundaries[0]``, ``values[k]`` from ``boundaries[k-1]``
+    (inclusive) on.  Needs ``len(values) == len(boundaries) + 1`` and strictly increasing
+    integer boundaries ``>= 0``.  (optax's ``piecewise_constant_schedule`` takes
+    multiplicative scales; its ``values`` are the running products.)
+    """
+    boundaries = [int(b) if float(b).is_integer() else b for b in boundaries]
+    values = [float(v) for v in values]
+    if len(values) != len(boundaries) + 1:
+        raise ValueError(f"piecewise_constant: values needs len(boundaries) + 1 = "
+                         f"{len(boundaries) + 1} entries, got {len(values)}")
+    for k, b in enumerate(boundaries):
+        _check_step_count(f"piecewise_constant: boundaries[{k}]", b, allow_zero=True)
+    if any(b1 >= b2 for b1, b2 in zip(boundaries, boundaries[1:])):
+        raise ValueError(f"piecewise_constant: boundaries must be strictly increasing, "
+                         f"got {boundaries}")
+    for k, v in enumerate(values):
+        check_non_negative(f"piecewise_constant: values[{k}]", v)
+    boundary_array = np.asarray(boundaries, dtype=np.int64)
+
+    def schedule(step) -> Array:
+        t = _as_float(step)
+        boundaries_t = boundary_array.astype(t.dtype).reshape((1,) * t.ndim + (-1,))
+        index = jnp.sum(t[..., None] >= boundaries_t, axis=-1)
+        return jnp.asarray(values, t.dtype)[index]
+
+    return schedule

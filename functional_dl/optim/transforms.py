@@ -1,0 +1,185 @@
+"""Transforms that compose with the optimizers in ``chain``.
+
+Each is an ``Optimizer`` that maps incoming updates (gradients, or the previous member's
+updates) to new ones.  Order matters in ``chain``: clipping goes before the optimizer
+(``chain(clip_by_global_norm(1.0), adam(1e-3))``), L2-style decay before it and decoupled
+decay after the direction but before the learning rate.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from functional_dl._checks import check_non_negative, check_positive
+from functional_dl._types import Array, PyTree, Schedule
+from functional_dl.optim import _tree
+from functional_dl.optim.base import EmptyState, Optimizer
+
+
+def _leaf_times(factor, u: Array) -> Array:
+    cdt = _tree.compute_dtype(u.dtype)
+    return (jnp.asarray(factor).astype(cdt) * u.astype(cdt)).astype(u.dtype)
+
+
+def _check_against_params(owner: str, updates: PyTree, params: Optional[PyTree]) -> None:
+    if params is not None:
+        _tree.check_same_structure(owner, "updates", updates, "params", params)
+
+
+def scale(factor: float) -> Optimizer:
+    """``u ← factor · u`` (stateless).  ``scale(-η)`` after a direction is a descent step."""
+    if callable(factor) or jnp.ndim(factor) != 0:
+        raise ValueError(f"scale: factor must be a scalar, got {factor!r}; for a schedule "
+                         f"use scale_by_schedule")
+
+    def init(params: PyTree) -> EmptyState:
+        return EmptyState()
+
+    def update(updates: PyTree, state: EmptyState, params: Optional[PyTree] = None):
+        updates = _tree.as_float_arrays("scale.update", "updates", updates)
+        _check_against_params("scale.update", updates, params)
+        return jax.tree_util.tree_map(lambda u: _leaf_times(factor, u), updates), state
+
+    return Optimizer(init, update)
+
+
+class ScaleByScheduleState(NamedTuple):
+    """``count``: int32 updates made (the schedule's step)."""
+
+    count: Array
+
+
+def scale_by_schedule(schedule: Schedule) -> Optimizer:
+    """``u ← schedule(t) · u`` with ``t`` the number of earlier updates.
+
+    ``chain(momentum(1.0, β), scale_by_schedule(s))`` is PyTorch's/optax's SGD with momentum
+    under a schedule (the rate applied after the momentum buffer; see ``momentum``).  The
+    schedule's sign is used as given: a direction that is not yet a descent step needs
+    ``lambda t: -s(t)``.
+    """
+    if not callable(schedule):
+        raise TypeError(f"scale_by_schedule: schedule must be a function step -> factor, "
+                        f"got {type(schedule).__name__}")
+
+    def init(params: PyTree) -> ScaleByScheduleState:
+        return ScaleByScheduleState(count=_tree.zero_count())
+
+    def update(updates: PyTree, state: ScaleByScheduleState, params: Optional[PyTree] = None):
+        updates = _tree.as_float_arrays("scale_by_schedule.update", "updates", updates)
+        _check_against_params("scale_by_schedule.update", updates, params)
+        factor = schedule(state.count)
+        scaled = jax.tree_util.tree_map(lambda u: _leaf_times(factor, u), updates)
+        return scaled, ScaleByScheduleState(count=_tree.increment_count(state.count))
+
+    return Optimizer(init, update)
+
+
+def clip_by_global_norm(max_norm: float) -> Optimizer:
+    """Rescale all updates together so their joint L2 norm is at most ``max_norm``.
+
+    ``‖u‖ = √(Σ_leaves Σ u²)`` (summed in float32 at least); ``u ← u · min(1, c / ‖u‖)``
+    (Pascanu, Mikolov & Bengio 2013).  Same as ``torch.nn.utils.clip_grad_norm_`` without
+    its ``1e-6`` in the denominator, and as ``optax.clip_by_global_norm``.  A zero norm
+    leaves ``u`` unchanged; a non-finite norm propagates (pair with ``apply_if_finite``).
+    """
+    check_positive("clip_by_global_norm: max_norm", max_norm)
+
+    def init(params: PyTree) -> EmptyState:
+        return EmptyState()
+
+    def update(updates: PyTree, state: EmptyState, params: Optional[PyTree] = None):
+        updates = _tree.as_float_arrays("clip_by_global_norm.update", "updates", updates)
+        _check_against_params("clip_by_global_norm.update", updates, params)
+        squares = [jnp.sum(jnp.square(u.astype(_tree.compute_dtype(u.dtype))))
+                   for u in jax.tree_util.tree_leaves(updates)]
+        norm = jnp.sqrt(sum(squares)) if squares else jnp.zeros(())
+        factor = jnp.where(norm > max_norm, max_norm / jnp.where(norm > 0, norm, 1.0), 1.0)
+        return jax.tree_util.tree_map(lambda u: _leaf_times(factor, u), updates), state
+
+    return Optimizer(init, update)
+
+
+def add_decayed_weights(weight_decay: float, mask=None) -> Optimizer:
+    """``u ← u + λ M θ`` with ``M`` the mask (1 where decayed; ``None`` decays every leaf).
+
+    Before an optimizer (``chain(add_decayed_weights(λ), adam(η))``) this is the gradient
+    of an L2 penalty ``½ λ ‖θ‖²`` folded into the gradient, as
+    ``torch.optim.Adam(weight_decay=λ)`` does; the source text's penalty ``λ‖w‖²`` (gradient
+    ``+2λw``) is ``add_decayed_weights(2λ)``.  After the
+    direction and before the learning rate (``chain(direction, add_decayed_weights(λ),
+    scale(-η))``) it is decoupled decay as in AdamW.  ``mask`` is as in ``adamw``: a bool
+    pytree (or prefix) or a function ``params -> bool pytree``.  ``update`` needs ``params``.
+    """
+    check_non_negative("add_decayed_weights: weight_decay", weight_decay)
+
+    def init(params: PyTree) -> EmptyState:
+        return EmptyState()
+
+    def update(updates: PyTree, state: EmptyState, params: Optional[PyTree] = None):
+        updates = _tree.as_float_arrays("add_decayed_weights.update", "updates", updates)
+        if params is None:
+            raise ValueError("add_decayed_weights.update: params are required; call "
+                             "update(updates, state, params)")
+        _check_against_params("add_decayed_weights.update", updates, params)
+        mask_tree = _tree.resolve_mask("add_decayed_weights", True if mask is None else mask,
+                                       params)
+        _tree.check_mask_leaves("add_decayed_weights", mask_tree)
+
+        def leaf_update(u, p, decay_this_leaf):
+            cdt = _tree.compute_dtype(u.dtype, jnp.result_type(p))
+            decay = _tree.select_masked(decay_this_leaf, weight_decay * jnp.asarray(p).astype(cdt))
+            return ((u.astype(cdt) + decay).astype(u.dtype),)
+
+        (decayed,) = _tree.map_leaves(leaf_update, 1, updates, params, mask_tree)
+        return decayed, state
+
+    return Optimizer(init, update)
+
+
+class ApplyIfFiniteState(NamedTuple):
+    """``inner_state``: the wrapped optimizer's state; ``notfinite_count``: int32 number of
+    skipped steps; ``last_finite``: bool, whether the latest gradients were all finite."""
+
+    inner_state: PyTree
+    notfinite_count: Array
+    last_finite: Array
+
+
+def apply_if_finite(optimizer: Optimizer) -> Optimizer:
+    """Skip steps whose gradients contain NaN or ±inf.
+
+    When every gradient entry is finite this is ``optimizer``.  Otherwise the updates are
+    zeros (``apply_updates`` leaves the parameters unchanged), the inner state is kept as it
+    was (its step count included) and ``notfinite_count`` goes up by one.  The check is one
+    reduction over the gradients; under ``jit`` both branches are computed and selected
+    with ``jnp.where``, so the skip costs no recompilation and works under ``vmap``.
+    """
+    if not (callable(getattr(optimizer, "init", None))
+            and callable(getattr(optimizer, "update", None))):
+        raise TypeError(f"apply_if_finite: optimizer must be an Optimizer (init, update), "
+                        f"got {type(optimizer).__name__}")
+
+    def init(params: PyTree) -> ApplyIfFiniteState:
+        return ApplyIfFiniteState(inner_state=optimizer.init(params),
+                                  notfinite_count=_tree.zero_count(),
+                                  last_finite=jnp.ones((), jnp.bool_))
+
+    def update(grads: PyTree, state: ApplyIfFiniteState, params: Optional[PyTree] = None):
+        grads = _tree.as_float_arrays("apply_if_finite.update", "grads", grads)
+        finite = jnp.ones((), jnp.bool_)
+        for g in jax.tree_util.tree_leaves(grads):
+            finite = finite & jnp.all(jnp.isfinite(g))
+        updates, inner_state = optimizer.update(grads, state.inner_state, params)
+        updates = jax.tree_util.tree_map(
+            lambda u: jnp.where(finite, u, jnp.zeros_like(u)), updates)
+        inner_state = jax.tree_util.tree_map(
+            lambda new, old: jnp.where(finite, new, old), inner_state, state.inner_state)
+        skipped = _tree.increment_count(state.notfinite_count)
+        return updates, ApplyIfFiniteState(
+            inner_state=inner_state,
+            notfinite_count=jnp.where(finite, state.notfinite_count, skipped),
+            last_finite=finite)
+
+    return Optimizer(init, update)
