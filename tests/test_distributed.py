@@ -1,0 +1,211 @@
+"""Data parallelism on jax.sharding: 8 fake CPU devices against one device.
+
+JAX fixes its device count when it starts, so the checks run once in a subprocess started
+with ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (this file, run as a script,
+prints a JSON report) and the tests below assert on that report.  Oracles: the same train
+step run on unsharded arrays (one device), the batch rows themselves for the shard
+contents, and the unsharded vmap for HMM inference.
+"""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+NUM_DEVICES = 8
+NUM_STEPS = 20
+BATCH_SIZE = 32          # 4 rows per device
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _max_abs_difference(tree_a, tree_b) -> float:
+    import jax
+    import numpy as np
+    return max(float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+               for a, b in zip(jax.tree.leaves(tree_a), jax.tree.leaves(tree_b)))
+
+
+def _describe_shards(array) -> dict:
+    """Shard shapes, their devices and whether each shard holds the rows its index says."""
+    import numpy as np
+    full = np.asarray(array)
+    shards = array.addressable_shards
+    return {
+        "spec": [None if axis is None else str(axis) for axis in array.sharding.spec],
+        "fully_replicated": bool(array.sharding.is_fully_replicated),
+        "global_shape": list(array.shape),
+        "shard_shapes": [list(shard.data.shape) for shard in shards],
+        "distinct_devices": len({shard.device.id for shard in shards}),
+        "shards_hold_their_rows": all(
+            np.array_equal(np.asarray(shard.data), full[shard.index]) for shard in shards),
+    }
+
+
+def _child_checks() -> dict:
+    """Everything that needs 8 devices; returns plain numbers and strings for JSON."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from functional_dl import distributed, hmm, losses, nn, optim, train
+
+    jax.config.update("jax_numpy_rank_promotion", "raise")
+    report = {"num_devices": jax.device_count()}
+    mesh = distributed.make_mesh()
+
+    # ---- 20 train steps, data-parallel vs one device (dropout on: same masks expected)
+    network = nn.mlp([16, 4], dropout=0.1)
+
+    def loss_fn(params, batch, key):
+        x, y = batch
+        logits = network.apply(params, x, key=key, train=key is not None)
+        return losses.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(160, 12)).astype(np.float32)
+    y = rng.integers(0, 4, size=160).astype(np.int32)
+    optimizer = optim.adam(1e-2)
+    step = train.make_train_step(loss_fn, optimizer)
+    initial = network.init(jax.random.key(0), (-1, 12))[1]
+
+    sharded_params = distributed.replicate(initial, mesh)
+    sharded_state = distributed.replicate(optimizer.init(initial), mesh)
+    report["params_before"] = _describe_shards(sharded_params["dense_0"]["w"])
+    single_params = jax.tree.map(jnp.copy, initial)
+    single_state = optimizer.init(single_params)
+    sharded_losses, single_losses = [], []
+    steps = 0
+    for epoch in range(NUM_STEPS // (160 // BATCH_SIZE)):
+        for batch in train.batches(jax.random.key(epoch), (x, y), BATCH_SIZE, drop_last=True):
+            step_key = jax.random.fold_in(jax.random.key(1), steps)
+            sharded_batch = distributed.shard_batch(batch, mesh)
+            if steps == 0:
+                report["batch_x"] = _describe_shards(sharded_batch[0])
+                report["batch_y"] = _describe_shards(sharded_batch[1])
+                compiled = step.lower(sharded_params, sharded_state, sharded_batch,
+                                      step_key).compile().as_text()
+                report["hlo_has_all_reduce"] = "all-reduce" in compiled
+            sharded_params, sharded_state, metrics = step(sharded_params, sharded_state,
+                                                          sharded_batch, step_key)
+            sharded_losses.append(float(metrics["loss"]))
+            single_params, single_state, metrics = step(single_params, single_state, batch,
+                                                        step_key)
+            single_losses.append(float(metrics["loss"]))
+            steps += 1
+    report["steps"] = steps
+    report["params_after"] = _describe_shards(sharded_params["dense_0"]["w"])
+    report["opt_state_replicated"] = [leaf.sharding.is_fully_replicated and
+                                      tuple(leaf.sharding.spec) == ()
+                                      for leaf in jax.tree.leaves(sharded_state)]
+    report["params_difference"] = _max_abs_difference(sharded_params, single_params)
+    report["opt_state_difference"] = _max_abs_difference(sharded_state, single_state)
+    report["loss_difference"] = _max_abs_difference(sharded_losses, single_losses)
+    report["distance_travelled"] = _max_abs_difference(single_params, initial)
+
+    # ---- HMM log-likelihoods of a batch of padded sequences, sharded vs not
+    model = hmm.HMM(jnp.array([0.5, 0.3, 0.2]),
+                    jnp.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.3, 0.3, 0.4]]),
+                    hmm.Categorical(jnp.array([[0.7, 0.1, 0.1, 0.1], [0.1, 0.6, 0.2, 0.1],
+                                               [0.25, 0.25, 0.25, 0.25]])))
+    observations = rng.integers(0, 4, size=(16, 20)).astype(np.int32)
+    lengths = rng.integers(1, 21, size=16).astype(np.int32)
+    batch_log_likelihood = jax.jit(jax.vmap(hmm.log_likelihood, in_axes=(None, 0, 0)))
+    sharded = batch_log_likelihood(distributed.replicate(model, mesh),
+                                   *distributed.shard_batch((observations, lengths), mesh))
+    unsharded = batch_log_likelihood(model, observations, lengths)
+    report["hmm_output"] = _describe_shards(sharded)
+    report["hmm_max_relative_difference"] = float(
+        np.max(np.abs(np.asarray(sharded) - np.asarray(unsharded)) / np.abs(unsharded)))
+
+    # ---- batches that do not divide by 8
+    for name, call in [("shard_batch", lambda: distributed.shard_batch((x[:12], y[:12]), mesh)),
+                       ("sharded_batches",
+                        lambda: distributed.sharded_batches(jax.random.key(0), (x, y), 12, mesh))]:
+        try:
+            call()
+            report[f"{name}_error"] = None
+        except ValueError as error:
+            report[f"{name}_error"] = str(error)
+    epoch = list(distributed.sharded_batches(jax.random.key(0), (x, y), 48, mesh))
+    report["sharded_batches"] = [_describe_shards(batch[0]) for batch in epoch]
+    return report
+
+
+@pytest.fixture(scope="module")
+def report():
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") +
+                          f" --xla_force_host_platform_device_count={NUM_DEVICES}").strip(),
+               PYTHONPATH=os.pathsep.join(
+                   [str(REPO_ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    done = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_subprocess_sees_eight_devices(report):
+    assert report["num_devices"] == NUM_DEVICES
+
+
+def test_twenty_steps_on_eight_devices_equal_twenty_steps_on_one(report):
+    assert report["steps"] == NUM_STEPS
+    assert report["distance_travelled"] > 1e-2          # training moved the parameters
+    assert report["params_difference"] < 1e-5
+    assert report["opt_state_difference"] < 1e-5
+    assert report["loss_difference"] < 1e-5
+
+
+def test_xla_inserts_the_cross_device_gradient_reduction(report):
+    assert report["hlo_has_all_reduce"]
+
+
+@pytest.mark.parametrize("when", ["params_before", "params_after"])
+def test_params_are_replicated_on_every_device(report, when):
+    shards = report[when]
+    assert shards["fully_replicated"] and shards["spec"] == []
+    assert shards["shard_shapes"] == [shards["global_shape"]] * NUM_DEVICES
+    assert shards["distinct_devices"] == NUM_DEVICES
+    assert shards["shards_hold_their_rows"]
+
+
+def test_optimizer_state_stays_replicated(report):
+    assert report["opt_state_replicated"] and all(report["opt_state_replicated"])
+
+
+@pytest.mark.parametrize("leaf, row_shape", [("batch_x", [12]), ("batch_y", [])])
+def test_the_batch_is_split_along_its_leading_axis(report, leaf, row_shape):
+    shards = report[leaf]
+    assert shards["spec"] == ["data"] and not shards["fully_replicated"]
+    assert shards["global_shape"] == [BATCH_SIZE] + row_shape
+    assert shards["shard_shapes"] == [[BATCH_SIZE // NUM_DEVICES] + row_shape] * NUM_DEVICES
+    assert shards["distinct_devices"] == NUM_DEVICES
+    assert shards["shards_hold_their_rows"]
+
+
+def test_sharded_hmm_log_likelihoods_equal_unsharded_ones(report):
+    shards = report["hmm_output"]
+    assert shards["spec"] == ["data"]
+    assert shards["shard_shapes"] == [[2]] * NUM_DEVICES
+    assert report["hmm_max_relative_difference"] < 1e-5
+
+
+@pytest.mark.parametrize("name", ["shard_batch", "sharded_batches"])
+def test_a_batch_that_does_not_divide_by_the_device_count_is_an_error(report, name):
+    message = report[f"{name}_error"]
+    assert message is not None
+    assert "12" in message and f"{NUM_DEVICES} devices" in message
+
+
+def test_sharded_batches_splits_every_full_batch(report):
+    epoch = report["sharded_batches"]
+    assert len(epoch) == 160 // 48                     # the short last batch is dropped
+    for shards in epoch:
+        assert shards["shard_shapes"] == [[6, 12]] * NUM_DEVICES
+        assert shards["shards_hold_their_rows"]
+
+
+if __name__ == "__main__":
+    print(json.dumps(_child_checks()))
