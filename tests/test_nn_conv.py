@@ -118,7 +118,9 @@ def test_flatten():
     x = jnp.arange(2 * 3 * 4 * 5, dtype=jnp.float32).reshape(2, 3, 4, 5)
     out_shape, params = nn.Flatten.init(KEY, (-1, 3, 4, 5))
     assert out_shape == (-1, 60) and params == {}
-    np.testing.assert_array_equal(nn.Flatten.apply(params, x), np.asarray(x).reshape(2, 60))
+    y = nn.Flatten.apply(params, x)
+    np.testing.assert_array_equal(y, np.asarray(x).reshape(2, 60))
+    assert nn.Flatten.init(KEY, x.shape)[0] == y.shape
     with pytest.raises(ValueError, match="only the batch axis"):
         nn.Flatten.init(KEY, (2, -1, 3))
 

@@ -122,6 +122,13 @@ def test_dense_bad_input():
         apply(params, jnp.ones((2, 5)))
     with pytest.raises(ValueError, match="last axis"):
         init(KEY, (2, -1))
+    with pytest.raises(TypeError, match="input_shape"):
+        init(KEY, 4)
+    mlp_init, mlp_apply = nn.mlp([3, 2])
+    _, mlp_params = mlp_init(KEY, (-1, 4))
+    del mlp_params["dense_1"]
+    with pytest.raises(ValueError, match="'dense_i' entry missing"):
+        mlp_apply(mlp_params, jnp.ones((2, 4)))
 
 
 # ----------------------------------------------------------------------- Dropout

@@ -9,7 +9,8 @@ The contract, stated once (DESIGN.md):
   never looks at the batch size, so the output shape keeps the ``-1``.
 * ``params`` is a dict with readable names (``{"w": ..., "b": ...}``); layers without
   parameters return ``{}``.
-* ``key`` is only used by random layers (``Dropout``) and only when ``train=True``.
+* ``key`` is only used by random layers (``Dropout``) and only when ``train=True``;
+  ``train`` is a Python bool (static under ``jit``: close over it or mark it static).
 * ``apply`` is a pure function of its arguments: it works under ``jit``, ``grad`` and
   ``vmap``.  Dense layers and activations act on the last axis and accept any leading axes
   (a single example ``(n_in,)`` included), so ``vmap`` over examples works directly.
@@ -81,7 +82,7 @@ def layer_name(layer: Layer) -> str:
 def _check_input_shape(name: str, input_shape: Shape, min_rank: int = 1) -> Shape:
     try:
         shape = tuple(int(s) for s in input_shape)
-    except TypeError as error:
+    except (TypeError, ValueError) as error:
         raise TypeError(f"{name}: input_shape must be a tuple of ints, got {input_shape!r}") from error
     if len(shape) < min_rank:
         raise ValueError(f"{name}: input_shape must have at least {min_rank} axes, got {shape}")
@@ -118,6 +119,10 @@ def Dense(out_dim: int, w_init: Optional[Callable] = None,
     def apply(params: PyTree, x: Array, *, key: Optional[PRNGKey] = None,
               train: bool = False) -> Array:
         del key, train
+        if not (isinstance(params, dict) and {"w", "b"} <= set(params)):
+            raise ValueError("Dense: params must be a dict {'w': W, 'b': b} (inside serial/mlp: "
+                             "is this layer's 'dense_i' entry missing?), got "
+                             f"{sorted(params) if isinstance(params, dict) else type(params)}")
         w, b = params["w"], params["b"]
         if jnp.ndim(x) < 1 or jnp.shape(x)[-1] != w.shape[0]:
             raise ValueError(f"Dense: x must have shape (..., {w.shape[0]}) to match w of "
@@ -196,7 +201,8 @@ def Dropout(rate: float) -> Layer:
     """Inverted dropout; ``rate`` is the probability of **dropping** a unit.
 
     With ``train=True``: ``y = m ⊙ x / (1 - rate)``, ``m_i ~ Bernoulli(1 - rate)`` drawn
-    from ``key`` (required), so ``E[y] = x``.  With ``train=False``: ``y = x`` (no rescaling
+    from ``key`` (required unless ``rate = 0``), so ``E[y] = x``.  With ``train=False``:
+    ``y = x`` (no rescaling
     is needed at test time because training already divided by the keep probability).
     The mask has the full shape of ``x``; under ``vmap`` over examples, give each example
     its own key (``jax.random.split``), otherwise they all share one mask.
