@@ -45,6 +45,8 @@ def num_examples(arrays: PyTree, name: str = "arrays") -> int:
     if len(set(lengths)) != 1:
         raise ValueError(f"{name} must all have the same length (leading axis), got lengths "
                          f"{lengths}")
+    if lengths[0] == 0:
+        raise ValueError(f"{name} must hold at least one example, got leading length 0")
     return lengths[0]
 
 
