@@ -1,0 +1,197 @@
+"""Optimizer step time against the memory-bandwidth bound (and against optax, if installed).
+
+What is timed: one jitted training step ``(params, state, grads) -> (params', state')``
+(``update`` followed by ``apply_updates``), with ``params`` and ``state`` donated, as a
+training loop runs it.  Two trees: 10M float32 parameters in 4 leaves, and 400 small leaves.
+
+The bound: a donated, jitted ``x + y`` over the same tree moves 3 arrays (read x, y; write
+x).  An optimizer must move, per parameter,
+
+    sgd 3 (read θ, g; write θ) · momentum, adagrad, rmsprop 5 (+ one state array read and
+    written) · centered rmsprop, adam, adamw 7 (two state arrays)
+
+so its bound is ``t(x + y) · arrays / 3``.  The table gives the median step time, the
+effective bandwidth ``arrays · bytes / time`` and the fraction ``bound / time`` (1.0 means
+as fast as streaming the data once).
+
+It also gives the arrays the compiled program really moves (XLA's cost analysis) and the
+fraction of *that* bound.  XLA's CPU backend emits one single-output loop per updated
+array, so a state array written by the update is read back by the parameter update (e.g.
+Adam: m' from (m, g), v' from (v, g), θ' from (θ, m', v'): 10 arrays, not 7); optax compiles
+to the same kernels.  On CPU the first fraction is therefore capped at needed / moved
+(momentum 5/6, adagrad and rmsprop 5/7, adam 7/10).
+
+``x + y``, ours and optax are timed in alternating rounds per optimizer, so a shared
+machine's load falls on all three alike.  Run ``python benchmarks/optimizers.py --quick``
+for a short run; numbers on a shared CPU are noisy, so compare columns of one run.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from functional_dl import optim  # noqa: E402
+
+from _timing import machine_description, print_table, time_fn  # noqa: E402
+
+try:
+    import optax
+except ImportError:  # peers are optional
+    optax = None
+
+LR = 1e-3
+
+# name: (ours, optax's equivalent with the same settings, arrays moved per parameter)
+OPTIMIZERS = {
+    "sgd": (lambda: optim.sgd(LR), lambda: optax.sgd(LR), 3),
+    "momentum": (lambda: optim.momentum(LR, beta=0.9), lambda: optax.sgd(LR, momentum=0.9), 5),
+    "nesterov": (lambda: optim.momentum(LR, beta=0.9, nesterov=True),
+                 lambda: optax.sgd(LR, momentum=0.9, nesterov=True), 5),
+    "adagrad": (lambda: optim.adagrad(LR, eps=1e-10),
+                lambda: optax.adagrad(LR, initial_accumulator_value=0.0, eps=1e-10), 5),
+    "rmsprop": (lambda: optim.rmsprop(LR), lambda: optax.rmsprop(LR), 5),
+    "rmsprop_centered": (lambda: optim.rmsprop(LR, centered=True),
+                         lambda: optax.rmsprop(LR, centered=True), 7),
+    "adam": (lambda: optim.adam(LR), lambda: optax.adam(LR), 7),
+    "adamw": (lambda: optim.adamw(LR, weight_decay=1e-4),
+              lambda: optax.adamw(LR, weight_decay=1e-4), 7),
+}
+
+
+def make_tree(n_leaves: int, leaf_size: int, seed: int) -> dict:
+    keys = jax.random.split(jax.random.key(seed), n_leaves)
+    return {f"leaf_{i:03d}": jax.random.normal(k, (leaf_size,), jnp.float32)
+            for i, k in enumerate(keys)}
+
+
+def make_step(optimizer, apply_updates):
+    def step(params, state, grads):
+        updates, state = optimizer.update(grads, state, params)
+        return apply_updates(params, updates), state
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+class DonatedLoop:
+    """A jitted step whose first arguments are donated, threaded through its own outputs."""
+
+    def __init__(self, step, carry, *constants):
+        self.step, self.carry, self.constants = step, carry, constants
+        self.donation_checked = None
+
+    def __call__(self):
+        previous = jax.tree_util.tree_leaves(self.carry)[0]
+        self.carry = self.step(*self.carry, *self.constants)
+        if self.donation_checked is None:
+            self.donation_checked = previous.is_deleted()
+        return self.carry
+
+
+def make_step(optimizer, apply_updates):
+    def step(params, state, grads):
+        updates, state = optimizer.update(grads, state, params)
+        return apply_updates(params, updates), state
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+def compiled_arrays_moved(step, args, array_bytes: int) -> float:
+    """Arrays (of one tree's size) that the compiled program reads and writes, from XLA's
+    cost analysis: what the kernels XLA actually emits must move, as opposed to the
+    minimum an ideal fused update needs."""
+    analysis = step.lower(*args).compile().cost_analysis()
+    if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0]
+    return float(analysis.get("bytes accessed", float("nan"))) / array_bytes
+
+
+def make_add_probe(tree) -> DonatedLoop:
+    """A donated, jitted ``x + y`` over ``tree`` (3 arrays moved)."""
+    add = jax.jit(lambda x, y: (jax.tree_util.tree_map(jnp.add, x, y),), donate_argnums=0)
+    return DonatedLoop(add, (jax.tree_util.tree_map(jnp.copy, tree),),
+                       jax.tree_util.tree_map(lambda a: a * 0.5, tree))
+
+
+def interleaved_medians(loops: dict, rounds: int, repeats: int, number: int) -> dict:
+    """Median seconds per call of each loop, timed in alternating rounds so that the load
+    of a shared machine falls on all of them alike."""
+    samples = {name: [] for name in loops}
+    for _ in range(rounds):
+        for name, loop in loops.items():
+            samples[name].append(time_fn(loop, repeats=repeats, number=number)["median"])
+    return {name: float(np.median(s)) for name, s in samples.items()}
+
+
+def run_tree(label: str, n_leaves: int, leaf_size: int, names, args) -> None:
+    params = make_tree(n_leaves, leaf_size, seed=0)
+    grads = make_tree(n_leaves, leaf_size, seed=1)
+    array_bytes = 4 * n_leaves * leaf_size
+    print(f"\n### {label}: {n_leaves * leaf_size / 1e6:.3g}M float32 parameters in "
+          f"{n_leaves} leaves\n")
+    rows = []
+    for name in names:
+        build, build_optax, arrays = OPTIMIZERS[name]
+        loops = {"x + y": make_add_probe(params)}
+        libraries = [("functional_dl", build, optim.apply_updates)]
+        if optax is not None:
+            libraries.append(("optax", build_optax, optax.apply_updates))
+        kernel_arrays = {}
+        for library, builder, apply_updates in libraries:
+            optimizer = builder()
+            fresh = jax.tree_util.tree_map(jnp.copy, params)
+            state = optimizer.init(fresh)
+            step = make_step(optimizer, apply_updates)
+            kernel_arrays[library] = compiled_arrays_moved(step, (fresh, state, grads),
+                                                           array_bytes)
+            loops[library] = DonatedLoop(step, (fresh, state), grads)
+        medians = interleaved_medians(loops, args.rounds, args.repeats, args.number)
+        per_array = medians["x + y"] / 3
+        for library, _, _ in libraries:
+            t = medians[library]
+            rows.append([name, library, f"{t * 1e3:.3f}", f"{medians['x + y'] * 1e3:.3f}", arrays,
+                         f"{arrays * array_bytes / t / 1e9:.2f}",
+                         f"{per_array * arrays / t:.2f}", f"{kernel_arrays[library]:.1f}",
+                         f"{per_array * kernel_arrays[library] / t:.2f}",
+                         "yes" if loops[library].donation_checked else "NO"])
+        del loops
+    print_table(["optimizer", "library", "step ms", "x + y ms", "arrays needed",
+                 "effective GB/s", "fraction of bound", "arrays moved by XLA's kernels",
+                 "fraction of their bound", "donated"], rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="1M parameters, 3 repeats: a smoke run of a few seconds")
+    parser.add_argument("--params", type=int, default=10_000_000,
+                        help="parameters in the 4-leaf tree (default 10M)")
+    parser.add_argument("--small-leaves", type=int, default=400)
+    parser.add_argument("--small-leaf-size", type=int, default=2_500,
+                        help="entries per small leaf (default 2,500: 1M parameters in all)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="alternating rounds (x + y, ours, optax) per optimizer")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats per round")
+    parser.add_argument("--number", type=int, default=3, help="steps per timed repeat")
+    parser.add_argument("--only", nargs="*", choices=sorted(OPTIMIZERS), default=None)
+    args = parser.parse_args()
+    if args.quick:
+        args.params, args.small_leaf_size = 1_000_000, 250
+        args.rounds, args.repeats, args.number = 3, 3, 2
+    names = args.only or list(OPTIMIZERS)
+    print(machine_description())
+    print(f"CPU cores visible: {os.cpu_count()}; optax "
+          f"{optax.__version__ if optax is not None else 'not installed'}; "
+          f"median over {args.rounds} alternating rounds of the median of {args.repeats} "
+          f"repeats x {args.number} steps")
+    run_tree("large leaves", 4, args.params // 4, names, args)
+    run_tree("small leaves", args.small_leaves, args.small_leaf_size, names, args)
+
+
+if __name__ == "__main__":
+    main()
