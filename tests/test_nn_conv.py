@@ -28,38 +28,31 @@ def np_pad(x, window, strides, padding, fill):
     return np.pad(x, ((0, 0), pads[0], pads[1], (0, 0)), constant_values=fill)
 
 
-def np_windows(x_pad, window, strides):
-    """Yield (i, j, patch) for every output position of a strided window."""
+def np_sliding(x_pad, window, strides, channels_out, reduce_patch):
+    """y[:, i, j, :] = reduce_patch(window of x_pad at (i·s_h, j·s_w)), a direct loop."""
     out_h = (x_pad.shape[1] - window[0]) // strides[0] + 1
     out_w = (x_pad.shape[2] - window[1]) // strides[1] + 1
+    y = np.zeros((x_pad.shape[0], out_h, out_w, channels_out))
     for i in range(out_h):
         for j in range(out_w):
             top, left = i * strides[0], j * strides[1]
-            yield i, j, out_h, out_w, x_pad[:, top:top + window[0], left:left + window[1], :]
+            y[:, i, j, :] = reduce_patch(x_pad[:, top:top + window[0], left:left + window[1], :])
+    return y
 
 
 def np_conv2d(x, w, b, strides, padding):
     x_pad = np_pad(x, w.shape[:2], strides, padding, 0.0)
-    results = {}
-    for i, j, out_h, out_w, patch in np_windows(x_pad, w.shape[:2], strides):
-        # y[n, i, j, o] = b[o] + Σ_{u,v,c} patch[n, u, v, c] w[u, v, c, o]
-        results[i, j] = b + np.einsum("nuvc,uvco->no", patch, w)
-    y = np.zeros((x.shape[0], out_h, out_w, w.shape[3]))
-    for (i, j), value in results.items():
-        y[:, i, j, :] = value
-    return y
+    # y[n, i, j, o] = b[o] + Σ_{u,v,c} patch[n, u, v, c] w[u, v, c, o]
+    return np_sliding(x_pad, w.shape[:2], strides, w.shape[3],
+                      lambda patch: b + np.einsum("nuvc,uvco->no", patch, w))
 
 
 def np_pool(x, window, strides, padding, kind):
-    fill = -np.inf if kind == "max" else np.nan
+    fill = -np.inf if kind == "max" else np.nan  # NaN padding: nanmean skips it
     x_pad = np_pad(x, window, strides, padding, fill)
-    results = {}
-    for i, j, out_h, out_w, patch in np_windows(x_pad, window, strides):
-        results[i, j] = np.max(patch, axis=(1, 2)) if kind == "max" else np.nanmean(patch, axis=(1, 2))
-    y = np.zeros((x.shape[0], out_h, out_w, x.shape[3]))
-    for (i, j), value in results.items():
-        y[:, i, j, :] = value
-    return y
+    reduce_patch = ((lambda p: np.max(p, axis=(1, 2))) if kind == "max"
+                    else (lambda p: np.nanmean(p, axis=(1, 2))))
+    return np_sliding(x_pad, window, strides, x.shape[3], reduce_patch)
 
 
 CONV_CASES = [

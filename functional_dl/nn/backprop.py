@@ -1,6 +1,6 @@
 """Backpropagation by hand for dense networks, and a finite-difference gradient check.
 
-This is the source text's BP algorithm (section 3.1) written out, for networks built by
+This is the source text's BP algorithm (its section 3, part (一)) written out, for networks built by
 ``mlp(layer_sizes, activation)`` (params ``{"dense_0": {"w", "b"}, ..., "dense_{L-1}": ...}``,
 no dropout).  It exists to show the algorithm and to be checked against ``jax.grad``; in
 practice ``jax.grad`` computes the same numbers for any network.
@@ -89,7 +89,8 @@ def _dense_names(params: PyTree) -> list[str]:
 
 def _activation(name: str) -> tuple[Callable, Callable]:
     if name not in ACTIVATION_DERIVATIVES:
-        raise ValueError(f"activation must be one of {sorted(ACTIVATION_DERIVATIVES)}, got {name!r}")
+        raise ValueError(f"activation must be one of {sorted(ACTIVATION_DERIVATIVES)}, "
+                         f"got {name!r}")
     return ACTIVATION_DERIVATIVES[name]
 
 
@@ -246,7 +247,8 @@ def check_gradient(fn: Callable[[PyTree], Array], params: PyTree,
     worst = 0.0
     paths = jax.tree_util.tree_flatten_with_path(params)[0]
     # Compared in NumPy (float64): no device work or compilation for the bookkeeping.
-    for (path, _), given, estimate in zip(paths, jax.tree.leaves(grads), jax.tree.leaves(numerical)):
+    leaves = zip(paths, jax.tree.leaves(grads), jax.tree.leaves(numerical), strict=True)
+    for (path, _), given, estimate in leaves:
         given = np.asarray(given, np.float64)
         estimate = np.asarray(estimate, np.float64)
         if given.shape != estimate.shape:

@@ -51,7 +51,7 @@ def serial(*layers: Layer) -> Layer:
         keys = jax.random.split(key, len(layers))
         params = {}
         shape = tuple(input_shape)
-        for name, layer, layer_key in zip(names, layers, keys):
+        for name, layer, layer_key in zip(names, layers, keys, strict=True):
             shape, layer_params = layer.init(layer_key, shape)
             if not (isinstance(layer_params, dict) and not layer_params):
                 params[name] = layer_params
@@ -64,7 +64,7 @@ def serial(*layers: Layer) -> Layer:
             raise ValueError(f"serial: params has names {sorted(unknown)} that match no layer; "
                              f"the layers are {names}")
         keys = [None] * len(layers) if key is None else jax.random.split(key, len(layers))
-        for name, layer, layer_key in zip(names, layers, keys):
+        for name, layer, layer_key in zip(names, layers, keys, strict=True):
             x = layer.apply(params.get(name, {}), x, key=layer_key, train=train)
         return x
 

@@ -60,7 +60,8 @@ def _normalize_padding(padding: Padding) -> Union[str, tuple[tuple[int, int], ..
         raise ValueError(f"padding must be 'SAME', 'VALID', an int or "
                          f"((top, bottom), (left, right)), got {padding!r}") from error
     if len(pairs) != 2 or any(p < 0 for pair in pairs for p in pair):
-        raise ValueError(f"padding must hold two non-negative (before, after) pairs, got {padding!r}")
+        raise ValueError(f"padding must hold two non-negative (before, after) pairs, "
+                         f"got {padding!r}")
     return pairs
 
 
@@ -106,7 +107,8 @@ def _with_batch(name: str, x: Array, fn: Callable[[Array], Array]) -> Array:
     if jnp.ndim(x) == 3:
         return fn(x[None])[0]
     if jnp.ndim(x) != 4:
-        raise ValueError(f"{name}: x must be NHWC (4 axes) or one HWC image, got shape {jnp.shape(x)}")
+        raise ValueError(f"{name}: x must be NHWC (4 axes) or one HWC image, "
+                         f"got shape {jnp.shape(x)}")
     return fn(x)
 
 

@@ -83,7 +83,8 @@ def _check_input_shape(name: str, input_shape: Shape, min_rank: int = 1) -> Shap
     try:
         shape = tuple(int(s) for s in input_shape)
     except (TypeError, ValueError) as error:
-        raise TypeError(f"{name}: input_shape must be a tuple of ints, got {input_shape!r}") from error
+        raise TypeError(f"{name}: input_shape must be a tuple of ints, "
+                        f"got {input_shape!r}") from error
     if len(shape) < min_rank:
         raise ValueError(f"{name}: input_shape must have at least {min_rank} axes, got {shape}")
     if any(s < 1 and s != -1 for s in shape):
@@ -202,8 +203,8 @@ def Dropout(rate: float) -> Layer:
 
     With ``train=True``: ``y = m ⊙ x / (1 - rate)``, ``m_i ~ Bernoulli(1 - rate)`` drawn
     from ``key`` (required unless ``rate = 0``), so ``E[y] = x``.  With ``train=False``:
-    ``y = x`` (no rescaling
-    is needed at test time because training already divided by the keep probability).
+    ``y = x`` (no rescaling at test time: training already divided by the keep
+    probability).
     The mask has the full shape of ``x``; under ``vmap`` over examples, give each example
     its own key (``jax.random.split``), otherwise they all share one mask.
     """
