@@ -5,3 +5,9 @@
 ``fdl.datasets``, ``fdl.checkpoint`` and ``fdl.distributed``.
 """
 __version__ = "0.1.0"
+
+from functional_dl import (checkpoint, datasets, distributed, hmm, losses, nn, optim,
+                           perceptron, regularizers, train)
+
+__all__ = ["checkpoint", "datasets", "distributed", "hmm", "losses", "nn", "optim",
+           "perceptron", "regularizers", "train"]
