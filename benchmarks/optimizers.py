@@ -36,9 +36,9 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from functional_dl import optim  # noqa: E402
-
 from _timing import machine_description, print_table, time_fn  # noqa: E402
+
+from functional_dl import optim  # noqa: E402
 
 try:
     import optax
@@ -68,14 +68,6 @@ def make_tree(n_leaves: int, leaf_size: int, seed: int) -> dict:
     keys = jax.random.split(jax.random.key(seed), n_leaves)
     return {f"leaf_{i:03d}": jax.random.normal(k, (leaf_size,), jnp.float32)
             for i, k in enumerate(keys)}
-
-
-def make_step(optimizer, apply_updates):
-    def step(params, state, grads):
-        updates, state = optimizer.update(grads, state, params)
-        return apply_updates(params, updates), state
-
-    return jax.jit(step, donate_argnums=(0, 1))
 
 
 class DonatedLoop:

@@ -229,8 +229,8 @@ def run_optimizer(optimizer, params, grad_sequence, *, jitted: bool):
     state = optimizer.init(params)
     trajectory = []
     for t in range(N_STEPS):
-        params, state = step_fn(params, state, jax.tree_util.tree_map(lambda g: g[t],
-                                                                      grad_sequence))
+        grads_t = jax.tree_util.tree_map(lambda g, t=t: g[t], grad_sequence)
+        params, state = step_fn(params, state, grads_t)
         trajectory.append(params)
     return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *trajectory)
 

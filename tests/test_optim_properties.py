@@ -119,7 +119,7 @@ def test_half_precision_dtypes_preserved_and_close_to_float32(dtype):
     resolution = float(jnp.finfo(dtype).eps)
     for name, optimizer in all_optimizers(rate=0.05).items():
         final, state, updates = run_steps(optimizer, params, grads)
-        ref_final, ref_state, _ = run_steps(optimizer, as_f32(params), [as_f32(g) for g in grads])
+        ref_final, _, _ = run_steps(optimizer, as_f32(params), [as_f32(g) for g in grads])
         for leaf in jax.tree_util.tree_leaves(final) + jax.tree_util.tree_leaves(updates):
             assert leaf.dtype == dtype, name
         init_dtypes = [x.dtype for x in jax.tree_util.tree_leaves(optimizer.init(params))]

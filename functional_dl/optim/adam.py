@@ -5,12 +5,16 @@ algorithm divides by ``1 − β₁^t`` (Kingma & Ba 2015, Algorithm 1), and like
 ``v_t`` with ``β₂``.  ``(1 − β)^t`` shrinks towards 0 and would blow the step up.
 
 Arithmetic runs in float32 at least (float64 for float64 leaves); ``mu`` and ``nu`` keep the
-parameter leaf's dtype and updates come back in each gradient leaf's dtype.
+parameter leaf's dtype and updates come back in each gradient leaf's dtype.  With float16
+parameters ``v`` is stored in float16, where ``g²`` below about 6e-8 flushes to zero and the
+step ``m̂ / ε`` can become large: train float16 models with float32 (or bfloat16) master
+parameters.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple, Optional, Union
+from collections.abc import Callable
+from typing import NamedTuple, Union
 
 import jax.numpy as jnp
 
@@ -52,15 +56,15 @@ def _one_minus_power(beta, step: Array) -> Array:
 
 
 def _adam_optimizer(owner: str, learning_rate, b1: float, b2: float, eps: float,
-                    weight_decay: float, mask: Optional[Mask]) -> Optimizer:
-    """Adam with the decoupled decay term ``−η_t λ θ`` (``weight_decay=0``: plain Adam)."""
+                    weight_decay: float | None, mask: Mask | None) -> Optimizer:
+    """Adam with the decoupled decay term ``−η_t λ θ`` (``weight_decay=None``: plain Adam)."""
 
     def init(params: PyTree) -> AdamState:
         _tree.check_float_leaves(f"{owner}.init", "params", params)
         return AdamState(count=_tree.zero_count(), mu=_tree.zeros_like_tree(params),
                          nu=_tree.zeros_like_tree(params))
 
-    def update(grads: PyTree, state: AdamState, params: Optional[PyTree] = None):
+    def update(grads: PyTree, state: AdamState, params: PyTree | None = None):
         grads = _tree.as_float_arrays(f"{owner}.update", "grads", grads)
         _tree.check_same_structure(f"{owner}.update", "grads", grads, "state.mu", state.mu)
         decays = weight_decay is not None
@@ -84,7 +88,8 @@ def _adam_optimizer(owner: str, learning_rate, b1: float, b2: float, eps: float,
             # (m / c₁) / (√v / √c₂ + ε), c = 1 − β^t.
             first_correction = _one_minus_power(b1, step)
             root_second_correction = jnp.sqrt(_one_minus_power(b2, step))
-            direction = (m_new / first_correction) / (jnp.sqrt(v_new) / root_second_correction + eps)
+            direction = ((m_new / first_correction)
+                         / (jnp.sqrt(v_new) / root_second_correction + eps))
             if p is not None:
                 direction = direction + _tree.select_masked(
                     decay_this_leaf, weight_decay * jnp.asarray(p).astype(cdt))
@@ -115,7 +120,9 @@ def adam(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
     ε is added outside the square root, as in the paper, ``torch.optim.Adam`` and
     ``optax.adam`` (with ``eps_root=0``): ``adam(lr, b1, b2, eps)`` gives their numbers for
     the same arguments.  (The code folds ``1 − β₂^t`` into a scalar ``√`` factor, which is
-    the same expression up to rounding.)
+    the same expression up to rounding, and forms ``1 − β^t`` as ``−expm1(t log β)``: in
+    float32 this keeps digits that a direct ``1 − β^t`` loses, so early float32 steps can
+    differ from optax's in the fifth digit; in float64 the two agree to rounding.)
 
     Args:
       learning_rate: ``η >= 0`` or a schedule ``step -> η`` (``step = t − 1``).
@@ -127,7 +134,7 @@ def adam(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
 
 
 def adamw(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
-          eps: float = 1e-8, weight_decay: float = 1e-4, mask: Optional[Mask] = None
+          eps: float = 1e-8, weight_decay: float = 1e-4, mask: Mask | None = None
           ) -> Optimizer:
     """AdamW: Adam with decoupled weight decay (Loshchilov & Hutter 2019, Algorithm 2).
 

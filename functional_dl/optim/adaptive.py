@@ -10,7 +10,7 @@ parameter leaf's dtype and updates come back in each gradient leaf's dtype.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import jax.numpy as jnp
 
@@ -70,7 +70,7 @@ def adagrad(learning_rate: ScalarOrSchedule, eps: float = 1e-10,
         return AdagradState(count=_tree.zero_count(),
                             sum_of_squares=_tree.zeros_like_tree(params, initial_accumulator_value))
 
-    def update(grads: PyTree, state: AdagradState, params: Optional[PyTree] = None):
+    def update(grads: PyTree, state: AdagradState, params: PyTree | None = None):
         grads = _tree.as_float_arrays("adagrad.update", "grads", grads)
         _tree.check_same_structure("adagrad.update", "grads", grads,
                                    "state.sum_of_squares", state.sum_of_squares)
@@ -146,7 +146,7 @@ def rmsprop(learning_rate: ScalarOrSchedule, decay: float = 0.9, eps: float = 1e
                                         mean_grad=_tree.zeros_like_tree(params))
         return RmspropState(count=_tree.zero_count(), mean_square=zeros)
 
-    def update(grads: PyTree, state, params: Optional[PyTree] = None):
+    def update(grads: PyTree, state, params: PyTree | None = None):
         grads = _tree.as_float_arrays("rmsprop.update", "grads", grads)
         _tree.check_same_structure("rmsprop.update", "grads", grads,
                                    "state.mean_square", state.mean_square)

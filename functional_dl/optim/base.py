@@ -18,7 +18,8 @@ leaf's dtype.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -76,7 +77,7 @@ def chain(*optimizers: Optimizer) -> Optimizer:
     def init(params: PyTree) -> tuple:
         return tuple(opt.init(params) for opt in optimizers)
 
-    def update(grads: PyTree, state: tuple, params: Optional[PyTree] = None):
+    def update(grads: PyTree, state: tuple, params: PyTree | None = None):
         if not isinstance(state, tuple) or len(state) != len(optimizers):
             raise ValueError(f"chain.update: state must be a tuple of {len(optimizers)} member "
                              f"states (from chain(...).init), got {type(state).__name__}")

@@ -10,7 +10,7 @@ is built; rates are never negative.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -47,7 +47,7 @@ def constant(value: float) -> Schedule:
 
 def exponential_decay(init_value: float, transition_steps: int, decay_rate: float, *,
                       transition_begin: int = 0, staircase: bool = False,
-                      end_value: Optional[float] = None) -> Schedule:
+                      end_value: float | None = None) -> Schedule:
     """``rate(t) = init_value · decay_rate^(max(t − transition_begin, 0) / transition_steps)``.
 
     With ``staircase=True`` the exponent is rounded down (the rate drops every
@@ -109,7 +109,8 @@ def warmup_cosine_decay(init_value: float, peak_value: float, warmup_steps: int,
     _check_step_count("warmup_cosine_decay: decay_steps", decay_steps, allow_zero=False)
     if decay_steps <= warmup_steps:
         raise ValueError(f"warmup_cosine_decay: decay_steps (the total length) must exceed "
-                         f"warmup_steps, got decay_steps={decay_steps}, warmup_steps={warmup_steps}")
+                         f"warmup_steps, got decay_steps={decay_steps}, "
+                         f"warmup_steps={warmup_steps}")
     cosine_steps = decay_steps - warmup_steps
 
     def schedule(step) -> Array:

@@ -7,7 +7,7 @@ parameter leaf's dtype.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -39,7 +39,7 @@ def sgd(learning_rate: ScalarOrSchedule) -> Optimizer:
         _tree.check_float_leaves("sgd.init", "params", params)
         return SgdState(count=_tree.zero_count())
 
-    def update(grads: PyTree, state: SgdState, params: Optional[PyTree] = None):
+    def update(grads: PyTree, state: SgdState, params: PyTree | None = None):
         grads = _tree.as_float_arrays("sgd.update", "grads", grads)
         if params is not None:
             _tree.check_same_structure("sgd.update", "grads", grads, "params", params)
@@ -97,7 +97,7 @@ def momentum(learning_rate: ScalarOrSchedule, beta: float = 0.9,
         _tree.check_float_leaves("momentum.init", "params", params)
         return MomentumState(count=_tree.zero_count(), velocity=_tree.zeros_like_tree(params))
 
-    def update(grads: PyTree, state: MomentumState, params: Optional[PyTree] = None):
+    def update(grads: PyTree, state: MomentumState, params: PyTree | None = None):
         grads = _tree.as_float_arrays("momentum.update", "grads", grads)
         _tree.check_same_structure("momentum.update", "grads", grads,
                                    "state.velocity", state.velocity)

@@ -7,7 +7,7 @@ decay after the direction but before the learning rate.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +23,7 @@ def _leaf_times(factor, u: Array) -> Array:
     return (jnp.asarray(factor).astype(cdt) * u.astype(cdt)).astype(u.dtype)
 
 
-def _check_against_params(owner: str, updates: PyTree, params: Optional[PyTree]) -> None:
+def _check_against_params(owner: str, updates: PyTree, params: PyTree | None) -> None:
     if params is not None:
         _tree.check_same_structure(owner, "updates", updates, "params", params)
 
@@ -37,7 +37,7 @@ def scale(factor: float) -> Optimizer:
     def init(params: PyTree) -> EmptyState:
         return EmptyState()
 
-    def update(updates: PyTree, state: EmptyState, params: Optional[PyTree] = None):
+    def update(updates: PyTree, state: EmptyState, params: PyTree | None = None):
         updates = _tree.as_float_arrays("scale.update", "updates", updates)
         _check_against_params("scale.update", updates, params)
         return jax.tree_util.tree_map(lambda u: _leaf_times(factor, u), updates), state
@@ -66,7 +66,7 @@ def scale_by_schedule(schedule: Schedule) -> Optimizer:
     def init(params: PyTree) -> ScaleByScheduleState:
         return ScaleByScheduleState(count=_tree.zero_count())
 
-    def update(updates: PyTree, state: ScaleByScheduleState, params: Optional[PyTree] = None):
+    def update(updates: PyTree, state: ScaleByScheduleState, params: PyTree | None = None):
         updates = _tree.as_float_arrays("scale_by_schedule.update", "updates", updates)
         _check_against_params("scale_by_schedule.update", updates, params)
         factor = schedule(state.count)
@@ -89,7 +89,7 @@ def clip_by_global_norm(max_norm: float) -> Optimizer:
     def init(params: PyTree) -> EmptyState:
         return EmptyState()
 
-    def update(updates: PyTree, state: EmptyState, params: Optional[PyTree] = None):
+    def update(updates: PyTree, state: EmptyState, params: PyTree | None = None):
         updates = _tree.as_float_arrays("clip_by_global_norm.update", "updates", updates)
         _check_against_params("clip_by_global_norm.update", updates, params)
         squares = [jnp.sum(jnp.square(u.astype(_tree.compute_dtype(u.dtype))))
@@ -117,7 +117,7 @@ def add_decayed_weights(weight_decay: float, mask=None) -> Optimizer:
     def init(params: PyTree) -> EmptyState:
         return EmptyState()
 
-    def update(updates: PyTree, state: EmptyState, params: Optional[PyTree] = None):
+    def update(updates: PyTree, state: EmptyState, params: PyTree | None = None):
         updates = _tree.as_float_arrays("add_decayed_weights.update", "updates", updates)
         if params is None:
             raise ValueError("add_decayed_weights.update: params are required; call "
@@ -166,7 +166,7 @@ def apply_if_finite(optimizer: Optimizer) -> Optimizer:
                                   notfinite_count=_tree.zero_count(),
                                   last_finite=jnp.ones((), jnp.bool_))
 
-    def update(grads: PyTree, state: ApplyIfFiniteState, params: Optional[PyTree] = None):
+    def update(grads: PyTree, state: ApplyIfFiniteState, params: PyTree | None = None):
         grads = _tree.as_float_arrays("apply_if_finite.update", "grads", grads)
         finite = jnp.ones((), jnp.bool_)
         for g in jax.tree_util.tree_leaves(grads):
