@@ -1,0 +1,42 @@
+"""The examples run: the quickstart end to end (few epochs), the others as far as --help.
+
+Each runs in a subprocess from the repository root with the package importable, as a user
+would run it; PNGs go to a temporary folder.
+"""
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+def run_example(name, *arguments, timeout=300):
+    environment = dict(os.environ)
+    environment["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(ROOT), environment.get("PYTHONPATH")]))
+    return subprocess.run([sys.executable, str(EXAMPLES / name), *arguments], cwd=ROOT,
+                          env=environment, capture_output=True, text=True, timeout=timeout)
+
+
+def test_quickstart_trains_prints_test_accuracy_and_saves_curves(tmp_path):
+    completed = run_example("quickstart.py", "--epochs", "3", "--out", str(tmp_path))
+    assert completed.returncode == 0, completed.stderr
+    epoch_lines = [line for line in completed.stdout.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epoch_lines] == ["1/3", "2/3", "3/3"]
+    accuracy = re.search(r"^test accuracy: (\d\.\d{4})", completed.stdout, re.MULTILINE)
+    assert accuracy is not None, completed.stdout
+    assert 0.8 < float(accuracy.group(1)) <= 1.0        # 3 epochs already reach ~0.95
+    assert (tmp_path / "quickstart_curves.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("name", ["optimizers_compare.py", "perceptron.py", "cnn_digits.py",
+                                  "ensembles.py"])
+def test_other_examples_import_and_parse_arguments(name):
+    completed = run_example(name, "--help", timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert "--epochs" in completed.stdout and "--out" in completed.stdout
