@@ -1,7 +1,8 @@
 """Pytree helpers and eager checks shared by the optimizers (internal).
 
-The checks run while an update is traced (once per compilation under ``jit``), so they
-cost nothing per step.  Each raises an exception whose message names the argument.
+The checks look only at tree structure, shapes and dtypes, so under ``jit`` they run once,
+while tracing, and cost nothing per step.  Each raises an exception whose message names
+the argument.
 """
 from __future__ import annotations
 
