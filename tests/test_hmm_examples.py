@@ -1,0 +1,124 @@
+"""The HMM example scripts run end to end and print results that agree with the truth.
+
+The three scripts start together in subprocesses (once per test session), so their JAX
+compilations overlap on the two cores; each test then checks one script's exit status, its
+PNG and what it printed against an oracle the script does not compute itself: the true
+casino parameters, the plain means of the Nile data on either side of the printed change
+year, and the agreement of two independent fitting methods (EM and autodiff + Adam).
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+EXAMPLES = {
+    "casino": ["hmm_casino.py", "--quick"],
+    "nile": ["hmm_nile.py"],
+    "gradient": ["hmm_gradient_fit.py", "--quick"],
+}
+TIMEOUT_S = 300
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Start every example at once; return {name: (returncode, stdout + stderr, out_dir)}."""
+    env = dict(os.environ, MPLBACKEND="Agg",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    started = {}
+    for name, (script, *flags) in EXAMPLES.items():
+        out_dir = tmp_path_factory.mktemp(name)
+        process = subprocess.Popen([sys.executable, str(REPO / "examples" / script), *flags,
+                                    "--out", str(out_dir)],
+                                   cwd=out_dir, env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+        started[name] = (process, out_dir)
+    results = {}
+    for name, (process, out_dir) in started.items():
+        try:
+            output, _ = process.communicate(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+            output += f"\n[killed after {TIMEOUT_S} s]"
+        results[name] = (process.returncode, output, out_dir)
+    return results
+
+
+def finished(runs, name: str, png: str) -> str:
+    """Assert exit status 0 and a real PNG; return the printed output."""
+    returncode, output, out_dir = runs[name]
+    assert returncode == 0, f"{name} example failed:\n{output}"
+    figure = out_dir / png
+    assert figure.is_file(), f"{name} example did not save {png}:\n{output}"
+    assert figure.read_bytes()[:8] == PNG_SIGNATURE
+    return output
+
+
+def number_after(pattern: str, output: str) -> float:
+    match = re.search(pattern + r"\s*(-?[0-9.]+(?:e[-+]?[0-9]+)?)", output)
+    assert match, f"no match for {pattern!r} in:\n{output}"
+    return float(match.group(1))
+
+
+def test_casino_recovers_the_dice_and_decodes_like_the_true_model(runs):
+    output = finished(runs, "casino", "hmm_casino.png")
+    # True parameters: A = [[.95, .05], [.1, .9]], P(six | loaded) = .5, P(face | fair) = 1/6.
+    loaded_row = re.search(r"faces 1\.\.6 \| loaded: ([0-9. ]+)", output).group(1).split()
+    fair_row = re.search(r"faces 1\.\.6 \| fair  : ([0-9. ]+)", output).group(1).split()
+    np.testing.assert_allclose(np.array(loaded_row, float), [0.1] * 5 + [0.5], atol=0.06)
+    np.testing.assert_allclose(np.array(fair_row, float), [1 / 6] * 6, atol=0.04)
+    switches = re.findall(r"p\(next \| (\w+)\s*\) = \[([0-9.]+) \(", output)
+    to_fair = {state: float(p) for state, p in switches}  # first column: p(next = fair | state)
+    assert to_fair["fair"] == pytest.approx(0.95, abs=0.03)
+    assert to_fair["loaded"] == pytest.approx(0.10, abs=0.06)
+    # These dice are hard to tell apart: even the true model calls only ~80 % of rolls right,
+    # so the fitted model is held to the true model's accuracy on the same held-out rolls.
+    fitted_viterbi = number_after(r"fitted model: Viterbi accuracy", output)
+    fitted_posterior = number_after(r"fitted model: Viterbi accuracy [0-9.]+, posterior accuracy", output)
+    true_viterbi = number_after(r"true model: Viterbi accuracy", output)
+    true_posterior = number_after(r"true model: Viterbi accuracy [0-9.]+, posterior accuracy", output)
+    assert fitted_posterior > 0.75 and fitted_viterbi > 0.7
+    assert fitted_posterior >= true_posterior - 0.03
+    assert fitted_viterbi >= true_viterbi - 0.03
+
+
+def test_nile_change_year_and_levels(runs):
+    from functional_dl.datasets import load_nile
+
+    output = finished(runs, "nile", "hmm_nile.png")
+    change_year = int(number_after(r"Nile change year \(first year in the low state\):", output))
+    assert 1895 <= change_year <= 1902
+    nile = load_nile(dtype=np.float64)
+    before = nile.values[nile.time < change_year].mean()
+    after = nile.values[nile.time >= change_year].mean()
+    high = number_after(r"fitted levels: high", output)
+    low = number_after(r"fitted levels: high [0-9.]+ \(sd [0-9.]+\), low", output)
+    # With one clear change the posterior is nearly 0/1, so the EM means are the segment means.
+    assert high == pytest.approx(before, rel=0.01)
+    assert low == pytest.approx(after, rel=0.01)
+    assert "converged: True" in output
+
+
+def test_gradient_fit_reaches_the_baum_welch_optimum(runs):
+    output = finished(runs, "gradient", "hmm_gradient_fit.png")
+    true_score = number_after(r"the true model scores", output)
+    first = number_after(r"step\s+0:", output)
+    gradient = number_after(r"final mean log-likelihood per roll: gradient", output)
+    em = number_after(r"after \d+ steps, Baum–Welch", output)
+    assert gradient > first + 0.01
+    # Two independent optimisers of the same likelihood end at the same maximum ...
+    assert gradient == pytest.approx(em, abs=1e-4)
+    assert number_after(r"largest difference between the two fitted models' probabilities:",
+                        output) < 0.02
+    # ... which, being a maximum on the training data, scores at least the true model.
+    assert min(gradient, em) >= true_score - 1e-4
