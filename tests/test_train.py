@@ -219,6 +219,7 @@ def test_batches_order_depends_on_key_only():
     ((X, Y[:-1]), 4, ValueError, r"same length.*\[40, 39\]"),
     ((), 4, ValueError, "at least one array"),
     ((np.float32(1.0),), 4, ValueError, "leading example axis"),
+    ((np.zeros((0, 2)), np.zeros(0)), 4, ValueError, "at least one example, got leading length 0"),
 ])
 def test_batches_bad_input_fails_at_call(arrays, batch_size, error, match):
     with pytest.raises(error, match=match):
@@ -252,8 +253,10 @@ def test_accuracy_matches_numpy_and_breaks_ties_to_first_class():
 def test_accuracy_bad_input():
     with pytest.raises(TypeError, match="labels must be integers"):
         train.accuracy(np.zeros((3, 2)), np.zeros(3, np.float32))
-    with pytest.raises(AssertionError):
+    with pytest.raises(ValueError, match=r"labels shape \(4,\) must equal logits shape"):
         train.accuracy(np.zeros((3, 2)), np.zeros(4, np.int32))
+    with pytest.raises(ValueError, match="labels shape"):
+        train.accuracy(np.zeros(3), np.zeros(3, np.int32))
 
 
 def eval_metrics(params, batch):

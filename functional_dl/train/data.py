@@ -32,7 +32,11 @@ def _check_batch_size(batch_size: Any) -> int:
 
 
 def num_examples(arrays: PyTree, name: str = "arrays") -> int:
-    """The common leading-axis length of the leaves of ``arrays`` (ValueError if they differ)."""
+    """The common leading-axis length ``n >= 1`` of the leaves of ``arrays``.
+
+    Raises ValueError (naming ``name``) for no arrays, a scalar leaf, different lengths or
+    ``n = 0``.
+    """
     leaves = jax.tree.leaves(arrays)
     if not leaves:
         raise ValueError(f"{name} must contain at least one array, got {arrays!r}")

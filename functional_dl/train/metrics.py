@@ -9,7 +9,6 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Callable
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,8 +29,9 @@ def accuracy(logits: Array, labels: Array) -> Array:
     """
     logits = jnp.asarray(logits)
     labels = jnp.asarray(labels)
-    chex.assert_rank(logits, labels.ndim + 1)
-    chex.assert_equal_shape_prefix([logits, labels], labels.ndim)
+    if logits.ndim < 1 or logits.shape[:-1] != labels.shape:
+        raise ValueError(f"labels shape {labels.shape} must equal logits shape {logits.shape} "
+                         "without its last (class) axis")
     if not jnp.issubdtype(labels.dtype, jnp.integer):
         raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
     return jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
