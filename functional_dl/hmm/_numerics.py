@@ -5,7 +5,6 @@ a harmless value, so neither the value nor the gradient of a masked entry can be
 """
 from __future__ import annotations
 
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -50,14 +49,14 @@ def min_mass(dtype) -> float:
     return float(jnp.finfo(dtype).eps)
 
 
-def valid_mask(num_steps: int, length: Optional[Array]) -> Array:
+def valid_mask(num_steps: int, length: Array | None) -> Array:
     """Boolean ``(T,)`` mask, True at positions ``t < length`` (all True when ``length`` is None)."""
     if length is None:
         return jnp.ones((num_steps,), dtype=bool)
     return jnp.arange(num_steps) < length
 
 
-def replace_padding(observations: Array, length: Optional[Array]) -> Array:
+def replace_padding(observations: Array, length: Array | None) -> Array:
     """Overwrite positions ``>= length`` with the first observation.
 
     Padding may hold anything (NaN, out-of-range symbols); after this, every emission model

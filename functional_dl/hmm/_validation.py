@@ -6,7 +6,7 @@ jit tracers; inside ``jit``, ``vmap`` or ``grad`` they are skipped.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +38,7 @@ def require_floating(name: str, x: Any) -> None:
         raise TypeError(f"{name} must hold real numbers, got dtype {dtype}")
 
 
-def concrete_values(*arrays: Any) -> Optional[list[np.ndarray]]:
+def concrete_values(*arrays: Any) -> list[np.ndarray] | None:
     """NumPy copies of ``arrays`` when all are concrete, else None (value checks skipped)."""
     if not all(is_concrete(a) for a in arrays):
         return None

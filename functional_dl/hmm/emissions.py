@@ -22,7 +22,7 @@ differentiates, with
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -77,7 +77,7 @@ class Categorical(NamedTuple):
         onehot = jax.nn.one_hot(observations, self.probs.shape[1], dtype=weights.dtype)
         return CategoricalStats(weights.T @ onehot)
 
-    def m_step(self, stats: CategoricalStats, *, pseudo_count=0.0, min_covar=None) -> "Categorical":
+    def m_step(self, stats: CategoricalStats, *, pseudo_count=0.0, min_covar=None) -> Categorical:
         """``probs[k, v] = (n_kv + α) / Σ_v' (n_kv' + α)`` with ``α = pseudo_count``.
 
         ``α = 0`` is maximum likelihood (hmmlearn's default ``emissionprob_prior = 1``); ``α > 0``
@@ -92,7 +92,7 @@ class Categorical(NamedTuple):
         """``x_t ~ Categorical(probs[z_t])``."""
         return jax.random.categorical(key, safe_log(self.probs)[states], axis=-1)
 
-    def check(self, observations=None, valid: Optional[np.ndarray] = None) -> None:
+    def check(self, observations=None, valid: np.ndarray | None = None) -> None:
         """Probabilities valid; integer observations in ``[0, V)`` at non-padded positions."""
         v.require_ndim("emissions.probs", self.probs, 2, "(K, V)")
         v.check_probability_rows("emissions.probs", self.probs)
@@ -167,7 +167,7 @@ class Gaussian(NamedTuple):
         return GaussianStats(jnp.sum(weights, axis=0), jnp.sum(weighted, axis=0),
                              jnp.einsum("tkd,tke->kde", weighted, diffs))
 
-    def m_step(self, stats: GaussianStats, *, pseudo_count=None, min_covar=1e-3) -> "Gaussian":
+    def m_step(self, stats: GaussianStats, *, pseudo_count=None, min_covar=1e-3) -> Gaussian:
         """``μ_k = μ_k^old + S1_k / N_k``; ``Σ_k = S2_k / N_k − δ_k δ_kᵀ`` (``δ_k = S1_k / N_k``).
 
         Maximum likelihood; every eigenvalue of ``Σ_k`` is then floored at ``min_covar``
@@ -190,7 +190,7 @@ class Gaussian(NamedTuple):
         noise = jax.random.normal(key, states.shape + self.means.shape[1:], self.means.dtype)
         return self.means[states] + jnp.einsum("tde,te->td", chol[states], noise)
 
-    def check(self, observations=None, valid: Optional[np.ndarray] = None) -> None:
+    def check(self, observations=None, valid: np.ndarray | None = None) -> None:
         """Shapes agree on K and D, covariances symmetric positive-definite, data finite."""
         v.require_ndim("emissions.means", self.means, 2, "(K, D)")
         num_states, num_features = v.shape_of(self.means)
@@ -236,7 +236,7 @@ class DiagonalGaussian(NamedTuple):
                                      jnp.sum(weighted * diffs, axis=0))
 
     def m_step(self, stats: DiagonalGaussianStats, *, pseudo_count=None,
-               min_covar=1e-3) -> "DiagonalGaussian":
+               min_covar=1e-3) -> DiagonalGaussian:
         """``μ_k = μ_k^old + δ_k``, ``σ²_k = max(S2_k / N_k − δ_k², min_covar)``, ``δ_k = S1_k / N_k``."""
         totals = stats.weight_sums
         has_mass = (totals > min_mass(totals.dtype))[:, None]
@@ -251,7 +251,7 @@ class DiagonalGaussian(NamedTuple):
         noise = jax.random.normal(key, states.shape + self.means.shape[1:], self.means.dtype)
         return self.means[states] + jnp.sqrt(self.variances[states]) * noise
 
-    def check(self, observations=None, valid: Optional[np.ndarray] = None) -> None:
+    def check(self, observations=None, valid: np.ndarray | None = None) -> None:
         """Shapes agree on K and D, variances positive, data finite."""
         v.require_ndim("emissions.means", self.means, 2, "(K, D)")
         if v.shape_of(self.variances) != v.shape_of(self.means):

@@ -24,7 +24,7 @@ returned model is therefore one M-step past ``history[num_iterations − 1]``.
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -127,7 +127,7 @@ def _as_float_model(model: HMM) -> HMM:
     return jax.tree.map(convert, model)
 
 
-def baum_welch_fit(model: HMM, observations: Array, lengths: Optional[Array] = None, *,
+def baum_welch_fit(model: HMM, observations: Array, lengths: Array | None = None, *,
                    max_iter: int = 100, tol: float = 1e-4, pseudo_count: float = 0.0,
                    min_covar: float = 1e-3) -> BaumWelchResult:
     """``baum_welch`` returning the full ``BaumWelchResult`` (iterations run, convergence flag).
@@ -160,7 +160,7 @@ def baum_welch_fit(model: HMM, observations: Array, lengths: Optional[Array] = N
     return _fit(model, observations, lengths, *scalars, max_iter=max_iter)
 
 
-def baum_welch(model: HMM, observations: Array, lengths: Optional[Array] = None, *,
+def baum_welch(model: HMM, observations: Array, lengths: Array | None = None, *,
                max_iter: int = 100, tol: float = 1e-4, pseudo_count: float = 0.0,
                min_covar: float = 1e-3) -> tuple[HMM, Array]:
     """Fit ``model`` to a batch ``(B, T)`` / ``(B, T, D)`` of sequences by EM: ``(fitted, history)``.

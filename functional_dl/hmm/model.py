@@ -11,7 +11,7 @@ The joint probability of states and observations is
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -72,7 +72,7 @@ def check(model: HMM, observations: Any = None, lengths: Any = None) -> None:
     emissions.check(observations, valid)
 
 
-def _check_lengths(observations: Any, lengths: Any, event_ndim: int) -> Optional[np.ndarray]:
+def _check_lengths(observations: Any, lengths: Any, event_ndim: int) -> np.ndarray | None:
     """Validate ``lengths``; return the boolean mask of non-padded positions when concrete."""
     shape = v.shape_of(observations)
     if len(shape) < 1 + event_ndim:

@@ -11,10 +11,13 @@ messages are the suffix products reduced over j, and Viterbi replaces log-sum-ex
 (max-plus semiring), with the back-pointer chain z_t = ψ_{t+1}(z_{t+1}) resolved by a
 second associative scan over function composition.  Padded steps are identity elements.
 
-Numerics: every element carries a scalar log-scale so its entries stay near 0, and ⊗ is
-computed as ``log(W @ V)`` with row-wise shifts (no overflow, and matmul speed), where
-``V = exp(Y − r)``, ``r_k = max_j Y[k, j]`` and ``W = exp(X + r − a)``, ``a_i = max_k X[i, k] + r_k``;
-so each result row keeps its largest entry exactly as a sequential filter would.
+Numerics: each element is stored in log space with its largest entry shifted to 0 (a
+uniform factor no result depends on), and ⊗ is computed as ``log(W @ V)`` with row-wise
+shifts (no overflow, matmul speed), ``V = exp(Y − r)``, ``r_k = max_j Y[k, j]``,
+``W = exp(X + r − a)``, ``a_i = max_k X[i, k] + r_k``: each result row keeps its largest entry
+as a sequential filter would.  The log-likelihood is summed from one-step normalisers and
+the Viterbi log-probability from the decoded path, never from long chains of shifts, so
+float32 results stay as accurate as the sequential ones.
 
 When is it faster?  The sequential scan does O(K² T) work in T dependent steps; the parallel
 scan does O(K³ T) work (O(K³ T) for Viterbi's max-plus product too) in O(log T) dependent
@@ -25,49 +28,39 @@ functions are not meant to be differentiated (use the sequential ``log_likelihoo
 """
 from __future__ import annotations
 
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 from functional_dl._types import Array
-from functional_dl.hmm._numerics import finite_or_zero, safe_log, valid_mask
-from functional_dl.hmm.inference import check_inference_shapes, model_log_likelihoods
+from functional_dl.hmm._numerics import (finite_or_zero, normalize, safe_log, stop_gradient_max,
+                                         valid_mask)
+from functional_dl.hmm.inference import check_inference_shapes, model_log_likelihoods, path_log_prob
 from functional_dl.hmm.model import HMM, check_one_sequence
 
 
-def _rescale(log_matrix: Array, log_scale: Array) -> tuple[Array, Array]:
-    """Move the largest entry into the scalar scale (an all −inf matrix keeps scale += −inf)."""
-    top = jnp.max(log_matrix)
-    return log_matrix - finite_or_zero(top), log_scale + top
+def _rescale(log_matrix: Array) -> Array:
+    """Subtract the largest entry (a uniform factor, which no result depends on)."""
+    return log_matrix - finite_or_zero(jnp.max(log_matrix))
 
 
-def _log_matmul(left: Array, right: Array) -> Array:
-    """``log Σ_k exp(left[i, k] + right[k, j])`` via one matmul with row-wise shifts."""
-    row_max = jnp.max(right, axis=1)
-    right_scaled = jnp.exp(right - finite_or_zero(row_max)[:, None])
-    shifted_left = left + row_max[None, :]
-    left_max = finite_or_zero(jnp.max(shifted_left, axis=1))
-    left_scaled = jnp.exp(shifted_left - left_max[:, None])
-    return safe_log(left_scaled @ right_scaled) + left_max[:, None]
+def _sum_product(earlier: Array, later: Array) -> Array:
+    """``log Σ_k exp(earlier[i, k] + later[k, j])`` via one matmul with row-wise shifts."""
+    row_max = finite_or_zero(jnp.max(later, axis=1))
+    shifted = earlier + row_max[None, :]
+    shift = finite_or_zero(jnp.max(shifted, axis=1))
+    product = jnp.exp(shifted - shift[:, None]) @ jnp.exp(later - row_max[:, None])
+    return _rescale(safe_log(product) + shift[:, None])
 
 
-def _sum_product(earlier, later):
-    """Compose two stretches of time in the (log-sum-exp, +) semiring."""
-    (left, left_scale), (right, right_scale) = earlier, later
-    return _rescale(_log_matmul(left, right), left_scale + right_scale)
-
-
-def _max_product(earlier, later):
-    """Compose two stretches of time in the (max, +) semiring."""
-    (left, left_scale), (right, right_scale) = earlier, later
-    product = jnp.max(left[:, :, None] + right[None, :, :], axis=1)
-    return _rescale(product, left_scale + right_scale)
+def _max_product(earlier: Array, later: Array) -> Array:
+    """``max_k earlier[i, k] + later[k, j]``, the (max, +) semiring."""
+    return _rescale(jnp.max(earlier[:, :, None] + later[None, :, :], axis=1))
 
 
 def _elements(initial_probs, transition_matrix, log_likelihoods, length):
-    """Per-step (log-matrix, log-scale) elements; padded steps are the identity ``log I``."""
+    """Per-step log-matrices ``E_t``; padded steps are the identity ``log I``."""
     num_steps, num_states = log_likelihoods.shape
     valid = valid_mask(num_steps, length)
     log_likelihoods = jnp.where(valid[:, None], log_likelihoods, 0.0)
@@ -77,116 +70,117 @@ def _elements(initial_probs, transition_matrix, log_likelihoods, length):
     steps = steps.at[0].set(first)
     log_identity = safe_log(jnp.eye(num_states, dtype=steps.dtype))
     steps = jnp.where(valid[:, None, None], steps, log_identity[None, :, :])
-    matrices, scales = jax.vmap(_rescale)(steps, jnp.zeros((num_steps,), steps.dtype))
-    return (matrices, scales), valid, log_transition
+    return jax.vmap(_rescale)(steps), valid, log_likelihoods
 
 
-def _prefix(combine, elements):
-    return lax.associative_scan(jax.vmap(combine), elements)
-
-
-def _suffix(combine, elements):
-    """Suffix products ``E_t ⊗ ⋯ ⊗ E_{T}`` (reverse scans hand the later element first)."""
-    return lax.associative_scan(jax.vmap(lambda later, earlier: combine(earlier, later)),
-                                elements, reverse=True)
+def _prefix(combine, elements, axis=0):
+    """All prefix products ``E_1 ⊗ ⋯ ⊗ E_t`` along ``axis`` (the other leading axes batch)."""
+    batched = combine
+    for _ in range(elements.ndim - 2):
+        batched = jax.vmap(batched)
+    return lax.associative_scan(batched, elements, axis=axis)
 
 
 def _softmax_or_zero(log_weights: Array) -> Array:
     """Row-wise softmax; an all −inf row becomes zeros instead of NaN."""
-    top = jnp.max(log_weights, axis=-1, keepdims=True)
-    weights = jnp.exp(log_weights - finite_or_zero(top))
-    total = jnp.sum(weights, axis=-1, keepdims=True)
-    return jnp.where(total > 0, weights / jnp.where(total > 0, total, 1.0), 0.0)
+    top = finite_or_zero(jnp.max(log_weights, axis=-1, keepdims=True))
+    return normalize(jnp.exp(log_weights - top))[0]
 
 
 @jax.jit
 def forward_filter(initial_probs: Array, transition_matrix: Array, log_likelihoods: Array,
-                   length: Optional[Array] = None) -> tuple[Array, Array]:
-    """``(log p(x_{1:L}), filtered)`` as ``inference.forward_filter``, by an associative scan."""
+                   length: Array | None = None) -> tuple[Array, Array]:
+    """``(log p(x_{1:L}), filtered)`` as ``inference.forward_filter``, by an associative scan.
+
+    ``filtered[t] = softmax(row 0 of E_1 ⊗ ⋯ ⊗ E_t)``; the log-likelihood is then summed from
+    the one-step normalisers ``c_t = Σ_j (filtered[t−1] A)_j exp(ll_t(j) − m_t)`` (π for t = 1),
+    all computed at once, so it is as accurate in float32 as the sequential filter.
+    """
     check_inference_shapes(initial_probs, transition_matrix, log_likelihoods, length)
-    elements, valid, _ = _elements(initial_probs, transition_matrix, log_likelihoods, length)
-    matrices, scales = _prefix(_sum_product, elements)
-    log_alpha = matrices[:, 0, :]
-    last = log_alpha[-1]
-    top = jnp.max(last)
-    log_lik = scales[-1] + top + safe_log(jnp.sum(jnp.exp(last - finite_or_zero(top))))
-    filtered = jnp.where(valid[:, None], _softmax_or_zero(log_alpha), 0.0)
+    elements, valid, log_likelihoods = _elements(initial_probs, transition_matrix,
+                                                 log_likelihoods, length)
+    filtered = _softmax_or_zero(_prefix(_sum_product, elements)[:, 0, :])
+    filtered = jnp.where(valid[:, None], filtered, 0.0)
+    predicted = jnp.concatenate([initial_probs[None, :].astype(filtered.dtype),
+                                 filtered[:-1] @ transition_matrix], axis=0)
+    shifts = stop_gradient_max(log_likelihoods)
+    norms = jnp.sum(predicted * jnp.exp(log_likelihoods - shifts[:, None]), axis=1)
+    log_lik = jnp.sum(jnp.where(valid, safe_log(norms) + shifts, 0.0))
     return log_lik, filtered
 
 
 @jax.jit
 def smoothed_probs(initial_probs: Array, transition_matrix: Array, log_likelihoods: Array,
-                   length: Optional[Array] = None) -> Array:
-    """``γ_t ∝ α_t ⊙ β_t`` with both from associative scans (prefix and suffix products)."""
+                   length: Array | None = None) -> Array:
+    """``γ_t ∝ α_t ⊙ β_t``; α from prefix and β from suffix products, in one associative scan.
+
+    ``log β_t(i) = log Σ_j (E_{t+1} ⊗ ⋯ ⊗ E_T)[i, j]`` (``β_T = 1``).
+    """
     check_inference_shapes(initial_probs, transition_matrix, log_likelihoods, length)
     elements, valid, _ = _elements(initial_probs, transition_matrix, log_likelihoods, length)
-    forward_matrices, _ = _prefix(_sum_product, elements)
-    later_elements = jax.tree.map(lambda x: x[1:], elements)
-    suffix_matrices, _ = _suffix(_sum_product, later_elements)
-    row_max = jnp.max(suffix_matrices, axis=2)
-    log_beta = finite_or_zero(row_max) + safe_log(
-        jnp.sum(jnp.exp(suffix_matrices - finite_or_zero(row_max)[:, :, None]), axis=2))
-    log_beta = jnp.concatenate([log_beta, jnp.zeros_like(log_beta[:1])], axis=0)
-    smoothed = _softmax_or_zero(forward_matrices[:, 0, :] + log_beta)
-    return jnp.where(valid[:, None], smoothed, 0.0)
+    # suffixes as prefixes of the time-reversed transposes, (E_s ⊗ ⋯ ⊗ E_T)ᵀ = E_Tᵀ ⊗ ⋯ ⊗ E_sᵀ,
+    # stacked with the forward elements so that one associative scan does both
+    reversed_transposed = jnp.swapaxes(elements[:0:-1], 1, 2)
+    padded = jnp.concatenate([reversed_transposed, elements[:1]], axis=0)  # last one unused
+    products = _prefix(_sum_product, jnp.stack([elements, padded]), axis=1)
+    log_alpha = products[0, :, 0, :]
+    suffixes_transposed = products[1, -2::-1]  # [t] = (E_{t+1} ⊗ ⋯ ⊗ E_T)ᵀ, t = 0..T−2
+    column_max = finite_or_zero(jnp.max(suffixes_transposed, axis=1))
+    log_beta = column_max + safe_log(
+        jnp.sum(jnp.exp(suffixes_transposed - column_max[:, None, :]), axis=1))
+    log_beta = jnp.concatenate([log_beta, jnp.zeros_like(log_alpha[:1])], axis=0)
+    return jnp.where(valid[:, None], _softmax_or_zero(log_alpha + log_beta), 0.0)
 
 
 @jax.jit
 def most_likely_states(initial_probs: Array, transition_matrix: Array, log_likelihoods: Array,
-                       length: Optional[Array] = None) -> tuple[Array, Array]:
+                       length: Array | None = None) -> tuple[Array, Array]:
     """Viterbi ``(states, log_prob)`` as ``inference.most_likely_states``, by associative scans.
 
     δ_t = row 0 of the max-plus prefix products; ``ψ_t(j) = argmax_i δ_{t−1}(i) + log A_ij``
     for all t at once; then ``z_t = (ψ_{t+1} ∘ ⋯ ∘ ψ_L)(z_L)`` from a suffix scan of function
-    composition (``(f ∘ g)[j] = f[g[j]]``), so the path is always consistent.
+    composition (``(f ∘ g)[j] = f[g[j]]``), so the path is always consistent.  ``log_prob`` is
+    the joint log-probability of that path, summed directly.
     """
     check_inference_shapes(initial_probs, transition_matrix, log_likelihoods, length)
-    elements, valid, log_transition = _elements(initial_probs, transition_matrix,
-                                                log_likelihoods, length)
-    matrices, scales = _prefix(_max_product, elements)
-    deltas = matrices[:, 0, :]
+    elements, valid, log_likelihoods = _elements(initial_probs, transition_matrix,
+                                                 log_likelihoods, length)
+    deltas = _prefix(_max_product, elements)[:, 0, :]
+    log_transition = safe_log(transition_matrix)
     num_states = deltas.shape[1]
     pointers = jnp.argmax(deltas[:-1, :, None] + log_transition[None, :, :], axis=1)
     pointers = jnp.where(valid[1:, None], pointers, jnp.arange(num_states)[None, :])
     compose = jax.vmap(lambda outer, inner: outer[inner])
+    # reverse scans hand the later element first: chains[t] = ψ_{t+1} ∘ ⋯ ∘ ψ_L
     chains = lax.associative_scan(lambda later, earlier: compose(earlier, later), pointers,
                                   reverse=True)
     last = jnp.argmax(deltas[-1])
     states = jnp.concatenate([chains[:, last], last[None]])
-    return jnp.where(valid, states, -1), scales[-1] + deltas[-1, last]
+    log_prob = path_log_prob(initial_probs, log_transition, log_likelihoods, states, valid)
+    return jnp.where(valid, states, -1), log_prob
 
 
-@jax.jit
-def _log_likelihood(model, observations, length):
+def _low_level_args(model: HMM, observations: Array, length: Array | None):
+    """Emission log-likelihoods, evaluated outside the compiled scan so that one compiled
+    scan per (T, K, dtype) serves every emission family; ``length`` None becomes T."""
     lls = model_log_likelihoods(model, observations, length)
-    return forward_filter(model.initial_probs, model.transition_matrix, lls, length)[0]
+    length = lls.shape[0] if length is None else length
+    return model.initial_probs, model.transition_matrix, lls, jnp.asarray(length, jnp.int32)
 
 
-@jax.jit
-def _posteriors(model, observations, length):
-    lls = model_log_likelihoods(model, observations, length)
-    return smoothed_probs(model.initial_probs, model.transition_matrix, lls, length)
-
-
-@jax.jit
-def _viterbi(model, observations, length):
-    lls = model_log_likelihoods(model, observations, length)
-    return most_likely_states(model.initial_probs, model.transition_matrix, lls, length)
-
-
-def log_likelihood(model: HMM, observations: Array, length: Optional[Array] = None) -> Array:
+def log_likelihood(model: HMM, observations: Array, length: Array | None = None) -> Array:
     """``log p(x_{1:L})`` with an O(log T)-depth associative scan (``hmm.log_likelihood``)."""
     check_one_sequence(model, observations, length)
-    return _log_likelihood(model, observations, length)
+    return forward_filter(*_low_level_args(model, observations, length))[0]
 
 
-def posteriors(model: HMM, observations: Array, length: Optional[Array] = None) -> Array:
+def posteriors(model: HMM, observations: Array, length: Array | None = None) -> Array:
     """Smoothed marginals (T, K), padded rows 0, by associative scans (``hmm.posteriors``)."""
     check_one_sequence(model, observations, length)
-    return _posteriors(model, observations, length)
+    return smoothed_probs(*_low_level_args(model, observations, length))
 
 
-def viterbi(model: HMM, observations: Array, length: Optional[Array] = None) -> tuple[Array, Array]:
+def viterbi(model: HMM, observations: Array, length: Array | None = None) -> tuple[Array, Array]:
     """``(states, log_prob)`` of the most probable path by associative scans (``hmm.viterbi``)."""
     check_one_sequence(model, observations, length)
-    return _viterbi(model, observations, length)
+    return most_likely_states(*_low_level_args(model, observations, length))
