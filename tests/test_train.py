@@ -314,6 +314,34 @@ def test_fit_equals_hand_written_loop():
     assert result.stop_reason == "completed" and result.best_epoch is None
 
 
+def test_fit_again_with_the_same_loss_and_optimizer_does_not_retrace():
+    traces = []
+
+    def counting_loss(params, batch, key):
+        traces.append(1)
+        return loss_fn(params, batch, key)
+
+    for seed in range(2):
+        train.fit(counting_loss, OPTIMIZER, init_mlp(jax.random.key(seed)), (X, Y),
+                  key=jax.random.key(seed), epochs=2, batch_size=20, progress="none")
+    assert len(traces) == 1
+
+
+class UnhashableLoss:
+    __hash__ = None
+
+    def __call__(self, params, batch, key):
+        return loss_fn(params, batch, key)
+
+
+def test_fit_accepts_an_unhashable_loss_callable():
+    result = train.fit(UnhashableLoss(), OPTIMIZER, init_mlp(jax.random.key(0)), (X, Y),
+                       key=jax.random.key(11), epochs=1, batch_size=16, progress="none")
+    expected, _, _ = fit_oracle(init_mlp(jax.random.key(0)), OPTIMIZER, (X, Y),
+                                jax.random.key(11), epochs=1, batch_size=16)
+    assert_trees_equal(result.params, expected)
+
+
 def test_fit_validation_history_matches_evaluate():
     x_val, y_val = make_data(24, seed=1)
     result = train.fit(loss_with_metrics, OPTIMIZER, init_mlp(jax.random.key(0)), (X, Y),

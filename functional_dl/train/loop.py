@@ -51,12 +51,26 @@ class FitResult(NamedTuple):
     best_epoch: int | None
 
 
-@functools.lru_cache(maxsize=32)
+def _memoized_when_hashable(factory: Callable) -> Callable:
+    """``factory`` cached on its arguments when they hash (functions and ``Optimizer`` tuples
+    do), so a second ``fit`` with the same ``loss_fn`` and ``optimizer`` does not recompile."""
+    cached = functools.lru_cache(maxsize=32)(factory)
+
+    @functools.wraps(factory)
+    def memoized(*args):
+        try:
+            hash(args)
+        except TypeError:
+            return factory(*args)
+        return cached(*args)
+    return memoized
+
+
+@_memoized_when_hashable
 def _make_guarded_step(loss_fn: LossFn, optimizer: Any, has_aux: bool, donate: bool):
     """The train step plus a sticky ``healthy`` flag: ``healthy' = healthy ∧ finite(L) ∧ finite(θ')``.
 
-    When ``healthy'`` is false the step returns its inputs ``(θ, s)`` unchanged.  Cached, so
-    calling ``fit`` again with the same ``loss_fn`` and ``optimizer`` does not recompile.
+    When ``healthy'`` is false the step returns its inputs ``(θ, s)`` unchanged.
     """
     compute = loss_and_grads(loss_fn, has_aux=has_aux)
 
@@ -75,7 +89,7 @@ def _make_guarded_step(loss_fn: LossFn, optimizer: Any, has_aux: bool, donate: b
     return jax.jit(guarded_step, donate_argnums=(0, 1) if donate else ())
 
 
-@functools.lru_cache(maxsize=32)
+@_memoized_when_hashable
 def _loss_as_eval_fn(loss_fn: LossFn, has_aux: bool) -> Callable:
     """``eval_fn(params, batch) = {"loss": L, **aux}`` with ``loss_fn(params, batch, key=None)``."""
     def eval_fn(params, batch):
