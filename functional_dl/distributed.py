@@ -134,7 +134,7 @@ def num_batch_parts(mesh: Mesh, axis_name: Optional[str] = None) -> int:
 
 
 def shard_batch(batch: PyTree, mesh: Mesh, axis_name: Optional[str] = None) -> PyTree:
-    """Put ``batch`` on ``mesh`` split along its leading axis: device ``d`` holds rows ``d·b/n …``.
+    """Put ``batch`` on ``mesh`` split along its leading axis: device ``d`` gets rows ``d·b/n …``.
 
     Args:
       batch: pytree of arrays (NumPy or JAX) sharing a leading example axis of length ``b``;

@@ -5,8 +5,8 @@ it: op by op, or through the function's own compiled core) and twice inside ``ja
 the repeats must be bit-identical.  Between the direct and the jitted call the random bits
 are the same, so discrete outcomes (dropout masks, batch orders, sampled states and symbols,
 perceptron mistakes) must be identical too; floating-point results may differ by rounding
-(XLA fuses the jitted program differently) and are compared to 1e-6.  A different key must change the
-result, so none of these tests can pass with a function that ignores its key.
+(XLA fuses the jitted program differently) and are compared to 1e-6.  A different key must
+change the result, so none of these tests can pass with a function that ignores its key.
 
 No retracing: ``fit`` over 100 steps traces its loss once for training and once for
 validation, and a second ``fit`` with the same loss and optimizer compiles nothing.
