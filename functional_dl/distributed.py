@@ -155,12 +155,13 @@ def shard_batch(batch: PyTree, mesh: Mesh, axis_name: Optional[str] = None) -> P
     size = num_examples(batch, "batch")
     parts = num_batch_parts(mesh, axis_name)
     if size % parts:
-        smaller, larger = size - size % parts, size + parts - size % parts
+        below = size - size % parts
+        nearest = " or ".join(str(n) for n in (below, below + parts) if n > 0)
         raise ValueError(
             f"batch has {size} examples (leading axis), which does not divide by the {parts} "
             f"devices of mesh axis {_data_axis(mesh, axis_name)!r}; use a batch size that is "
-            f"a multiple of {parts} (e.g. {smaller or larger} or {larger}), or drop the short "
-            "last batch (sharded_batches does)")
+            f"a multiple of {parts} (e.g. {nearest}), or drop the short last batch "
+            "(sharded_batches does)")
     return jax.make_array_from_process_local_data(data_sharding(mesh, axis_name), batch)
 
 
