@@ -17,13 +17,13 @@ On several hosts, run the same script on each after adding ``jax.distributed.ini
 at the top and give ``shard_batch`` each host's own slice of the data (see the docstring of
 ``functional_dl.distributed``).
 """
+import argparse
+
 import jax
 import numpy as np
 
 from functional_dl import datasets, distributed, losses, nn, optim, train
 
-EPOCHS = 30
-EXAMPLES_PER_DEVICE = 16
 NETWORK = nn.mlp([64, 10], dropout=0.1)
 
 
@@ -45,7 +45,7 @@ def describe(name, array):
           f"{len(array.addressable_shards)} shards of shape {shapes}")
 
 
-def main():
+def main(epochs, examples_per_device):
     mesh = distributed.make_mesh()
     num_devices = mesh.devices.size
     print(f"{num_devices} device(s): {', '.join(str(d) for d in mesh.devices.flat)}")
@@ -60,23 +60,23 @@ def main():
     params = distributed.replicate(initial, mesh)
     opt_state = distributed.replicate(optimizer.init(initial), mesh)
     step = train.make_train_step(loss_fn, optimizer)
-    batch_size = EXAMPLES_PER_DEVICE * distributed.num_batch_parts(mesh)
+    batch_size = examples_per_device * distributed.num_batch_parts(mesh)
 
     run_key = jax.random.key(2)
-    for epoch in range(EPOCHS):
+    for epoch in range(epochs):
         shuffle_key, step_key = jax.random.split(jax.random.fold_in(run_key, epoch))
         epoch_losses = []
         for i, batch in enumerate(distributed.sharded_batches(shuffle_key, (x_train, y_train),
                                                               batch_size, mesh)):
             if epoch == 0 and i == 0:
-                print(f"global batch {batch_size} = {EXAMPLES_PER_DEVICE} per device:")
+                print(f"global batch {batch_size} = {examples_per_device} per device:")
                 describe("batch images", batch[0])
                 describe("batch labels", batch[1])
                 describe("dense_0 weights", params["dense_0"]["w"])
             params, opt_state, metrics = step(params, opt_state, batch,
                                               jax.random.fold_in(step_key, i))
             epoch_losses.append(metrics["loss"])
-        if (epoch + 1) % 10 == 0:
+        if (epoch + 1) % 10 == 0 or epoch + 1 == epochs:
             print(f"epoch {epoch + 1:3d}: mean training loss "
                   f"{float(np.mean(jax.device_get(epoch_losses))):.4f}")
 
@@ -89,4 +89,9 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--examples-per-device", type=int, default=16,
+                        help="the global batch is this times the number of devices")
+    arguments = parser.parse_args()
+    main(arguments.epochs, arguments.examples_per_device)
