@@ -1,4 +1,5 @@
-"""The examples run: the quickstart end to end (few epochs), the others as far as --help.
+"""The examples run: the quickstart end to end (few epochs), the others as far as --help
+(all four in one interpreter, to pay for importing JAX once).
 
 Each runs in a subprocess from the repository root with the package importable, as a user
 would run it; PNGs go to a temporary folder.
@@ -9,22 +10,21 @@ import re
 import subprocess
 import sys
 
-import pytest
-
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
 
-def run_example(name, *arguments, timeout=300):
+def python(*arguments, timeout=300):
+    """Run ``python *arguments`` from the repository root with the package importable."""
     environment = dict(os.environ)
     environment["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(ROOT), environment.get("PYTHONPATH")]))
-    return subprocess.run([sys.executable, str(EXAMPLES / name), *arguments], cwd=ROOT,
-                          env=environment, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, *arguments], cwd=ROOT, env=environment,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def test_quickstart_trains_prints_test_accuracy_and_saves_curves(tmp_path):
-    completed = run_example("quickstart.py", "--epochs", "3", "--out", str(tmp_path))
+    completed = python(str(EXAMPLES / "quickstart.py"), "--epochs", "3", "--out", str(tmp_path))
     assert completed.returncode == 0, completed.stderr
     epoch_lines = [line for line in completed.stdout.splitlines() if line.startswith("epoch ")]
     assert [line.split()[1] for line in epoch_lines] == ["1/3", "2/3", "3/3"]
@@ -34,9 +34,20 @@ def test_quickstart_trains_prints_test_accuracy_and_saves_curves(tmp_path):
     assert (tmp_path / "quickstart_curves.png").stat().st_size > 0
 
 
-@pytest.mark.parametrize("name", ["optimizers_compare.py", "perceptron.py", "cnn_digits.py",
-                                  "ensembles.py"])
-def test_other_examples_import_and_parse_arguments(name):
-    completed = run_example(name, "--help", timeout=120)
+HELP_OF_EACH = """
+import contextlib, io, runpy, sys
+for name in sys.argv[1:]:
+    sys.argv = [name, "--help"]
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text), contextlib.suppress(SystemExit):
+        runpy.run_path(name, run_name="__main__")
+    print(name, "--epochs" in text.getvalue() and "--out" in text.getvalue())
+"""
+
+
+def test_other_examples_import_and_parse_arguments():
+    names = ["optimizers_compare.py", "perceptron.py", "cnn_digits.py", "ensembles.py"]
+    completed = python("-c", HELP_OF_EACH, *[str(EXAMPLES / name) for name in names],
+                       timeout=120)
     assert completed.returncode == 0, completed.stderr
-    assert "--epochs" in completed.stdout and "--out" in completed.stdout
+    assert completed.stdout.splitlines() == [f"{EXAMPLES / name} True" for name in names]
