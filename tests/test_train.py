@@ -526,3 +526,12 @@ def test_resume_from_a_checkpoint_of_another_model_fails_clearly(tmp_path):
         train.fit(lambda p, b, k: jnp.mean(b[0] @ p["w"]), OPTIMIZER, other, (X, Y),
                   key=jax.random.key(0), epochs=3, batch_size=8, checkpoint_path=path,
                   resume=True, progress="none")
+
+
+def test_evaluate_keeps_float64_and_accepts_boolean_per_example_values():
+    with jax.enable_x64(True):
+        values = np.random.default_rng(0).normal(size=37)
+        result = train.evaluate(lambda p, b: {"mean": jnp.mean(b), "positive": b > 0}, None,
+                                values, 5)
+    np.testing.assert_allclose(result["mean"], values.mean(), rtol=1e-13)
+    assert result["positive"] == np.mean(values > 0)

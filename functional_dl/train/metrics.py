@@ -45,10 +45,11 @@ def _weighted_batch_sums(apply_fn: Callable, params: PyTree, batch: PyTree) -> P
 
     def weighted_sum(value):
         value = jnp.asarray(value)
+        value = value.astype(jnp.promote_types(value.dtype, jnp.float32))  # bools, ints too
         if value.shape == ():
-            return value.astype(jnp.float32) * size
+            return value * size
         if value.shape == (size,):
-            return jnp.sum(value.astype(jnp.float32))
+            return jnp.sum(value)
         raise ValueError("apply_fn must return scalars (batch means) or per-example arrays of "
                          f"shape ({size},), got shape {value.shape}")
     return jax.tree.map(weighted_sum, out)
@@ -69,11 +70,17 @@ def evaluate(apply_fn: Callable[[PyTree, PyTree], Any], params: PyTree, arrays: 
       batch_size: examples per batch (memory bound only: the result does not depend on it).
 
     Returns:
-      The structure of ``apply_fn``'s output holding Python floats, each the exact mean over
-      all examples ``Σ_k B_k·m_k / n``.
+      The structure of ``apply_fn``'s output holding Python floats, each the mean over all
+      examples ``Σ_k B_k·m_k / n`` (sums accumulate in float32, or float64 for float64
+      outputs).
     """
     if not callable(apply_fn):
         raise TypeError(f"apply_fn must be callable, got {apply_fn!r}")
+    try:
+        hash(apply_fn)
+    except TypeError:
+        raise TypeError("apply_fn must be hashable (it is a static argument of the jitted "
+                        "batch function); wrap the callable object in a plain function") from None
     num = num_examples(arrays)
     totals = None
     for batch in sequential_batches(arrays, batch_size):
