@@ -192,6 +192,24 @@ def test_unreachable_state_that_fits_the_future_cannot_overflow():
     np.testing.assert_array_equal(states, np.r_[np.zeros(5), np.ones(3000)])
 
 
+def test_reachable_states_far_worse_than_an_unreachable_one_do_not_underflow():
+    """The chain is stuck in state 0; x fits the unreachable state 1 by 450 nats per step.
+
+    Scaling by the best of *all* states would give exp(−450) = 0 in float32 and log p = −inf.
+    """
+    model = hmm.HMM(jnp.array([1.0, 0.0]), jnp.array([[1.0, 0.0], [0.5, 0.5]]),
+                    hmm.DiagonalGaussian(jnp.array([[0.0], [30.0]]), jnp.array([[1.0], [1.0]])))
+    x = jnp.full((5, 1), 30.0)
+    expected = 5 * stats.norm(0.0, 1.0).logpdf(30.0)
+    np.testing.assert_allclose(hmm.log_likelihood(model, x), expected, rtol=1e-6)
+    np.testing.assert_array_equal(hmm.posteriors(model, x), np.tile([1.0, 0.0], (5, 1)))
+    states, log_prob = hmm.viterbi(model, x)
+    np.testing.assert_array_equal(states, 0)
+    np.testing.assert_allclose(log_prob, expected, rtol=1e-6)
+    grads = jax.grad(hmm.log_likelihood)(model, x)
+    assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+
+
 def test_long_sequence_float32_is_finite_and_accurate():
     rng = np.random.default_rng(5)
     model32, _ = random_model(rng, "categorical", np.float32)

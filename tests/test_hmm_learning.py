@@ -69,7 +69,8 @@ def oracle_em_step(model, observations, lengths, pseudo_count, min_covar):
         if isinstance(model.emissions, hmm.Gaussian):
             covariances = np.einsum("tk,tkd,tke->kde", weights, diffs, diffs)
             values, vectors = np.linalg.eigh(covariances)
-            emissions = (means, vectors @ (np.maximum(values, min_covar)[..., None] * np.swapaxes(vectors, 1, 2)))
+            floored = np.maximum(values, min_covar)[..., None] * np.swapaxes(vectors, 1, 2)
+            emissions = (means, vectors @ floored)
         else:
             emissions = (means, np.maximum(np.einsum("tk,tkd->kd", weights, diffs**2), min_covar))
     return total, (new_pi, new_A) + emissions

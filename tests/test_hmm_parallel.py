@@ -101,6 +101,20 @@ def test_impossible_observation_gives_minus_inf_not_nan():
         assert log_prob == -np.inf and np.all((states >= 0) & (states < K))
 
 
+def test_unreachable_state_that_fits_far_better_does_not_underflow():
+    """States 2 and 3 are unreachable and fit x by thousands of nats: still no −inf or zeros."""
+    with jax.enable_x64(True):
+        A = jnp.array([[0.9, 0.1, 0.0, 0.0], [0.2, 0.8, 0.0, 0.0],
+                       [0.25, 0.25, 0.25, 0.25], [0.0, 0.0, 0.5, 0.5]])
+        means = jnp.array([[0.0, 0.0], [1.0, 1.0], [100.0, 100.0], [90.0, 90.0]])
+        model = hmm.HMM(jnp.array([0.5, 0.5, 0.0, 0.0]), A, hmm.DiagonalGaussian(means, jnp.ones((K, 2))))
+        x = jnp.asarray(np.random.default_rng(9).normal(size=(T, 2)) + 95.0)
+        assert np.isfinite(hmm.log_likelihood(model, x))
+        np.testing.assert_allclose(hmm.posteriors(model, x)[:, 2:], 0.0)
+        np.testing.assert_allclose(hmm.posteriors(model, x).sum(axis=1), 1.0, rtol=1e-12)
+        assert_parallel_equals_sequential(model, x)
+
+
 def test_long_sequence_float32_matches_sequential():
     """Per-element log-scales keep float32 accurate where plain log-space sums lose digits."""
     model, x = random_categorical(np.random.default_rng(7), num_steps=4096, dtype=np.float32)

@@ -70,9 +70,21 @@ def replace_padding(observations: Array, length: Array | None) -> Array:
     return jnp.where(keep, observations, observations[:1])
 
 
-def stop_gradient_max(log_likelihoods: Array) -> Array:
-    """Per-row max of a ``(T, K)`` matrix as a constant shift (``-inf`` rows shift by 0).
+def scaled_likelihoods(log_likelihoods: Array, support: Array) -> tuple[Array, Array]:
+    """``(exp(min(ll − m, 0)), m)`` with ``m = max_k ll[..., k]`` over the states in ``support``.
 
-    The shift cancels exactly in the log-likelihood, so no gradient needs to flow through it.
+    Shifting by the best state that actually carries probability (rather than the best of
+    all states) means the largest term of ``Σ_k p_k exp(ll_k − m)`` is ``p_k* · 1``: the sum can
+    never underflow to 0 while the true value is positive (a sticky chain sitting in a state
+    that explains x_t 200 nats worse than an unreachable one would otherwise get −inf in
+    float32).  States outside the support carry weight 0, so clipping their factor at 1 (no
+    overflow, no ``0 · inf``) changes no value; it only caps the gradient with respect to a
+    probability that is exactly 0 when its state fits better than every reachable one (the
+    true derivative there is astronomically large).  ``m`` is a constant for autodiff (it
+    cancels exactly); rows with empty support or only ``−inf`` entries shift by 0.
     """
-    return jax.lax.stop_gradient(finite_or_zero(jnp.max(log_likelihoods, axis=-1)))
+    candidates = jnp.where(support, log_likelihoods, -jnp.inf)
+    shift = jax.lax.stop_gradient(finite_or_zero(jnp.max(candidates, axis=-1, keepdims=True)))
+    excess = log_likelihoods - shift
+    # where, not minimum: the gradient of minimum at the tie excess = 0 (the best state) is ½
+    return jnp.exp(jnp.where(excess > 0, 0.0, excess)), jnp.squeeze(shift, -1)

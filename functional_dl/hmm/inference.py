@@ -5,8 +5,8 @@ with ``log_likelihoods[t, k] = log p(x_t | z_t = k)`` of shape ``(T, K)``, so an
 or a neural network can feed them.  The high-level ``forward``, ``log_likelihood``,
 ``posteriors`` and ``viterbi`` take ``(model, observations, length=None)``.
 
-Numerics.  The forward pass is scaled (Rabiner 1989): with ``m_t = max_k ll[t, k]`` and
-``b̃_t = exp(ll_t − m_t) ∈ [0, 1]``,
+Numerics.  The forward pass is scaled (Rabiner 1989): with ``m_t`` the largest ``ll[t, k]``
+among the states the prediction can reach and ``b̃_t = exp(ll_t − m_t)`` (<= 1 on them),
 
     α̂_1 ∝ π ⊙ b̃_1,   α̂_t ∝ (α̂_{t−1}ᵀ A) ⊙ b̃_t,   c_t = normaliser,   log p(x_{1:T}) = Σ_t (log c_t + m_t),
 
@@ -33,7 +33,7 @@ from jax import lax
 
 from functional_dl._types import Array
 from functional_dl.hmm._numerics import (finite_or_zero, normalize, replace_padding, safe_divide,
-                                         safe_log, stop_gradient_max, valid_mask)
+                                         safe_log, scaled_likelihoods, valid_mask)
 from functional_dl.hmm.model import HMM, check_one_sequence
 
 
@@ -64,27 +64,27 @@ def forward_filter(initial_probs: Array, transition_matrix: Array, log_likelihoo
                    length: Array | None = None) -> tuple[Array, Array]:
     """Scaled forward pass: ``(log p(x_{1:L}), filtered)`` with ``filtered[t] = p(z_t | x_{1:t})``.
 
-    ``α̂_t ∝ (α̂_{t−1}ᵀ A) ⊙ exp(ll_t − m_t)`` (``α̂_0ᵀ A`` read as π); ``log p = Σ_t log c_t + m_t``.
+    ``α̂_t ∝ (α̂_{t−1}ᵀ A) ⊙ exp(ll_t − m_t)`` (``α̂_0ᵀ A`` read as π); ``log p = Σ_t log c_t + m_t``,
+    ``m_t`` the best log-likelihood among the states the prediction can reach.
     """
     check_inference_shapes(initial_probs, transition_matrix, log_likelihoods, length)
     log_likelihoods, valid = _masked(log_likelihoods, length)
-    shifts = stop_gradient_max(log_likelihoods)
-    scaled = jnp.exp(log_likelihoods - shifts[:, None])
 
     def _step(carry, inputs):
         """Condition the predicted p(z_t | x_{<t}) on x_t, then predict z_{t+1}."""
         log_lik, compensation, predicted = carry
-        scaled_t, shift_t, valid_t = inputs
-        filtered, norm = normalize(predicted * scaled_t)
-        new_log_lik, new_compensation = _kahan_add(log_lik, compensation, safe_log(norm) + shift_t)
+        ll_t, valid_t = inputs
+        scaled, shift = scaled_likelihoods(ll_t, predicted > 0)
+        filtered, norm = normalize(predicted * scaled)
+        new_log_lik, new_compensation = _kahan_add(log_lik, compensation, safe_log(norm) + shift)
         carry = (jnp.where(valid_t, new_log_lik, log_lik),
                  jnp.where(valid_t, new_compensation, compensation),
                  jnp.where(valid_t, filtered @ transition_matrix, predicted))
         return carry, jnp.where(valid_t, filtered, 0.0)
 
-    zero = jnp.zeros((), scaled.dtype)
-    init = (zero, zero, jnp.asarray(initial_probs, scaled.dtype))
-    (log_lik, _, _), filtered = lax.scan(_step, init, (scaled, shifts, valid))
+    zero = jnp.zeros((), log_likelihoods.dtype)
+    init = (zero, zero, jnp.asarray(initial_probs, log_likelihoods.dtype))
+    (log_lik, _, _), filtered = lax.scan(_step, init, (log_likelihoods, valid))
     return log_lik, filtered
 
 
@@ -100,29 +100,45 @@ def _kahan_add(total: Array, compensation: Array, term: Array) -> tuple[Array, A
 
 
 @jax.jit
-def backward_filter(transition_matrix: Array, log_likelihoods: Array,
-                    length: Array | None = None) -> Array:
+def backward_filter(transition_matrix: Array, log_likelihoods: Array, length: Array | None = None,
+                    filtered_probs: Array | None = None) -> Array:
     """Backward messages ``β_t(i) ∝ p(x_{t+1:L} | z_t = i)``, each row normalised to sum 1.
 
-    ``β_{L−1} ∝ 1`` and ``β_t ∝ A (exp(ll_{t+1} − m_{t+1}) ⊙ β_{t+1})``.  Normalising every
+    ``β_{L−1} ∝ 1`` and ``β_t ∝ A (b̃_{t+1} ⊙ β_{t+1})`` with ``b̃_{t+1} = exp(ll_{t+1} − m_{t+1})``,
+    ``m_{t+1}`` the best log-likelihood among the states in the support.  Normalising every
     step (instead of dividing by the forward ``c_{t+1}``) keeps β <= 1, so a state that is
     unreachable yet fits the future well cannot overflow β to ``inf`` (``0 · inf`` = NaN).
     Rows at and after ``L − 1`` are uniform.
+
+    With ``filtered_probs`` (from ``forward_filter``) the support at ``t + 1`` is restricted to
+    states with ``filtered_probs[t + 1] > 0``: β is then exact wherever ``filtered_probs[t] > 0``
+    (all that smoothing needs) and cannot underflow to 0 there because of states that fit the
+    data far better but cannot be reached.
     """
     check_inference_shapes(None, transition_matrix, log_likelihoods, length)
-    num_states = log_likelihoods.shape[1]
+    num_steps, num_states = log_likelihoods.shape
     log_likelihoods, valid = _masked(log_likelihoods, length)
-    scaled = jnp.exp(log_likelihoods - stop_gradient_max(log_likelihoods)[:, None])
-    uniform = jnp.full((num_states,), 1.0 / num_states, scaled.dtype)
+    uniform = jnp.full((num_states,), 1.0 / num_states, log_likelihoods.dtype)
+    if filtered_probs is None:
+        reachable = jnp.ones((num_steps, num_states), bool)
+    else:
+        if jnp.shape(filtered_probs) != (num_steps, num_states):
+            raise ValueError(f"filtered_probs must have the shape of log_likelihoods, "
+                             f"{(num_steps, num_states)}, got {jnp.shape(filtered_probs)}")
+        reachable = filtered_probs > 0
 
     def _step(next_backward, inputs):
         """One step back in time: β_t from β_{t+1} and the observation x_{t+1}."""
-        scaled_next, valid_next = inputs
-        backward, _ = normalize(transition_matrix @ (scaled_next * next_backward))
+        ll_next, reachable_next, valid_next = inputs
+        support = reachable_next & (next_backward > 0)
+        scaled, _ = scaled_likelihoods(ll_next, support)
+        scaled = jnp.where(support, scaled, 0.0)
+        backward, _ = normalize(transition_matrix @ (scaled * next_backward))
         backward = jnp.where(valid_next, backward, uniform)
         return backward, backward
 
-    _, backward = lax.scan(_step, uniform, (scaled[1:], valid[1:]), reverse=True)
+    _, backward = lax.scan(_step, uniform, (log_likelihoods[1:], reachable[1:], valid[1:]),
+                           reverse=True)
     return jnp.concatenate([backward, uniform[None, :]], axis=0)
 
 
@@ -139,18 +155,21 @@ def smoother(initial_probs: Array, transition_matrix: Array, log_likelihoods: Ar
              length: Array | None = None) -> Posteriors:
     """Forward-backward: smoothed marginals ``γ_t ∝ α̂_t ⊙ β_t`` and expected transition counts.
 
-    ``ξ_t(i, j) = α̂_t(i) A_ij b̃_{t+1}(j) β_{t+1}(j) / n_t`` with ``n_t`` making ``Σ_ij ξ_t = 1``;
+    ``ξ_t(i, j) = α̂_t(i) A_ij b̃_{t+1}(j) β_{t+1}(j) / n_t`` with ``n_t = (α̂_tᵀ A) · (b̃_{t+1} ⊙ β_{t+1})``
+    making ``Σ_ij ξ_t = 1``;
     summed over ``t + 1 < L`` as one ``(K, T) @ (T, K)`` product, never a ``(T, K, K)`` array:
     ``Σ_t ξ_t = A ⊙ (Xᵀ Y)`` with ``X_t = α̂_t / n_t``, ``Y_t = b̃_{t+1} ⊙ β_{t+1}``.
     If ``log p = −inf`` (the sequence is impossible) all posteriors and counts are 0.
     """
     log_lik, filtered = forward_filter(initial_probs, transition_matrix, log_likelihoods, length)
-    backward = backward_filter(transition_matrix, log_likelihoods, length)
+    backward = backward_filter(transition_matrix, log_likelihoods, length, filtered)
     smoothed, _ = normalize(filtered * backward)
     masked, valid = _masked(log_likelihoods, length)
-    scaled = jnp.exp(masked - stop_gradient_max(masked)[:, None])
-    future = scaled[1:] * backward[1:]
-    norms = jnp.sum(filtered[:-1] * (future @ transition_matrix.T), axis=1)
+    predicted = filtered[:-1] @ transition_matrix  # p(z_{t+1} | x_{1:t})
+    support = (filtered[1:] > 0) & (backward[1:] > 0)
+    scaled, _ = scaled_likelihoods(masked[1:], support)
+    future = jnp.where(support, scaled, 0.0) * backward[1:]
+    norms = jnp.sum(predicted * future, axis=1)
     weights = jnp.where(valid[1:], safe_divide(1.0, norms), 0.0)[:, None] * filtered[:-1]
     counts = transition_matrix * (weights.T @ future)
     return Posteriors(log_lik, filtered, smoothed, counts)

@@ -76,8 +76,9 @@ def _check_lengths(observations: Any, lengths: Any, event_ndim: int) -> np.ndarr
     """Validate ``lengths``; return the boolean mask of non-padded positions when concrete."""
     shape = v.shape_of(observations)
     if len(shape) < 1 + event_ndim:
+        hint = "; for scalar data use observations[..., None]" if event_ndim == 1 else ""
         raise ValueError(f"observations must have at least {1 + event_ndim} dimension(s) "
-                         f"((T,) + event shape), got shape {shape}")
+                         f"((T,) + event shape), got shape {shape}{hint}")
     leading = shape[:len(shape) - event_ndim]
     num_steps, batch_shape = leading[-1], leading[:-1]
     if num_steps < 1:
@@ -103,7 +104,7 @@ def check_one_sequence(model: HMM, observations: Any, length: Any = None) -> Non
     """``check`` for the single-sequence functions: ``observations`` must be ``(T,) + event_shape``."""
     event_ndim = getattr(model.emissions, "event_ndim", 0) if isinstance(model, HMM) else 0
     shape = v.shape_of(observations)
-    if len(shape) != 1 + event_ndim:
+    if len(shape) > 1 + event_ndim:
         raise ValueError(f"observations must be one sequence with {1 + event_ndim} dimension(s) "
                          f"((T,) + event shape), got shape {shape}; use jax.vmap for a batch")
     check(model, observations, length)

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from functional_dl._types import Array
-from functional_dl.hmm._numerics import (finite_or_zero, normalize, safe_log, stop_gradient_max,
+from functional_dl.hmm._numerics import (finite_or_zero, normalize, safe_log, scaled_likelihoods,
                                          valid_mask)
 from functional_dl.hmm.inference import check_inference_shapes, model_log_likelihoods, path_log_prob
 from functional_dl.hmm.model import HMM, check_one_sequence
@@ -51,7 +51,7 @@ def _sum_product(earlier: Array, later: Array) -> Array:
     shifted = earlier + row_max[None, :]
     shift = finite_or_zero(jnp.max(shifted, axis=1))
     product = jnp.exp(shifted - shift[:, None]) @ jnp.exp(later - row_max[:, None])
-    return _rescale(safe_log(product) + shift[:, None])
+    return _rescale(jnp.log(product) + shift[:, None])  # log 0 = −inf; not differentiated
 
 
 def _max_product(earlier: Array, later: Array) -> Array:
@@ -73,10 +73,18 @@ def _elements(initial_probs, transition_matrix, log_likelihoods, length):
     return jax.vmap(_rescale)(steps), valid, log_likelihoods
 
 
+def _ordered_sum_product(earlier, later):
+    """``earlier ⊗ later``, or ``later ⊗ earlier`` for elements flagged as time-reversed."""
+    (left, reversed_), (right, _) = earlier, later
+    first = jnp.where(reversed_, right, left)
+    second = jnp.where(reversed_, left, right)
+    return _sum_product(first, second), reversed_
+
+
 def _prefix(combine, elements, axis=0):
     """All prefix products ``E_1 ⊗ ⋯ ⊗ E_t`` along ``axis`` (the other leading axes batch)."""
     batched = combine
-    for _ in range(elements.ndim - 2):
+    for _ in range(jax.tree.leaves(elements)[0].ndim - 2):
         batched = jax.vmap(batched)
     return lax.associative_scan(batched, elements, axis=axis)
 
@@ -103,8 +111,8 @@ def forward_filter(initial_probs: Array, transition_matrix: Array, log_likelihoo
     filtered = jnp.where(valid[:, None], filtered, 0.0)
     predicted = jnp.concatenate([initial_probs[None, :].astype(filtered.dtype),
                                  filtered[:-1] @ transition_matrix], axis=0)
-    shifts = stop_gradient_max(log_likelihoods)
-    norms = jnp.sum(predicted * jnp.exp(log_likelihoods - shifts[:, None]), axis=1)
+    scaled, shifts = scaled_likelihoods(log_likelihoods, predicted > 0)
+    norms = jnp.sum(predicted * scaled, axis=1)
     log_lik = jnp.sum(jnp.where(valid, safe_log(norms) + shifts, 0.0))
     return log_lik, filtered
 
@@ -118,16 +126,17 @@ def smoothed_probs(initial_probs: Array, transition_matrix: Array, log_likelihoo
     """
     check_inference_shapes(initial_probs, transition_matrix, log_likelihoods, length)
     elements, valid, _ = _elements(initial_probs, transition_matrix, log_likelihoods, length)
-    # suffixes as prefixes of the time-reversed transposes, (E_s ⊗ ⋯ ⊗ E_T)ᵀ = E_Tᵀ ⊗ ⋯ ⊗ E_sᵀ,
-    # stacked with the forward elements so that one associative scan does both
-    reversed_transposed = jnp.swapaxes(elements[:0:-1], 1, 2)
-    padded = jnp.concatenate([reversed_transposed, elements[:1]], axis=0)  # last one unused
-    products = _prefix(_sum_product, jnp.stack([elements, padded]), axis=1)
+    # suffixes E_s ⊗ ⋯ ⊗ E_T are prefixes of the time-reversed elements multiplied in swapped
+    # order; both halves go through one associative scan, a flag per element telling the
+    # combine which order to use (transposing instead would lose each row's precision)
+    time_reversed = jnp.concatenate([elements[:0:-1], elements[:1]], axis=0)  # last one unused
+    flags = jnp.stack([jnp.zeros_like(valid), jnp.ones_like(valid)])
+    products, _ = _prefix(_ordered_sum_product, (jnp.stack([elements, time_reversed]), flags),
+                          axis=1)
     log_alpha = products[0, :, 0, :]
-    suffixes_transposed = products[1, -2::-1]  # [t] = (E_{t+1} ⊗ ⋯ ⊗ E_T)ᵀ, t = 0..T−2
-    column_max = finite_or_zero(jnp.max(suffixes_transposed, axis=1))
-    log_beta = column_max + safe_log(
-        jnp.sum(jnp.exp(suffixes_transposed - column_max[:, None, :]), axis=1))
+    suffixes = products[1, -2::-1]  # [t] = E_{t+1} ⊗ ⋯ ⊗ E_T, t = 0..T−2
+    row_max = finite_or_zero(jnp.max(suffixes, axis=2))
+    log_beta = row_max + safe_log(jnp.sum(jnp.exp(suffixes - row_max[:, :, None]), axis=2))
     log_beta = jnp.concatenate([log_beta, jnp.zeros_like(log_alpha[:1])], axis=0)
     return jnp.where(valid[:, None], _softmax_or_zero(log_alpha + log_beta), 0.0)
 
