@@ -176,8 +176,14 @@ def softmax_cross_entropy_with_integer_labels(logits: Array, labels: Array) -> A
 def sigmoid_binary_cross_entropy(logits: Array, labels: Array) -> Array:
     """Binary cross entropy between ``labels`` and ``sigmoid(logits)``, elementwise.
 
-    ``ℓ(z, y) = -[y log σ(z) + (1 - y) log(1 - σ(z))] = softplus(z) - y z
-    = max(z, 0) - y z + log(1 + exp(-|z|))``;  ``∂ℓ/∂z = σ(z) - y``.
+    ``ℓ(z, y) = -[y log σ(z) + (1 - y) log(1 - σ(z))] = softplus(z) - y z``,
+    ``softplus(z) = log(1 + exp(z)) = logaddexp(0, z)``;  ``∂ℓ/∂z = σ(z) - y``.
+
+    ``logaddexp`` is evaluated as ``max(0, z) + log1p(exp(-|z|))`` (finite for logits of
+    ±1e4) and differentiated as ``σ(z)`` everywhere.  Writing that expression out by hand
+    would get the gradient wrong at ``z = 0``: the kinks of ``max`` and ``|·|`` meet there
+    and autodiff gives ``-y`` instead of ``½ - y`` (the gradient of a zero-initialised
+    logistic regression).
 
     Args:
       logits: any shape; one independent binary problem per entry (multi-label works).
@@ -188,7 +194,7 @@ def sigmoid_binary_cross_entropy(logits: Array, labels: Array) -> Array:
     """
     _check_same_shape("logits", logits, "labels", labels)
     _check_floating("logits", logits)
-    return jnp.maximum(logits, 0) - labels * logits + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+    return jnp.logaddexp(jnp.zeros_like(logits), logits) - labels * logits
 
 
 def kl_divergence(log_predictions: Array, targets: Array) -> Array:

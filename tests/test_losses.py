@@ -126,23 +126,21 @@ def test_hinge_and_perceptron_loss_match_numpy(wrap):
 
 def test_gradients_match_closed_forms():
     z, y = RNG.normal(size=(3, 4)), random_probs((3, 4), zero_fraction=0.3)
-    grad = jax.grad(lambda z_: losses.softmax_cross_entropy(z_, jnp.asarray(y)).sum())(jnp.asarray(z))
+    z[0] = 0.0  # a zero-initialised model: where the kinks of max(z, 0) and |z| meet
+    k, t, target = np.array([0, 3, 1]), RNG.random((3, 4)), RNG.normal(size=(3, 4))
+    per_example = {
+        "ce": lambda z_: losses.softmax_cross_entropy(z_, jnp.asarray(y)),
+        "ce_int": lambda z_: losses.softmax_cross_entropy_with_integer_labels(z_, jnp.asarray(k)),
+        "bce": lambda z_: losses.sigmoid_binary_cross_entropy(z_, jnp.asarray(t)),
+        "mse": lambda z_: losses.mean_squared_error(z_, jnp.asarray(target)),
+    }
+    grads = jax.jit(lambda z_: {name: jax.grad(lambda a: fn(a).sum())(z_)
+                                for name, fn in per_example.items()})(jnp.asarray(z))
     softmax = np.exp(np_log_softmax(z))
-    np.testing.assert_allclose(grad, softmax - y, atol=1e-6)
-
-    k = np.array([0, 3, 1])
-    grad = jax.grad(lambda z_: losses.softmax_cross_entropy_with_integer_labels(
-        z_, jnp.asarray(k)).sum())(jnp.asarray(z))
-    np.testing.assert_allclose(grad, softmax - np.eye(4)[k], atol=1e-6)
-
-    t = RNG.random((3, 4))
-    grad = jax.grad(lambda z_: losses.sigmoid_binary_cross_entropy(z_, jnp.asarray(t)).sum())(
-        jnp.asarray(z))
-    np.testing.assert_allclose(grad, 1 / (1 + np.exp(-z)) - t, atol=1e-6)
-
-    target = RNG.normal(size=(3, 4))
-    grad = jax.grad(lambda a: losses.mean_squared_error(a, jnp.asarray(target)).sum())(jnp.asarray(z))
-    np.testing.assert_allclose(grad, 2 * (z - target) / 4, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(grads["ce"], softmax - y, atol=1e-6)
+    np.testing.assert_allclose(grads["ce_int"], softmax - np.eye(4)[k], atol=1e-6)
+    np.testing.assert_allclose(grads["bce"], 1 / (1 + np.exp(-z)) - t, atol=1e-6)
+    np.testing.assert_allclose(grads["mse"], 2 * (z - target) / 4, rtol=1e-5, atol=1e-7)
 
 
 # ------------------------------------------------------ extreme inputs (float32/64)
@@ -155,7 +153,7 @@ def test_finite_values_and_gradients_at_extreme_logits(x64):
         z = jnp.array([[1e4, -1e4, 0.0], [-1e4, -1e4, 1e4]], dtype)
         y = jnp.array([[0.0, 1.0, 0.0], [0.5, 0.5, 0.0]], dtype)  # exact zeros
         k = jnp.array([1, 2])
-        cases = {
+        cases = {  # loss of z, closed-form value (logsumexp(z) = max z here)
             "ce": (lambda z_: losses.softmax_cross_entropy(z_, y), np.array([2e4, 2e4])),
             "ce_int": (lambda z_: losses.softmax_cross_entropy_with_integer_labels(z_, k),
                        np.array([2e4, 0.0])),
@@ -164,15 +162,26 @@ def test_finite_values_and_gradients_at_extreme_logits(x64):
             "kl": (lambda z_: losses.kl_divergence(jax.nn.log_softmax(z_), y),
                    np.array([2e4, 2e4 + np.log(0.5)])),
         }
+
+        @jax.jit  # one compilation for every loss, value and gradient of this dtype
+        def values_and_gradients(z_):
+            return {name: (fn(z_), jax.grad(lambda a: fn(a).sum())(z_))
+                    for name, (fn, _) in cases.items()}
+
+        results = values_and_gradients(z)
         for name, (fn, expected) in cases.items():
-            value = fn(z)
+            value, grad = results[name]
             assert value.dtype == dtype, name
             np.testing.assert_allclose(value, expected, rtol=1e-6, err_msg=name)
-            grad = jax.grad(lambda z_: fn(z_).sum())(z)
+            np.testing.assert_allclose(fn(z), expected, rtol=1e-6, err_msg=name)  # un-jitted
             assert np.all(np.isfinite(grad)), name
-        # Closed-form gradient of CE at saturated logits: softmax(z) - y.
-        grad = jax.grad(lambda z_: losses.softmax_cross_entropy(z_, y).sum())(z)
-        np.testing.assert_allclose(grad, np.array([[1.0, -1.0, 0.0], [-0.5, -0.5, 1.0]]), atol=1e-6)
+        # Closed-form gradients at saturated logits: softmax(z) - y and σ(z) - y.
+        np.testing.assert_allclose(results["ce"][1], [[1.0, -1.0, 0.0], [-0.5, -0.5, 1.0]],
+                                   atol=1e-6)
+        np.testing.assert_allclose(results["ce_int"][1], [[1.0, -1.0, 0.0], [0.0, 0.0, 0.0]],
+                                   atol=1e-6)
+        np.testing.assert_allclose(results["bce"][1], [[1.0, -1.0, 0.5], [-0.5, -0.5, 1.0]],
+                                   atol=1e-6)
 
 
 @pytest.mark.parametrize("x64", [False, True], ids=["float32", "float64"])
