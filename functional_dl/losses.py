@@ -125,7 +125,7 @@ def softmax_cross_entropy(logits: Array, labels: Array) -> Array:
     Args:
       logits: ``(..., C)`` unnormalised scores.
       labels: ``(..., C)`` target probabilities (rows of a one-hot matrix, or soft labels);
-        exact zeros are fine.
+        exact zeros are fine, also against a logit of ``-inf`` (a masked-out class).
 
     Returns:
       ``(...)`` loss per example.
@@ -133,9 +133,17 @@ def softmax_cross_entropy(logits: Array, labels: Array) -> Array:
     _check_has_class_axis("logits", logits)
     _check_same_shape("logits", logits, "labels", labels)
     _check_floating("logits", logits)
-    # log_softmax is finite for finite logits, so a plain product keeps ∂ℓ/∂y = -log softmax(z)
-    # (also where y_c = 0) and 0 · (finite) = 0.
-    return -jnp.sum(labels * _log_softmax(logits), axis=-1)
+    log_probs = _log_softmax(logits)
+    # A class masked out with a logit of -inf has log_prob -inf; where its label is 0 the term
+    # is 0 (not 0 · -inf = nan).  Finite log_probs keep the plain product, so
+    # ∂ℓ/∂y_c = -log softmax(z)_c also where y_c = 0.
+    # (Two nested selects, not one on ``(labels == 0) & isneginf``: for float16 that fused
+    # select crashes XLA's CPU code generator, jaxlib 0.10.)
+    safe_log_probs = jnp.where(
+        labels == 0,
+        jnp.where(jnp.isneginf(log_probs), jnp.zeros_like(log_probs), log_probs),
+        log_probs)
+    return -jnp.sum(labels * safe_log_probs, axis=-1)
 
 
 def softmax_cross_entropy_with_integer_labels(logits: Array, labels: Array) -> Array:

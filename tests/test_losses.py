@@ -184,6 +184,23 @@ def test_finite_values_and_gradients_at_extreme_logits(x64):
                                    atol=1e-6)
 
 
+def test_zero_labels_on_minus_infinite_logits_contribute_nothing():
+    # A class masked out with logit -inf: its zero label must not give 0 · (-inf) = nan.
+    z = jnp.array([[0.0, 1.0, -jnp.inf], [2.0, -jnp.inf, -1.0]])
+    y = jnp.array([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0]])
+    finite = np.array([[0.0, 1.0], [2.0, -1.0]])  # the logits that are not masked out
+    expected = np_softmax_ce(finite, [[0.5, 0.5], [1.0, 0.0]])
+    np.testing.assert_allclose(losses.softmax_cross_entropy(z, y), expected, rtol=1e-6)
+    total, grad = jax.jit(jax.value_and_grad(
+        lambda z_: losses.softmax_cross_entropy(z_, y).sum()))(z)
+    np.testing.assert_allclose(total, expected.sum(), rtol=1e-6)
+    softmax = np.exp(np_log_softmax(finite))
+    np.testing.assert_allclose(grad, [[softmax[0, 0] - 0.5, softmax[0, 1] - 0.5, 0.0],
+                                      [softmax[1, 0] - 1.0, 0.0, softmax[1, 1]]], atol=1e-6)
+    # A positive label on a -inf logit is an infinite (not NaN) loss.
+    assert losses.softmax_cross_entropy(z[0], jnp.array([0.0, 0.5, 0.5])) == np.inf
+
+
 @pytest.mark.parametrize("x64", [False, True], ids=["float32", "float64"])
 def test_finite_gradients_with_respect_to_probabilities_with_zeros(x64):
     with jax.enable_x64(x64):
@@ -199,6 +216,39 @@ def test_finite_gradients_with_respect_to_probabilities_with_zeros(x64):
         # ∂CE/∂y_c = -log softmax(z)_c (also at y_c = 0).
         grad = jax.grad(lambda p_: losses.softmax_cross_entropy(z, p_))(p)
         np.testing.assert_allclose(grad, -np_log_softmax(np.asarray(z)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16], ids=["bfloat16", "float16"])
+def test_low_precision_inputs_keep_their_dtype_and_match_float64(dtype):
+    z = RNG.normal(size=(3, 6)) * 3
+    z[0, :2] = [1e4, -1e4]  # large, yet inside float16's range (65504)
+    z[1] = 0.0
+    k = np.array([0, 3, 5])
+    y = np.eye(6)[k]
+    z_low, y_low = jnp.asarray(z, dtype), jnp.asarray(y, dtype)
+    z_rounded = np.asarray(z_low, np.float64)  # the oracle sees the same rounded inputs
+    per_example = {
+        "ce": lambda z_: losses.softmax_cross_entropy(z_, y_low),
+        "ce_int": lambda z_: losses.softmax_cross_entropy_with_integer_labels(z_, jnp.asarray(k)),
+        "bce": lambda z_: losses.sigmoid_binary_cross_entropy(z_, y_low),
+        "kl": lambda z_: losses.kl_divergence(jax.nn.log_softmax(z_), y_low),
+    }
+    results = jax.jit(lambda z_: {
+        name: (fn(z_), jax.grad(lambda a: fn(a).astype(jnp.float32).sum())(z_))
+        for name, fn in per_example.items()})(z_low)
+    softmax = np.exp(np_log_softmax(z_rounded))
+    sigmoid = 0.5 * (1 + np.tanh(z_rounded / 2))
+    expected = {"ce": (np_softmax_ce(z_rounded, y), softmax - y),
+                "ce_int": (np_softmax_ce(z_rounded, y), softmax - y),
+                "bce": (np.logaddexp(0, z_rounded) - y * z_rounded, sigmoid - y),
+                "kl": (np_softmax_ce(z_rounded, y), softmax - y)}  # one-hot: H(y) = 0
+    tolerance = 4 * float(jnp.finfo(dtype).eps)
+    for name, (value, grad) in results.items():
+        assert value.dtype == dtype and grad.dtype == dtype, name
+        want_value, want_grad = expected[name]
+        value, grad = np.asarray(value, np.float64), np.asarray(grad, np.float64)
+        assert np.all(np.abs(value - want_value) <= tolerance * np.maximum(1, np.abs(want_value))), name
+        np.testing.assert_allclose(grad, want_grad, atol=tolerance, err_msg=name)
 
 
 def test_vmap_per_example_equals_batch():
