@@ -236,19 +236,24 @@ def hinge_loss(scores: Array, labels: Array) -> Array:
     """
     _check_same_shape("scores", scores, "labels", labels)
     _check_sign_labels(labels)
-    return jnp.maximum(0, 1 - labels * scores)
+    margin = labels * scores
+    # ``where`` (not ``maximum``, whose gradient at a tie is ½) gives the stated subgradient.
+    return jnp.where(margin < 1, 1 - margin, jnp.zeros_like(margin))
 
 
 def perceptron_loss(scores: Array, labels: Array) -> Array:
     """Perceptron criterion ``max(0, -y s)`` for labels ``y ∈ {-1, +1}``, elementwise.
 
-    Zero for every correctly classified example; its subgradient ``-y x`` on a mistake is
-    the Rosenblatt update of :mod:`functional_dl.perceptron` (which counts ``y s = 0`` as a
-    mistake).  Concrete labels outside ``{-1, +1}`` raise ``ValueError``.
+    Subgradient ``∂ℓ/∂s = -y`` where ``y s ≤ 0`` (a mistake, the boundary included), else 0;
+    for ``s = w · x + b`` a descent step with step size ``η`` is the Rosenblatt update of
+    :mod:`functional_dl.perceptron` (``w ← w + η y x`` on a mistake, also from ``w = 0``).
+    Concrete labels outside ``{-1, +1}`` raise ``ValueError``.
     """
     _check_same_shape("scores", scores, "labels", labels)
     _check_sign_labels(labels)
-    return jnp.maximum(0, -labels * scores)
+    margin = labels * scores
+    # ``where`` puts the boundary margin = 0 on the mistake side: subgradient -y there.
+    return jnp.where(margin <= 0, -margin, jnp.zeros_like(margin))
 
 
 def _check_sign_labels(labels: Array) -> None:

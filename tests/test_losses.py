@@ -121,6 +121,19 @@ def test_hinge_and_perceptron_loss_match_numpy(wrap):
                                np.maximum(0, -y * s), rtol=1e-6)
 
 
+def test_hinge_and_perceptron_subgradients_including_the_boundaries():
+    # Scores on both sides of and exactly at the kinks: y·s = 1 (hinge) and y·s = 0 (perceptron).
+    s = jnp.array([2.0, 1.0, 0.5, 0.0, -0.5, -1.0, 0.0, 0.5])
+    y = jnp.array([1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0])
+    margin = np.asarray(y * s)
+    hinge_grad = jax.jit(jax.grad(lambda s_: losses.hinge_loss(s_, y).sum()))(s)
+    perceptron_grad = jax.jit(jax.grad(lambda s_: losses.perceptron_loss(s_, y).sum()))(s)
+    # Documented subgradients: -y where y·s < 1 (hinge); -y where y·s ≤ 0 (perceptron, so a
+    # descent step from w = 0 is the full Rosenblatt update, not half of it).
+    np.testing.assert_array_equal(hinge_grad, np.where(margin < 1, -np.asarray(y), 0.0))
+    np.testing.assert_array_equal(perceptron_grad, np.where(margin <= 0, -np.asarray(y), 0.0))
+
+
 # ------------------------------------------------------ gradients (closed forms)
 
 
