@@ -221,14 +221,20 @@ def test_finite_gradients_with_respect_to_probabilities_with_zeros(x64):
         p = jnp.array([0.0, 0.25, 0.75], dtype)
         log_q = jnp.log(jnp.array([0.2, 0.3, 0.5], dtype))
         z = jnp.array([3.0, -1.0, 0.5], dtype)
-        for fn in (lambda p_: losses.kl_divergence(log_q, p_),
-                   lambda p_: losses.softmax_cross_entropy(z, p_),
-                   lambda p_: losses.sigmoid_binary_cross_entropy(z, p_).sum()):
-            value, grad = jax.value_and_grad(fn)(p)
-            assert np.isfinite(value) and np.all(np.isfinite(grad))
-        # ∂CE/∂y_c = -log softmax(z)_c (also at y_c = 0).
-        grad = jax.grad(lambda p_: losses.softmax_cross_entropy(z, p_))(p)
-        np.testing.assert_allclose(grad, -np_log_softmax(np.asarray(z)), rtol=1e-5)
+        fns = {"kl": lambda p_: losses.kl_divergence(log_q, p_),
+               "ce": lambda p_: losses.softmax_cross_entropy(z, p_),
+               "bce": lambda p_: losses.sigmoid_binary_cross_entropy(z, p_).sum()}
+        results = jax.jit(lambda p_: {name: jax.value_and_grad(fn)(p_)
+                                      for name, fn in fns.items()})(p)
+        for name, (value, grad) in results.items():
+            assert np.isfinite(value) and np.all(np.isfinite(grad)), name
+        # Closed forms, also at p_c = 0: ∂CE/∂y_c = -log softmax(z)_c; ∂BCE/∂y = -z;
+        # ∂KL/∂p_c = log p_c + 1 - log q_c for p_c > 0 and 0 (by definition) at p_c = 0.
+        np.testing.assert_allclose(results["ce"][1], -np_log_softmax(np.asarray(z)), rtol=1e-5)
+        np.testing.assert_allclose(results["bce"][1], -np.asarray(z), rtol=1e-6)
+        expected_kl = np.log([1.0, 0.25, 0.75]) + 1 - np.log([0.2, 0.3, 0.5])
+        expected_kl[0] = 0.0
+        np.testing.assert_allclose(results["kl"][1], expected_kl, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16], ids=["bfloat16", "float16"])
@@ -264,14 +270,22 @@ def test_low_precision_inputs_keep_their_dtype_and_match_float64(dtype):
         np.testing.assert_allclose(grad, want_grad, atol=tolerance, err_msg=name)
 
 
-def test_vmap_per_example_equals_batch():
-    z, k = jnp.asarray(RNG.normal(size=(6, 4))), jnp.asarray(RNG.integers(0, 4, size=6))
-    y = jax.nn.one_hot(k, 4)
-    for fn, labels in ((losses.softmax_cross_entropy, y),
-                       (losses.softmax_cross_entropy_with_integer_labels, k),
-                       (losses.mean_squared_error, y),
-                       (lambda a, b: losses.kl_divergence(jax.nn.log_softmax(a), b), y)):
-        np.testing.assert_allclose(jax.vmap(fn)(z, labels), fn(z, labels), rtol=1e-6)
+def test_vmap_over_single_examples_matches_numpy():
+    z, k = RNG.normal(size=(6, 4)), RNG.integers(0, 4, size=6)
+    y = np.eye(4)[k]
+    cases = (
+        (losses.softmax_cross_entropy, y, np_softmax_ce(z, y)),
+        (losses.softmax_cross_entropy_with_integer_labels, k,
+         -np_log_softmax(z)[np.arange(6), k]),
+        (losses.mean_squared_error, y, ((z - y) ** 2).mean(axis=-1)),
+        (lambda a, b: losses.kl_divergence(jax.nn.log_softmax(a), b), y, np_kl(np_log_softmax(z), y)),
+    )
+    per_example = jax.jit(lambda z_, labels: [jax.vmap(fn)(z_, label) for (fn, _, _), label
+                                              in zip(cases, labels)])
+    got = per_example(jnp.asarray(z), [jnp.asarray(labels) for _, labels, _ in cases])
+    for value, (_, _, expected) in zip(got, cases, strict=True):
+        assert value.shape == (6,)
+        np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-6)
 
 
 # ------------------------------------------------------------------- bad input
