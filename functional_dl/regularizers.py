@@ -53,9 +53,18 @@ def weights_only_mask(params: PyTree) -> PyTree:
 def l1_penalty(params: PyTree, mask: Optional[Mask] = None) -> Array:
     """``Σ |w|`` over the entries of the selected leaves of ``params`` (a scalar).
 
-    Gradient: ``+sign(w)`` for selected entries, 0 for the others.
+    Gradient: ``+sign(w)`` for selected entries (0 at ``w = 0``, so a weight that is exactly
+    zero stays zero under a pure L1 step), 0 for the others.
     """
-    return _masked_sum(jnp.abs, params, mask)
+    return _masked_sum(_abs_with_sign_gradient, params, mask)
+
+
+def _abs_with_sign_gradient(w: Array) -> Array:
+    """``|w|`` written as ``w · sign(w)`` with the sign held constant: gradient ``sign(w)``.
+
+    ``jax.grad(jnp.abs)`` is 1 at 0, which would push exact zeros to ``-η λ``.
+    """
+    return w * jax.lax.stop_gradient(jnp.sign(w))
 
 
 def l2_penalty(params: PyTree, mask: Optional[Mask] = None) -> Array:

@@ -77,6 +77,15 @@ def test_prefix_mask_and_elementwise_mask():
                                np.where(entry_mask, np.sign(leaves[("dense_0", "w")]), 0.0))
 
 
+@pytest.mark.parametrize("wrap", [lambda f: f, jax.jit], ids=["eager", "jit"])
+def test_l1_gradient_is_the_sign_also_at_exact_zeros(wrap):
+    # sign(0) = 0: the subgradient that keeps an exact zero at zero (jnp.abs has 1 there).
+    w = jnp.array([[-2.0, 0.0, 3.0], [0.0, -0.0, 0.5]])
+    value, grad = wrap(jax.value_and_grad(regularizers.l1_penalty))({"w": w})
+    assert float(value) == 5.5
+    np.testing.assert_array_equal(grad["w"], [[-1.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+
+
 def test_gradient_descent_with_l2_shrinks_weights():
     # With the correct +2λw sign, a step of pure weight decay moves w towards 0.
     params = make_params()
