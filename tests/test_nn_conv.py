@@ -150,6 +150,20 @@ def test_convnet_gradients_match_finite_differences():
         assert check_gradient(jax.jit(loss), params, jax.jit(jax.grad(loss))(params)) < 1e-6
 
 
+def test_conv2d_promotes_mixed_dtypes_like_dense():
+    # uint8 or bfloat16 images with a float32 kernel: computed in float32 (lax.conv alone
+    # rejects mixed dtypes).
+    layer = nn.Conv2D(2, 3, strides=1)
+    _, params = layer.init(KEY, (-1, 5, 5, 1))
+    pixels = RNG.integers(0, 256, size=(2, 5, 5, 1))
+    expected = np_conv2d(pixels.astype(np.float64), np.asarray(params["w"], np.float64),
+                         np.asarray(params["b"], np.float64), (1, 1), "SAME")
+    for dtype in (jnp.uint8, jnp.bfloat16):  # both hold these integers exactly
+        y = jax.jit(layer.apply)(params, jnp.asarray(pixels, dtype))
+        assert y.dtype == jnp.float32
+        np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-3)
+
+
 def test_conv_and_pool_bad_input():
     with pytest.raises(ValueError, match="features"):
         nn.Conv2D(0, 3)
@@ -166,3 +180,5 @@ def test_conv_and_pool_bad_input():
     _, params = nn.Conv2D(2, 3).init(KEY, (1, 4, 4, 2))
     with pytest.raises(ValueError, match="channels"):
         nn.Conv2D(2, 3).apply(params, jnp.ones((1, 4, 4, 3)))
+    with pytest.raises(ValueError, match="params must be a dict"):
+        nn.Conv2D(2, 3).apply({"w": params["w"]}, jnp.ones((1, 4, 4, 2)))

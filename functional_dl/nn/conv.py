@@ -142,13 +142,21 @@ def Conv2D(features: int, kernel_size: Union[int, Sequence[int]],
     def apply(params: PyTree, x: Array, *, key: Optional[PRNGKey] = None,
               train: bool = False) -> Array:
         del key, train
+        if not (isinstance(params, dict) and {"w", "b"} <= set(params)):
+            raise ValueError("Conv2D: params must be a dict {'w': kernel, 'b': bias} (inside "
+                             "serial: is this layer's 'conv_i' entry missing?), got "
+                             f"{sorted(params) if isinstance(params, dict) else type(params)}")
         w, b = params["w"], params["b"]
         if jnp.ndim(x) >= 1 and jnp.shape(x)[-1] != w.shape[2]:
             raise ValueError(f"Conv2D: x has {jnp.shape(x)[-1]} channels but the kernel of "
                              f"shape {w.shape} expects {w.shape[2]}")
+        # lax.conv needs one dtype; promote as x @ w does in Dense (uint8 images with a
+        # float32 kernel compute in float32, bfloat16 images with it too).
+        dtype = jnp.result_type(x, w)
 
         def conv(images):
-            y = lax.conv_general_dilated(images, w, window_strides=stride, padding=pad,
+            y = lax.conv_general_dilated(images.astype(dtype), w.astype(dtype),
+                                         window_strides=stride, padding=pad,
                                          dimension_numbers=_NHWC)
             return y + jnp.broadcast_to(b, y.shape)
         return _with_batch("Conv2D", x, conv)
