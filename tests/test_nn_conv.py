@@ -153,7 +153,7 @@ def test_convnet_gradients_match_finite_differences():
 def test_conv2d_promotes_mixed_dtypes_like_dense():
     # uint8 or bfloat16 images with a float32 kernel: computed in float32 (lax.conv alone
     # rejects mixed dtypes).
-    layer = nn.Conv2D(2, 3, strides=1)
+    layer = nn.Conv2D(np.int64(2), np.int64(3), strides=np.int64(1))
     _, params = layer.init(KEY, (-1, 5, 5, 1))
     pixels = RNG.integers(0, 256, size=(2, 5, 5, 1))
     expected = np_conv2d(pixels.astype(np.float64), np.asarray(params["w"], np.float64),
@@ -182,3 +182,5 @@ def test_conv_and_pool_bad_input():
         nn.Conv2D(2, 3).apply(params, jnp.ones((1, 4, 4, 3)))
     with pytest.raises(ValueError, match="params must be a dict"):
         nn.Conv2D(2, 3).apply({"w": params["w"]}, jnp.ones((1, 4, 4, 2)))
+    with pytest.raises(ValueError, match="strides"):
+        nn.Conv2D(2, 3, strides=1.5)

@@ -236,6 +236,21 @@ def test_named_layers_and_nested_serial():
         apply({**params, "extra": {}}, jnp.ones((5, 4)))
 
 
+def test_numpy_numbers_are_accepted_as_hyperparameters():
+    # Sizes and rates often come from NumPy arrays or configs; they mean the same numbers.
+    init, apply = nn.mlp(np.array([4, 2]), dropout=np.float32(0.25))
+    out_shape, params = init(KEY, (-1, 3))
+    assert out_shape == (-1, 2)
+    assert [params[f"dense_{i}"]["w"].shape for i in range(2)] == [(3, 4), (4, 2)]
+    assert nn.Dense(np.int64(3)).init(KEY, (-1, 2))[0] == (-1, 3)
+    y = np.asarray(nn.Dropout(np.float32(0.25)).apply({}, jnp.ones(256), key=KEY, train=True))
+    np.testing.assert_allclose(y[y != 0], 1 / 0.75, rtol=1e-6)
+    with pytest.raises(ValueError, match="rate"):
+        nn.Dropout(np.bool_(True))
+    with pytest.raises(ValueError, match="out_dim"):
+        nn.Dense(np.float64(3.0))
+
+
 def test_mlp_bad_arguments():
     with pytest.raises(ValueError, match="activation"):
         nn.mlp([3, 2], activation="swish")

@@ -19,7 +19,7 @@ import jax
 
 from functional_dl._types import Array, PRNGKey, PyTree, Shape
 from functional_dl.nn.layers import (Dense, Dropout, Gelu, Layer, Relu, Sigmoid, Tanh,
-                                     layer_name)
+                                     _is_positive_int, layer_name)
 
 __all__ = ["serial", "mlp", "ACTIVATION_LAYERS"]
 
@@ -90,10 +90,10 @@ def mlp(layer_sizes: Sequence[int], activation: Union[str, Layer] = "relu",
       w_init, b_init: initializers for every Dense layer (defaults of ``Dense``).
     """
     sizes = list(layer_sizes)
-    if not sizes or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1
-                            for s in sizes):
+    if not sizes or not all(_is_positive_int(s) for s in sizes):
         raise ValueError(f"mlp: layer_sizes must be a non-empty list of positive ints, "
                          f"got {layer_sizes!r}")
+    sizes = [int(s) for s in sizes]
     if isinstance(activation, str):
         if activation not in ACTIVATION_LAYERS:
             raise ValueError(f"mlp: activation must be one of {sorted(ACTIVATION_LAYERS)} or a "

@@ -22,6 +22,7 @@ Cross-correlation, as in every deep learning library (no kernel flip):
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Callable, Optional, Sequence, Union
 
 import jax
@@ -30,7 +31,7 @@ from jax import lax
 
 from functional_dl._types import Array, PRNGKey, PyTree, Shape
 from functional_dl.nn import initializers
-from functional_dl.nn.layers import Layer, _check_input_shape
+from functional_dl.nn.layers import Layer, _check_input_shape, _is_positive_int
 
 __all__ = ["Conv2D", "MaxPool", "AvgPool", "Flatten", "conv_output_size"]
 
@@ -39,11 +40,13 @@ _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
 def _pair(name: str, value: Union[int, Sequence[int]]) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
-                                 for v in pair):
+    try:
+        pair = (value, value) if isinstance(value, numbers.Integral) else tuple(value)
+    except TypeError:
+        pair = ()
+    if len(pair) != 2 or not all(_is_positive_int(v) for v in pair):
         raise ValueError(f"{name} must be a positive int or a pair of positive ints, got {value!r}")
-    return pair
+    return int(pair[0]), int(pair[1])
 
 
 def _normalize_padding(padding: Padding) -> Union[str, tuple[tuple[int, int], ...]]:
@@ -52,7 +55,7 @@ def _normalize_padding(padding: Padding) -> Union[str, tuple[tuple[int, int], ..
             raise ValueError(f"padding must be 'SAME', 'VALID', an int or "
                              f"((top, bottom), (left, right)), got {padding!r}")
         return padding.upper()
-    if isinstance(padding, int):
+    if isinstance(padding, numbers.Integral):
         padding = ((padding, padding), (padding, padding))
     try:
         pairs = tuple((int(lo), int(hi)) for lo, hi in padding)
@@ -123,8 +126,9 @@ def Conv2D(features: int, kernel_size: Union[int, Sequence[int]],
     Params: ``{"w": (kh, kw, c_in, features), "b": (features,)}``; defaults
     ``w_init = glorot_normal()`` (fans include the receptive field), ``b_init = zeros()``.
     """
-    if not isinstance(features, int) or isinstance(features, bool) or features < 1:
+    if not _is_positive_int(features):
         raise ValueError(f"Conv2D: features must be a positive int, got {features!r}")
+    features = int(features)
     window = _pair("Conv2D: kernel_size", kernel_size)
     stride = _pair("Conv2D: strides", strides)
     pad = _normalize_padding(padding)

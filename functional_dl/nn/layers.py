@@ -23,10 +23,12 @@ stax.  The activations also exist as plain functions (``relu``, ``sigmoid``, ...
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from functional_dl._types import Array, PRNGKey, PyTree, Shape
 from functional_dl.nn import initializers
@@ -79,6 +81,12 @@ def layer_name(layer: Layer) -> str:
     return getattr(layer[0], "layer_name", "layer")
 
 
+def _is_positive_int(value) -> bool:
+    """A Python or NumPy integer ``>= 1`` (``bool`` excluded)."""
+    return (isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+            and value >= 1)
+
+
 def _check_input_shape(name: str, input_shape: Shape, min_rank: int = 1) -> Shape:
     try:
         shape = tuple(int(s) for s in input_shape)
@@ -104,8 +112,9 @@ def Dense(out_dim: int, w_init: Optional[Callable] = None,
     ``y``: ``(..., out_dim)``.  Params: ``{"w": W, "b": b}``.
     Defaults: ``w_init = glorot_normal()``, ``b_init = zeros()``.
     """
-    if not isinstance(out_dim, int) or isinstance(out_dim, bool) or out_dim < 1:
+    if not _is_positive_int(out_dim):
         raise ValueError(f"Dense: out_dim must be a positive int, got {out_dim!r}")
+    out_dim = int(out_dim)
     w_init = initializers.glorot_normal() if w_init is None else w_init
     b_init = initializers.zeros() if b_init is None else b_init
 
@@ -208,9 +217,12 @@ def Dropout(rate: float) -> Layer:
     The mask has the full shape of ``x``; under ``vmap`` over examples, give each example
     its own key (``jax.random.split``), otherwise they all share one mask.
     """
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
-        raise ValueError(f"Dropout: rate (the drop probability) must be in [0, 1), got {rate!r}")
-    keep = 1.0 - float(rate)
+    if (isinstance(rate, (bool, np.bool_)) or not isinstance(rate, numbers.Real)
+            or not 0 <= rate < 1):
+        raise ValueError(f"Dropout: rate (the drop probability) must be a number in [0, 1), "
+                         f"got {rate!r}")
+    rate = float(rate)
+    keep = 1.0 - rate
 
     def init(key: PRNGKey, input_shape: Shape):
         del key
