@@ -281,27 +281,29 @@ LAYERS = {
 @pytest.mark.parametrize("name", sorted(LAYERS))
 def test_layer_contract_shapes_jit_vmap_grad(name):
     layer, shape = LAYERS[name]
-    unknown_shape, _ = layer.init(KEY, (-1,) + shape[1:])
-    out_shape, params = layer.init(KEY, shape)
-    assert unknown_shape == (-1,) + out_shape[1:]
-    x = jnp.asarray(RNG.normal(size=shape), jnp.float32)
-    for train, key in ((False, None), (True, jax.random.key(5))):
-        y = layer.apply(params, x, key=key, train=train)
-        assert y.shape == out_shape
-        jitted = jax.jit(lambda p, x_, k: layer.apply(p, x_, key=k, train=train))(params, x, key)
-        np.testing.assert_allclose(jitted, y, rtol=1e-5, atol=1e-6)
-    # vmap over single examples (each a batch of one) equals the batched call at eval, and
-    # the gradient of a scalar of the output matches a central difference along a direction.
-    fn = lambda x_: jnp.sum(jnp.sin(layer.apply(params, x_)))
-    eps = 1e-2
+    with jax.enable_x64(True):  # float64, so the derivative check below can be tight
+        unknown_shape, _ = layer.init(KEY, (-1,) + shape[1:])
+        out_shape, params = layer.init(KEY, shape)
+        assert unknown_shape == (-1,) + out_shape[1:]
+        x = jnp.asarray(RNG.normal(size=shape))
+        for train, key in ((False, None), (True, jax.random.key(5))):
+            y = layer.apply(params, x, key=key, train=train)
+            assert y.shape == out_shape
+            jitted = jax.jit(lambda p, x_, k: layer.apply(p, x_, key=k, train=train))(params, x, key)
+            np.testing.assert_allclose(jitted, y, rtol=1e-12, atol=1e-12)
+        # vmap over single examples (no batch axis) equals the batched call at eval, and the
+        # gradient of a scalar of the output equals a central difference along a direction.
+        fn = lambda x_: jnp.sum(jnp.sin(layer.apply(params, x_)))
+        eps = 1e-5
 
-    @jax.jit
-    def per_example_and_derivatives(x_, direction):
-        per_example = jax.vmap(lambda xi: layer.apply(params, xi[None])[0])(x_)
-        numeric = (fn(x_ + eps * direction) - fn(x_ - eps * direction)) / (2 * eps)
-        return per_example, jnp.vdot(jax.grad(fn)(x_), direction), numeric
+        @jax.jit
+        def per_example_and_derivatives(x_, direction):
+            per_example = jax.vmap(lambda xi: layer.apply(params, xi))(x_)
+            numeric = (fn(x_ + eps * direction) - fn(x_ - eps * direction)) / (2 * eps)
+            return per_example, jnp.vdot(jax.grad(fn)(x_), direction), numeric
 
-    direction = jnp.asarray(RNG.normal(size=shape), jnp.float32)
-    per_example, analytic, numeric = per_example_and_derivatives(x, direction)
-    np.testing.assert_allclose(per_example, layer.apply(params, x), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(analytic, numeric, rtol=2e-2, atol=2e-3)
+        direction = jnp.asarray(RNG.normal(size=shape))
+        per_example, analytic, numeric = per_example_and_derivatives(x, direction)
+        np.testing.assert_allclose(per_example, layer.apply(params, x), rtol=1e-12, atol=1e-12)
+        assert abs(float(analytic)) > 1e-3  # the comparison is not 0 = 0
+        np.testing.assert_allclose(analytic, numeric, rtol=1e-7, atol=1e-9)
