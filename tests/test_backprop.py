@@ -102,6 +102,10 @@ def test_backprop_bad_input():
         bp.backprop(params, x[:, :3], targets)
     with pytest.raises(ValueError, match="dense_0"):
         bp.backprop({"dense_1": params["dense_0"]}, x, targets)
+    for bad_class in (-1, 3):  # N_OUT = 3 classes
+        labels = jnp.array([0, 1, 2, bad_class, 0, 1])
+        with pytest.raises(ValueError, match=r"targets must be class indices in \[0, 3\)"):
+            bp.backprop(params, x, labels)
 
 
 # ------------------------------------------------------------ finite differences

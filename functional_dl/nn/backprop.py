@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from functional_dl._checks import is_concrete
 from functional_dl._types import Array, PyTree
 from functional_dl.nn.layers import gelu, relu, sigmoid, softmax, tanh
 
@@ -121,6 +122,7 @@ def _loss_and_output_delta(loss: str, outputs: Array, targets: Array) -> tuple[A
         if jnp.issubdtype(targets.dtype, jnp.integer):
             if targets.shape != (batch,):
                 raise ValueError(f"integer targets must have shape ({batch},), got {targets.shape}")
+            _check_class_indices(targets, width)
             targets = jax.nn.one_hot(targets, width, dtype=outputs.dtype)
         _check_targets(targets, outputs)
         shifted = outputs - jnp.max(outputs, axis=-1, keepdims=True)
@@ -134,6 +136,17 @@ def _loss_and_output_delta(loss: str, outputs: Array, targets: Array) -> tuple[A
         residual = outputs - targets
         return jnp.sum(jnp.square(residual)) / (batch * width), 2 * residual / (batch * width)
     raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+
+
+def _check_class_indices(targets: Array, num_classes: int) -> None:
+    """Concrete integer targets must lie in ``[0, num_classes)``.  (Under ``jit`` they cannot
+    be inspected; an index outside the range one-hot encodes to a row of zeros, which gives
+    that example zero loss and zero gradient.)"""
+    if is_concrete(targets):
+        values = np.asarray(targets)
+        if values.size and (values.min() < 0 or values.max() >= num_classes):
+            raise ValueError(f"integer targets must be class indices in [0, {num_classes}), "
+                             f"got min {int(values.min())} and max {int(values.max())}")
 
 
 def _check_targets(targets: Array, outputs: Array) -> None:
@@ -150,7 +163,8 @@ def backprop(params: PyTree, inputs: Array, targets: Array, *, activation: str =
       params: ``{"dense_0": {"w", "b"}, ...}`` from ``mlp(sizes, activation).init``.
       inputs: ``(batch, n_in)``.
       targets: ``(batch, n_out)`` probabilities / regression targets, or ``(batch,)``
-        integer classes for ``loss="softmax_cross_entropy"``.
+        integer classes in ``[0, n_out)`` for ``loss="softmax_cross_entropy"`` (checked
+        when concrete: ``ValueError``).
       activation: ``"relu"``, ``"sigmoid"``, ``"tanh"`` or ``"gelu"`` (hidden layers).
       loss: ``"softmax_cross_entropy"`` or ``"mean_squared_error"``.
 
