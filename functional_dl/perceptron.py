@@ -24,7 +24,8 @@ binary perceptrons at once (``vmap`` over the ±1 label vectors, same sample ord
 
 Params: ``{"w": (d,), "b": ()}`` (binary) and ``{"w": (n_classes, d), "b": (n_classes,)}``
 (one-vs-rest).  Arguments are checked eagerly (``ValueError`` for labels outside
-``{-1, +1}`` / ``[0, n_classes)`` and for ``X``, ``y`` of different lengths).
+``{-1, +1}`` / ``[0, n_classes)``, for ``X``, ``y`` of different lengths and for NaN or
+inf in ``X``; ``TypeError`` for a ``key`` that is not one PRNG key).
 """
 from __future__ import annotations
 
@@ -53,6 +54,23 @@ def _as_float_features(X) -> Array:
     if not jnp.issubdtype(X.dtype, jnp.floating):
         X = X.astype(jax.dtypes.canonicalize_dtype(jnp.float64))
     return X
+
+
+def _check_finite_features(X: Array) -> None:
+    # A NaN or inf feature would turn w and b into NaN at the first update, silently.
+    if is_concrete(X) and not np.all(np.isfinite(np.asarray(X))):
+        raise ValueError("X must hold finite numbers, got NaN or inf")
+
+
+def _check_shuffle_key(key) -> None:
+    if key is None:
+        return
+    is_typed_key = isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    is_raw_key = (isinstance(key, (jax.Array, np.ndarray)) and key.dtype == np.uint32
+                  and key.shape == (2,))
+    if not ((is_typed_key and key.shape == ()) or is_raw_key):
+        raise TypeError(f"key must be one PRNG key such as jax.random.key(0), or None to visit "
+                        f"the samples in the given order; got {key!r}")
 
 
 def _check_lengths(X: Array, y: Array) -> None:
@@ -159,8 +177,10 @@ def fit_with_history(X, y, *, epochs: int = 10, learning_rate: float = 1.0,
     X = _as_float_features(X)
     y = _check_binary_labels(y)
     _check_lengths(X, y)
+    _check_finite_features(X)
     epochs = _check_epochs(epochs)
     check_positive("learning_rate", learning_rate)
+    _check_shuffle_key(key)
     return _fit_binary(X, y, jnp.asarray(learning_rate, X.dtype), key, epochs)
 
 
@@ -193,8 +213,10 @@ def fit_one_vs_rest_with_history(X, y, n_classes: int, *, epochs: int = 10,
     X = _as_float_features(X)
     y = _check_class_labels(y, n_classes)
     _check_lengths(X, y)
+    _check_finite_features(X)
     epochs = _check_epochs(epochs)
     check_positive("learning_rate", learning_rate)
+    _check_shuffle_key(key)
     return _fit_one_vs_rest(X, y, jnp.asarray(learning_rate, X.dtype), key, epochs,
                             int(n_classes))
 

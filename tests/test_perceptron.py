@@ -74,6 +74,17 @@ def test_converges_on_separable_data():
     assert np.array_equal(perceptron.fit(X, y, epochs=50, key=jax.random.key(0))["w"], params["w"])
 
 
+def test_a_score_of_exactly_zero_is_a_mistake_also_after_the_first_update():
+    # Worked by hand: (x=[1,0], y=+1) at w=0 is a mistake: w=[1,0], b=1. Then (x=[-1,0],
+    # y=+1) scores -1 + 1 = 0, on the boundary: a mistake under y·(w·x + b) ≤ 0, giving
+    # w=[0,0], b=2, after which both samples score 2 > 0.
+    X = np.array([[1.0, 0.0], [-1.0, 0.0]])
+    params, mistakes = perceptron.fit_with_history(X, np.array([1, 1]), epochs=2)
+    np.testing.assert_array_equal(params["w"], [0.0, 0.0])
+    assert float(params["b"]) == 2.0
+    np.testing.assert_array_equal(mistakes, [2, 0])
+
+
 def test_predict_matches_numpy():
     params = {"w": jnp.array([1.0, -2.0]), "b": jnp.array(0.5)}
     X = RNG.normal(size=(9, 2))
@@ -124,3 +135,14 @@ def test_bad_input():
         perceptron.fit(X[0], y)
     with pytest.raises(ValueError, match="features"):
         perceptron.predict({"w": jnp.ones(2), "b": jnp.zeros(())}, X)
+    for bad_value in (np.nan, np.inf):
+        X_bad = X.copy()
+        X_bad[2, 1] = bad_value
+        with pytest.raises(ValueError, match="X must hold finite"):
+            perceptron.fit(X_bad, y)
+        with pytest.raises(ValueError, match="X must hold finite"):
+            perceptron.fit_one_vs_rest(X_bad, np.zeros(6, int), 2)
+    for bad_key in (3, jax.random.split(jax.random.key(0), 2), np.zeros(2, np.float32)):
+        with pytest.raises(TypeError, match="key must be one PRNG key"):
+            perceptron.fit(X, y, key=bad_key)
+    perceptron.fit(X, y, key=jax.random.PRNGKey(0))  # a raw uint32 key is a key too
