@@ -139,6 +139,13 @@ CASES = [
          "input_shape"),
     case("he_normal integer dtype", lambda f: nn.initializers.he_normal()(KEY, (3, 3), jnp.int32),
          TypeError, "dtype"),
+    case("Conv2D params without a kernel", lambda f: nn.Conv2D(2, 3).apply(
+        {"b": jnp.zeros(2)}, jnp.ones((1, 4, 4, 1))), ValueError, "params"),
+    case("Conv2D fractional strides", lambda f: nn.Conv2D(2, 3, strides=1.5), ValueError,
+         "strides"),
+    case("backprop class target out of range", lambda f: nn.backprop.backprop(
+        TWO_LAYER_MLP.init(KEY, (-1, 4))[1], jnp.ones((2, 4)), jnp.array([0, 2])), ValueError,
+        "targets"),
     # ---- perceptron
     case("perceptron labels 0/1", lambda f: perceptron.fit(X4, np.array([0, 1, 0, 1])),
          ValueError, r"\by\b"),
@@ -155,6 +162,10 @@ CASES = [
         X4, np.zeros(4, np.int32), 1), ValueError, "n_classes"),
     case("perceptron predict features", lambda f: perceptron.predict(PARAMS, X4), ValueError,
          r"\bX\b"),
+    case("perceptron NaN feature", lambda f: perceptron.fit(
+        np.array([[0.0, np.nan]] * 4), Y_SIGNS), ValueError, r"\bX\b"),
+    case("perceptron key not a key", lambda f: perceptron.fit(X4, Y_SIGNS, key=0), TypeError,
+         r"\bkey\b"),
     # ---- hmm
     case("negative initial probability", lambda f: hmm.log_likelihood(
         categorical_hmm(initial=[1.2, -0.2]), SYMBOLS), ValueError, "initial_probs"),
