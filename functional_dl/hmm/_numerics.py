@@ -31,7 +31,7 @@ def safe_divide(numerator: Array, denominator: Array) -> Array:
 def normalize(x: Array, axis: int = -1) -> tuple[Array, Array]:
     """``(x / sum(x), sum(x))`` along ``axis``; an all-zero slice stays all-zero (not NaN)."""
     total = jnp.sum(x, axis=axis, keepdims=True)
-    return safe_divide(x, total), jnp.squeeze(total, axis)
+    return x * safe_divide(1.0, total), jnp.squeeze(total, axis)
 
 
 def finite_or_zero(x: Array) -> Array:

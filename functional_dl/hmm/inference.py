@@ -10,7 +10,7 @@ among the states the prediction can reach and ``b̃_t = exp(ll_t − m_t)`` (<= 
 
     α̂_1 ∝ π ⊙ b̃_1,   α̂_t ∝ (α̂_{t−1}ᵀ A) ⊙ b̃_t,   c_t = normaliser,   log p(x_{1:T}) = Σ_t (log c_t + m_t),
 
-the sum accumulated with Kahan compensation (float32 stays accurate for T = 10⁵).
+the terms summed after the loop (XLA's tree reduction keeps float32 accurate at T = 10⁵).
 
 π and A enter only through products, never through their logarithms, so zeros in them give
 no NaN in values or gradients.  A step where every reachable state has probability 0 gives
@@ -70,33 +70,39 @@ def forward_filter(initial_probs: Array, transition_matrix: Array, log_likelihoo
     check_inference_shapes(initial_probs, transition_matrix, log_likelihoods, length)
     log_likelihoods, valid = _masked(log_likelihoods, length)
 
-    def _step(carry, inputs):
+    def _step(predicted, ll_t):
         """Condition the predicted p(z_t | x_{<t}) on x_t, then predict z_{t+1}."""
-        log_lik, compensation, predicted = carry
-        ll_t, valid_t = inputs
         scaled, shift = scaled_likelihoods(ll_t, predicted > 0)
         filtered, norm = normalize(predicted * scaled)
-        new_log_lik, new_compensation = _kahan_add(log_lik, compensation, safe_log(norm) + shift)
-        carry = (jnp.where(valid_t, new_log_lik, log_lik),
-                 jnp.where(valid_t, new_compensation, compensation),
-                 jnp.where(valid_t, filtered @ transition_matrix, predicted))
-        return carry, jnp.where(valid_t, filtered, 0.0)
+        return filtered @ transition_matrix, (filtered, safe_log(norm) + shift)
 
-    zero = jnp.zeros((), log_likelihoods.dtype)
-    init = (zero, zero, jnp.asarray(initial_probs, log_likelihoods.dtype))
-    (log_lik, _, _), filtered = lax.scan(_step, init, (log_likelihoods, valid))
-    return log_lik, filtered
+    init = jnp.asarray(initial_probs, log_likelihoods.dtype)
+    # padded steps run on ll = 0 (finite, harmless) and are masked afterwards, outside the loop
+    _, (filtered, log_norms) = lax.scan(_step, init, log_likelihoods)
+    log_lik = jnp.sum(jnp.where(valid, log_norms, 0.0))  # XLA sums pairwise: ~1e-8 at T = 1e5
+    return log_lik, jnp.where(valid[:, None], filtered, 0.0)
 
 
-def _kahan_add(total: Array, compensation: Array, term: Array) -> tuple[Array, Array]:
-    """Compensated summation: float32 sums of 10⁵ terms keep ~1e-7 instead of ~1e-4 accuracy.
+def _supported_likelihoods(log_likelihoods: Array, support: Array) -> Array:
+    """``b̃ = exp(ll − m)`` on the support (``m`` its best entry per row) and 0 off it."""
+    scaled, _ = scaled_likelihoods(log_likelihoods, support)
+    return jnp.where(support, scaled, 0.0)
 
-    The compensation is reset to 0 once the total is infinite (``−inf − (−inf)`` would be NaN).
-    """
-    corrected = term - compensation
-    new_total = total + corrected
-    lost = (new_total - total) - corrected
-    return new_total, jnp.where(jnp.isfinite(new_total), lost, 0.0)
+
+def _backward_messages(transition_matrix: Array, scaled: Array, valid: Array) -> Array:
+    """``β_t ∝ A (b̃_{t+1} ⊙ β_{t+1})`` by a reverse scan; uniform rows from ``L − 1`` on."""
+    num_states = scaled.shape[1]
+    uniform = jnp.full((num_states,), 1.0 / num_states, scaled.dtype)
+
+    def _step(next_backward, scaled_next):
+        """One step back in time: β_t from β_{t+1} and the observation x_{t+1}."""
+        backward, _ = normalize(transition_matrix @ (scaled_next * next_backward))
+        return backward, backward
+
+    _, backward = lax.scan(_step, uniform, scaled[1:], reverse=True)
+    backward = jnp.concatenate([backward, uniform[None, :]], axis=0)
+    from_last = ~jnp.concatenate([valid[1:], jnp.zeros((1,), bool)])
+    return jnp.where(from_last[:, None], uniform[None, :], backward)
 
 
 @jax.jit
@@ -105,41 +111,30 @@ def backward_filter(transition_matrix: Array, log_likelihoods: Array, length: Ar
     """Backward messages ``β_t(i) ∝ p(x_{t+1:L} | z_t = i)``, each row normalised to sum 1.
 
     ``β_{L−1} ∝ 1`` and ``β_t ∝ A (b̃_{t+1} ⊙ β_{t+1})`` with ``b̃_{t+1} = exp(ll_{t+1} − m_{t+1})``,
-    ``m_{t+1}`` the best log-likelihood among the states in the support.  Normalising every
-    step (instead of dividing by the forward ``c_{t+1}``) keeps β <= 1, so a state that is
-    unreachable yet fits the future well cannot overflow β to ``inf`` (``0 · inf`` = NaN).
-    Rows at and after ``L − 1`` are uniform.
+    ``m_{t+1}`` the best log-likelihood among the states in the support (precomputed for all t,
+    so the loop is one product and one normalisation).  Normalising every step (instead of
+    dividing by the forward ``c_{t+1}``) keeps β <= 1: a state that is unreachable yet fits
+    the future well cannot overflow β to ``inf`` (``0 · inf`` = NaN).  Rows from ``L − 1`` on
+    are uniform.
 
-    With ``filtered_probs`` (from ``forward_filter``) the support at ``t + 1`` is restricted to
-    states with ``filtered_probs[t + 1] > 0``: β is then exact wherever ``filtered_probs[t] > 0``
-    (all that smoothing needs) and cannot underflow to 0 there because of states that fit the
-    data far better but cannot be reached.
+    With ``filtered_probs`` (from ``forward_filter``) the support at t is the set of states with
+    ``filtered_probs[t] > 0``: β is then exact wherever ``filtered_probs[t] > 0`` (all that
+    smoothing needs) and does not underflow there because of unreachable states that fit the
+    data far better.  (Remaining corner: the best-fitting reachable state has an impossible
+    future, which needs zero emission probabilities, and every other reachable state fits
+    x_{t+1} worse by more than ~87 nats in float32 (~745 in float64); β_t is then 0.)
     """
     check_inference_shapes(None, transition_matrix, log_likelihoods, length)
-    num_steps, num_states = log_likelihoods.shape
     log_likelihoods, valid = _masked(log_likelihoods, length)
-    uniform = jnp.full((num_states,), 1.0 / num_states, log_likelihoods.dtype)
     if filtered_probs is None:
-        reachable = jnp.ones((num_steps, num_states), bool)
+        support = jnp.ones(log_likelihoods.shape, bool)
     else:
-        if jnp.shape(filtered_probs) != (num_steps, num_states):
+        if jnp.shape(filtered_probs) != log_likelihoods.shape:
             raise ValueError(f"filtered_probs must have the shape of log_likelihoods, "
-                             f"{(num_steps, num_states)}, got {jnp.shape(filtered_probs)}")
-        reachable = filtered_probs > 0
-
-    def _step(next_backward, inputs):
-        """One step back in time: β_t from β_{t+1} and the observation x_{t+1}."""
-        ll_next, reachable_next, valid_next = inputs
-        support = reachable_next & (next_backward > 0)
-        scaled, _ = scaled_likelihoods(ll_next, support)
-        scaled = jnp.where(support, scaled, 0.0)
-        backward, _ = normalize(transition_matrix @ (scaled * next_backward))
-        backward = jnp.where(valid_next, backward, uniform)
-        return backward, backward
-
-    _, backward = lax.scan(_step, uniform, (log_likelihoods[1:], reachable[1:], valid[1:]),
-                           reverse=True)
-    return jnp.concatenate([backward, uniform[None, :]], axis=0)
+                             f"{log_likelihoods.shape}, got {jnp.shape(filtered_probs)}")
+        support = (filtered_probs > 0) | ~valid[:, None]
+    return _backward_messages(transition_matrix, _supported_likelihoods(log_likelihoods, support),
+                              valid)
 
 
 class Posteriors(NamedTuple):
@@ -162,13 +157,12 @@ def smoother(initial_probs: Array, transition_matrix: Array, log_likelihoods: Ar
     If ``log p = −inf`` (the sequence is impossible) all posteriors and counts are 0.
     """
     log_lik, filtered = forward_filter(initial_probs, transition_matrix, log_likelihoods, length)
-    backward = backward_filter(transition_matrix, log_likelihoods, length, filtered)
-    smoothed, _ = normalize(filtered * backward)
     masked, valid = _masked(log_likelihoods, length)
+    scaled = _supported_likelihoods(masked, (filtered > 0) | ~valid[:, None])
+    backward = _backward_messages(transition_matrix, scaled, valid)
+    smoothed, _ = normalize(filtered * backward)
     predicted = filtered[:-1] @ transition_matrix  # p(z_{t+1} | x_{1:t})
-    support = (filtered[1:] > 0) & (backward[1:] > 0)
-    scaled, _ = scaled_likelihoods(masked[1:], support)
-    future = jnp.where(support, scaled, 0.0) * backward[1:]
+    future = scaled[1:] * backward[1:]
     norms = jnp.sum(predicted * future, axis=1)
     weights = jnp.where(valid[1:], safe_divide(1.0, norms), 0.0)[:, None] * filtered[:-1]
     counts = transition_matrix * (weights.T @ future)
