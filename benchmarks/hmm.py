@@ -407,8 +407,8 @@ def workload_c(repeats, lengths):
                 difference = disagreement(kind, ours.output, peers, model, x[None])
                 rows.append(row(label, f"{op}, {variant}", ours, dyn_timing,
                                 timings.get("hmmlearn"), difference))
-            parallel_over_sequential.append(
-                [num_steps, op, f"{timings['ours parallel'].median / timings['ours sequential'].median:.3g}"])
+            ratio = timings["ours parallel"].median / timings["ours sequential"].median
+            parallel_over_sequential.append([num_steps, op, f"{ratio:.3g}"])
     return rows, parallel_over_sequential
 
 

@@ -83,10 +83,11 @@ def test_casino_recovers_the_dice_and_decodes_like_the_true_model(runs):
     assert to_fair["loaded"] == pytest.approx(0.10, abs=0.06)
     # These dice are hard to tell apart: even the true model calls only ~80 % of rolls right,
     # so the fitted model is held to the true model's accuracy on the same held-out rolls.
+    posterior = r"model: Viterbi accuracy [0-9.]+, posterior accuracy"
     fitted_viterbi = number_after(r"fitted model: Viterbi accuracy", output)
-    fitted_posterior = number_after(r"fitted model: Viterbi accuracy [0-9.]+, posterior accuracy", output)
+    fitted_posterior = number_after("fitted " + posterior, output)
     true_viterbi = number_after(r"true model: Viterbi accuracy", output)
-    true_posterior = number_after(r"true model: Viterbi accuracy [0-9.]+, posterior accuracy", output)
+    true_posterior = number_after("true " + posterior, output)
     assert fitted_posterior > 0.75 and fitted_viterbi > 0.7
     assert fitted_posterior >= true_posterior - 0.03
     assert fitted_viterbi >= true_viterbi - 0.03
