@@ -6,6 +6,16 @@
 ``backward_filter``, ``smoother``, ``most_likely_states`` on a ``(T, K)`` log-likelihood
 matrix); parallel-in-time inference in ``functional_dl.hmm.parallel``; ``sample``;
 Baum–Welch (``baum_welch``) as one jitted ``lax.while_loop``; ``check`` for eager validation.
+
+What is checked, and when.  The model-level entry points (``forward``, ``log_likelihood``,
+``posteriors``, ``viterbi``, their ``parallel`` versions, ``sample``, ``baum_welch``) call
+``check`` first.  Shape checks (K, V, D agreement, one sequence vs a batch, lengths' shape,
+integer symbols) are static and raise ``ValueError``/``TypeError`` inside ``jit`` and ``vmap``
+too.  Value checks (negative or non-normalised probabilities, symbols outside ``[0, V)``,
+non-positive-definite covariances, non-finite data, lengths outside ``[1, T]``) need
+concrete numbers: they run on eager calls and are skipped for traced arguments, so inside
+a user's ``jit``/``vmap``/``grad`` bad values are not detected (run ``check`` once, eagerly,
+on the data).  The low-level functions on ``(T, K)`` matrices check shapes only.
 """
 from functional_dl.hmm import parallel
 from functional_dl.hmm.emissions import Categorical, DiagonalGaussian, Gaussian

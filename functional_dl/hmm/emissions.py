@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -70,10 +71,12 @@ class Categorical(NamedTuple):
 
     def log_likelihoods(self, observations: Array) -> Array:
         """``[t, k] = log probs[k, x_t]`` (``-inf`` where the probability is 0)."""
+        chex.assert_rank(observations, 1)
         return safe_log(self.probs).T[observations]
 
     def sufficient_stats(self, observations: Array, weights: Array) -> CategoricalStats:
         """Expected symbol counts per state, ``weightsᵀ · onehot(x)``."""
+        chex.assert_shape(weights, (observations.shape[0], self.num_states))
         onehot = jax.nn.one_hot(observations, self.probs.shape[1], dtype=weights.dtype)
         return CategoricalStats(weights.T @ onehot)
 
@@ -148,6 +151,7 @@ class Gaussian(NamedTuple):
 
     def log_likelihoods(self, observations: Array) -> Array:
         """``−½ (‖L_k⁻¹(x_t − μ_k)‖² + D log 2π) − Σ_d log L_k[d, d]`` with ``Σ_k = L_k L_kᵀ``."""
+        chex.assert_rank(observations, 2)
         chol = jnp.linalg.cholesky(self.covariances)
         diffs = observations[:, None, :] - self.means[None, :, :]
 
@@ -162,6 +166,7 @@ class Gaussian(NamedTuple):
 
     def sufficient_stats(self, observations: Array, weights: Array) -> GaussianStats:
         """Weighted zeroth, first and second moments about the current means."""
+        chex.assert_shape(weights, (observations.shape[0], self.num_states))
         diffs = observations[:, None, :] - self.means[None, :, :]
         weighted = weights[:, :, None] * diffs
         return GaussianStats(jnp.sum(weights, axis=0), jnp.sum(weighted, axis=0),
@@ -224,12 +229,14 @@ class DiagonalGaussian(NamedTuple):
 
     def log_likelihoods(self, observations: Array) -> Array:
         """``−½ Σ_d [log(2π σ²_kd) + (x_td − μ_kd)² / σ²_kd]``."""
+        chex.assert_rank(observations, 2)
         diffs = observations[:, None, :] - self.means[None, :, :]
         return -0.5 * jnp.sum(jnp.log(2.0 * math.pi * self.variances)[None, :, :]
                               + diffs**2 / self.variances[None, :, :], axis=-1)
 
     def sufficient_stats(self, observations: Array, weights: Array) -> DiagonalGaussianStats:
         """Weighted zeroth, first and second moments about the current means, per feature."""
+        chex.assert_shape(weights, (observations.shape[0], self.num_states))
         diffs = observations[:, None, :] - self.means[None, :, :]
         weighted = weights[:, :, None] * diffs
         return DiagonalGaussianStats(jnp.sum(weights, axis=0), jnp.sum(weighted, axis=0),

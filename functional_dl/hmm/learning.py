@@ -13,8 +13,10 @@ and the emission model's own ``m_step`` (Gaussian covariances with eigenvalues f
 ``min_covar``).  With α = 0 this is hmmlearn's M-step with its default priors
 (``startprob_prior = transmat_prior = emissionprob_prior = 1``); for Gaussian emissions
 hmmlearn's defaults add ``covars_prior = 1e-2`` to the scatter matrix, which this pure ML
-estimate does not.  A state, or a row of A, whose expected count is below machine epsilon
-keeps its previous parameters (hmmlearn divides 0 by 0 there and returns NaN).
+estimate does not (and hmmlearn's ``min_covar`` only enters its initialisation).  A state, or a
+row of A, whose expected count is below machine epsilon keeps its previous parameters
+(hmmlearn leaves an all-zero row in the transition matrix and, for Gaussian emissions,
+divides 0 by 0 into NaN means, then fails on the next iteration).
 
 Convergence follows hmmlearn's monitor: iteration i computes ``ℓ_i`` (total log-likelihood of
 the current model, recorded as ``history[i]``), then always applies the M-step, and stops if
