@@ -67,6 +67,7 @@ CONSTRUCTION_ERRORS = [
     ("sgd", lambda: optim.sgd(-0.1), "learning_rate"),
     ("sgd_array", lambda: optim.sgd(jnp.ones(2)), "learning_rate"),
     ("sgd_nan", lambda: optim.sgd(float("nan")), "learning_rate"),
+    ("sgd_inf", lambda: optim.sgd(float("inf")), "learning_rate must be finite"),
     ("momentum_lr", lambda: optim.momentum(-1e-3), "learning_rate"),
     ("momentum_beta_1", lambda: optim.momentum(0.1, beta=1.0), "beta"),
     ("momentum_beta_neg", lambda: optim.momentum(0.1, beta=-0.1), "beta"),
@@ -88,6 +89,9 @@ CONSTRUCTION_ERRORS = [
     ("adamw_b2", lambda: optim.adamw(1e-3, b2=1.0), "b2"),
     ("adamw_eps", lambda: optim.adamw(1e-3, eps=-1.0), "eps"),
     ("adamw_wd", lambda: optim.adamw(1e-3, weight_decay=-1e-4), "weight_decay"),
+    ("adamw_wd_inf", lambda: optim.adamw(1e-3, weight_decay=float("inf")),
+     "weight_decay must be finite"),
+    ("adam_lr_inf", lambda: optim.adam(float("inf")), "learning_rate must be finite"),
     ("adamw_lr", lambda: optim.adamw(-1e-3), "learning_rate"),
 ]
 

@@ -166,6 +166,10 @@ def test_transform_bad_input():
         optim.add_decayed_weights(-0.1)
     with pytest.raises(ValueError, match="factor must be a scalar"):
         optim.scale(jnp.ones(2))
+    with pytest.raises(ValueError, match="factor must be finite"):
+        optim.scale(float("nan"))
+    with pytest.raises(ValueError, match="weight_decay must be finite"):
+        optim.add_decayed_weights(float("inf"))
     with pytest.raises(TypeError, match="schedule must be a function"):
         optim.scale_by_schedule(0.1)
     with pytest.raises(TypeError, match=re.escape("chain: argument 1 must be an Optimizer")):

@@ -93,6 +93,9 @@ def test_warmup_reaches_peak_and_cosine_reaches_end():
 
 @pytest.mark.parametrize("build,argument", [
     (lambda: S.constant(-0.1), "value"),
+    (lambda: S.constant(float("inf")), "value must be finite"),
+    (lambda: S.cosine_decay(float("nan"), 10), "init_value"),
+    (lambda: S.warmup_cosine_decay(0.0, float("inf"), 5, 10), "peak_value must be finite"),
     (lambda: S.exponential_decay(-0.1, 10, 0.5), "init_value"),
     (lambda: S.exponential_decay(0.1, 0, 0.5), "transition_steps"),
     (lambda: S.exponential_decay(0.1, 2.5, 0.5), "transition_steps"),

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from functional_dl._checks import check_non_negative
+from functional_dl._checks import check_non_negative, is_concrete
 from functional_dl._types import Array, PyTree
 
 _INT32_MAX = np.iinfo(np.int32).max
@@ -64,14 +64,25 @@ def check_same_structure(owner: str, name: str, tree: PyTree,
                 f"{reference_name}{path or '[root]'} has shape {jnp.shape(ref_leaf)}")
 
 
+def check_finite_non_negative(name: str, value: Any) -> None:
+    """Raise ``ValueError`` unless a concrete scalar ``value`` is finite and ``>= 0``.
+
+    An infinite rate or decay would turn a zero gradient or parameter into ``inf · 0 = NaN``.
+    Tracers (a value ``vmap``ped or ``jit``ted over) are not inspected.
+    """
+    check_non_negative(name, value)
+    if is_concrete(value) and not np.isfinite(float(np.asarray(value))):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+
+
 def check_learning_rate(owner: str, learning_rate: Any) -> None:
-    """A learning rate is a schedule (callable) or a scalar ``>= 0``."""
+    """A learning rate is a schedule (callable) or a finite scalar ``>= 0``."""
     if callable(learning_rate):
         return
     if jnp.ndim(learning_rate) != 0:
         raise ValueError(f"{owner}: learning_rate must be a scalar or a schedule step -> rate, "
                          f"got an array of shape {jnp.shape(learning_rate)}")
-    check_non_negative(f"{owner}: learning_rate", learning_rate)
+    check_finite_non_negative(f"{owner}: learning_rate", learning_rate)
 
 
 def learning_rate_at(learning_rate: Any, count: Array) -> Any:
@@ -136,7 +147,6 @@ def select_masked(mask_leaf: Any, value: Array) -> Array:
     if isinstance(mask_leaf, (bool, np.bool_)):
         return value if mask_leaf else jnp.zeros_like(value)
     return jnp.where(mask_leaf, value, jnp.zeros_like(value))
-
 
 
 def map_leaves(fn: Any, n_outputs: int, tree: PyTree, *others: PyTree) -> tuple[PyTree, ...]:

@@ -19,7 +19,7 @@ from typing import NamedTuple, Union
 import jax
 import jax.numpy as jnp
 
-from functional_dl._checks import check_in_range, check_non_negative, check_positive
+from functional_dl._checks import check_in_range, check_positive
 from functional_dl._types import Array, PyTree, ScalarOrSchedule
 from functional_dl.optim import _tree
 from functional_dl.optim.base import Optimizer
@@ -160,6 +160,6 @@ def adamw(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
         to spare biases and scales).  ``None`` decays every leaf.
     """
     _check_adam_hyperparameters("adamw", learning_rate, b1, b2, eps)
-    check_non_negative("adamw: weight_decay", weight_decay)
+    _tree.check_finite_non_negative("adamw: weight_decay", weight_decay)
     return _adam_optimizer("adamw", learning_rate, b1, b2, eps, weight_decay, mask)
 

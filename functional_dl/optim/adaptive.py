@@ -14,7 +14,8 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
-from functional_dl._checks import check_in_range, check_non_negative, check_positive
+from functional_dl._checks import (check_in_range, check_non_negative, check_positive,
+                                   is_concrete)
 from functional_dl._types import Array, PyTree, ScalarOrSchedule
 from functional_dl.optim import _tree
 from functional_dl.optim.base import Optimizer
@@ -61,7 +62,8 @@ def adagrad(learning_rate: ScalarOrSchedule, eps: float = 1e-10,
     _tree.check_learning_rate("adagrad", learning_rate)
     check_non_negative("adagrad: eps", eps)
     check_non_negative("adagrad: initial_accumulator_value", initial_accumulator_value)
-    if eps == 0 and initial_accumulator_value == 0:
+    if (is_concrete(eps) and is_concrete(initial_accumulator_value)
+            and eps == 0 and initial_accumulator_value == 0):
         raise ValueError("adagrad: eps and initial_accumulator_value are both 0, so a "
                          "coordinate with zero gradients would compute 0/0; make one positive")
 

@@ -16,8 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from functional_dl._checks import check_non_negative, check_positive
+from functional_dl._checks import check_positive
 from functional_dl._types import Array, Schedule
+from functional_dl.optim._tree import check_finite_non_negative
 
 
 def _as_float(step) -> Array:
@@ -37,7 +38,7 @@ def _check_step_count(name: str, value, *, allow_zero: bool) -> None:
 
 def constant(value: float) -> Schedule:
     """``rate(t) = value`` for every step."""
-    check_non_negative("constant: value", value)
+    check_finite_non_negative("constant: value", value)
 
     def schedule(step) -> Array:
         return jnp.full(jnp.shape(step), value, _as_float(step).dtype)
@@ -54,12 +55,12 @@ def exponential_decay(init_value: float, transition_steps: int, decay_rate: floa
     ``transition_steps`` steps).  ``end_value`` bounds the rate: a floor when
     ``decay_rate < 1``, a ceiling when ``decay_rate > 1``.
     """
-    check_non_negative("exponential_decay: init_value", init_value)
+    check_finite_non_negative("exponential_decay: init_value", init_value)
     _check_step_count("exponential_decay: transition_steps", transition_steps, allow_zero=False)
     check_positive("exponential_decay: decay_rate", decay_rate)
     _check_step_count("exponential_decay: transition_begin", transition_begin, allow_zero=True)
     if end_value is not None:
-        check_non_negative("exponential_decay: end_value", end_value)
+        check_finite_non_negative("exponential_decay: end_value", end_value)
 
     def schedule(step) -> Array:
         exponent = jnp.maximum(_as_float(step) - transition_begin, 0.0) / transition_steps
@@ -80,9 +81,9 @@ def cosine_decay(init_value: float, decay_steps: int, *, end_value: float = 0.0)
     optax's ``cosine_decay_schedule(init_value, decay_steps, alpha)`` is
     ``end_value = alpha · init_value``.
     """
-    check_non_negative("cosine_decay: init_value", init_value)
+    check_finite_non_negative("cosine_decay: init_value", init_value)
     _check_step_count("cosine_decay: decay_steps", decay_steps, allow_zero=False)
-    check_non_negative("cosine_decay: end_value", end_value)
+    check_finite_non_negative("cosine_decay: end_value", end_value)
 
     def schedule(step) -> Array:
         progress = jnp.minimum(_as_float(step), decay_steps) / decay_steps
@@ -104,7 +105,7 @@ def warmup_cosine_decay(init_value: float, peak_value: float, warmup_steps: int,
     """
     for name, value in (("init_value", init_value), ("peak_value", peak_value),
                         ("end_value", end_value)):
-        check_non_negative(f"warmup_cosine_decay: {name}", value)
+        check_finite_non_negative(f"warmup_cosine_decay: {name}", value)
     _check_step_count("warmup_cosine_decay: warmup_steps", warmup_steps, allow_zero=True)
     _check_step_count("warmup_cosine_decay: decay_steps", decay_steps, allow_zero=False)
     if decay_steps <= warmup_steps:
@@ -142,7 +143,7 @@ def piecewise_constant(boundaries: Sequence[int], values: Sequence[float]) -> Sc
         raise ValueError(f"piecewise_constant: boundaries must be strictly increasing, "
                          f"got {boundaries}")
     for k, v in enumerate(values):
-        check_non_negative(f"piecewise_constant: values[{k}]", v)
+        check_finite_non_negative(f"piecewise_constant: values[{k}]", v)
     boundary_array = np.asarray(boundaries, dtype=np.int64)
 
     def schedule(step) -> Array:

@@ -11,8 +11,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from functional_dl._checks import check_non_negative, check_positive
+from functional_dl._checks import check_positive, is_concrete
 from functional_dl._types import Array, PyTree, Schedule
 from functional_dl.optim import _tree
 from functional_dl.optim.base import EmptyState, Optimizer
@@ -33,6 +34,8 @@ def scale(factor: float) -> Optimizer:
     if callable(factor) or jnp.ndim(factor) != 0:
         raise ValueError(f"scale: factor must be a scalar, got {factor!r}; for a schedule "
                          f"use scale_by_schedule")
+    if is_concrete(factor) and not np.isfinite(float(np.asarray(factor))):
+        raise ValueError(f"scale: factor must be finite, got {factor!r}")
 
     def init(params: PyTree) -> EmptyState:
         return EmptyState()
@@ -112,7 +115,7 @@ def add_decayed_weights(weight_decay: float, mask=None) -> Optimizer:
     scale(-η))``) it is decoupled decay as in AdamW.  ``mask`` is as in ``adamw``: a bool
     pytree (or prefix) or a function ``params -> bool pytree``.  ``update`` needs ``params``.
     """
-    check_non_negative("add_decayed_weights: weight_decay", weight_decay)
+    _tree.check_finite_non_negative("add_decayed_weights: weight_decay", weight_decay)
 
     def init(params: PyTree) -> EmptyState:
         return EmptyState()
