@@ -110,7 +110,10 @@ def adam(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
          eps: float = 1e-8) -> Optimizer:
     """Adam (Kingma & Ba 2015, Algorithm 1).
 
-    Implemented, per coordinate, with ``m_0 = v_0 = 0`` and ``t = 1, 2, ...``::
+    Source text §3 (5) corrected: the bias corrections divide by ``1 − β^t``, not by
+    ``(1 − β)^t`` as printed there, and ``m_t`` is the average of the gradients (the text
+    calls both ``m_t`` and ``v_t`` averages of squared gradients).  Implemented, per
+    coordinate, with ``m_0 = v_0 = 0`` and ``t = 1, 2, ...``::
 
         m_t = β₁ m_{t-1} + (1 − β₁) g_t
         v_t = β₂ v_{t-1} + (1 − β₂) g_t²
@@ -138,7 +141,8 @@ def adamw(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
           ) -> Optimizer:
     """AdamW: Adam with decoupled weight decay (Loshchilov & Hutter 2019, Algorithm 2).
 
-    Implemented, with ``m̂_t, v̂_t`` as in :func:`adam` and ``M`` the mask (1 where decayed)::
+    Implemented, with ``m̂_t, v̂_t`` as in :func:`adam` (bias corrections ``1 − β^t``, not the
+    source text's ``(1 − β)^t``) and ``M`` the mask (1 where decayed)::
 
         u_t = −η_t (m̂_t / (√v̂_t + ε) + λ M θ_{t-1})
 

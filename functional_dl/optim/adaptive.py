@@ -6,7 +6,10 @@ It also adds the step (``θ' = θ + w'``) where the descent step is subtracted, 
 "the number of iterations"; ε is a small constant that keeps the division finite.
 
 Arithmetic runs in float32 at least (float64 for float64 leaves); the accumulators keep the
-parameter leaf's dtype and updates come back in each gradient leaf's dtype.
+parameter leaf's dtype and updates come back in each gradient leaf's dtype.  With float16
+parameters the accumulated ``g²`` is stored in float16, where values below about 6e-8 flush
+to zero and the step ``g / √ε`` can become large: train float16 models with float32 (or
+bfloat16) master parameters.
 """
 from __future__ import annotations
 
@@ -39,7 +42,8 @@ def adagrad(learning_rate: ScalarOrSchedule, eps: float = 1e-10,
             initial_accumulator_value: float = 0.0, eps_in_sqrt: bool = True) -> Optimizer:
     """Adagrad (Duchi, Hazan & Singer 2011).
 
-    Implemented, per coordinate::
+    Source text §3 (3) corrected: the step scales the gradient ``g``, not the input sample
+    ``x_j``, and it is subtracted (descent), not added.  Implemented, per coordinate::
 
         G_t = G_{t-1} + g_t²,            G_0 = initial_accumulator_value
         u_t = −η_t g_t / √(G_t + ε)       eps_in_sqrt=True
@@ -111,7 +115,9 @@ def rmsprop(learning_rate: ScalarOrSchedule, decay: float = 0.9, eps: float = 1e
             eps_in_sqrt: bool = True, centered: bool = False) -> Optimizer:
     """RMSprop (Tieleman & Hinton 2012, COURSERA lecture 6.5); centered form (Graves 2013).
 
-    Implemented, per coordinate, with ``E_0 = ḡ_0 = 0``::
+    Source text §3 (4) corrected: the step scales the gradient ``g``, not the input sample
+    ``x_j``, and it is subtracted (descent), not added.  Implemented, per coordinate, with
+    ``E_0 = ḡ_0 = 0``::
 
         E_t = ρ E_{t-1} + (1 − ρ) g_t²
         ḡ_t = ρ ḡ_{t-1} + (1 − ρ) g_t              centered=True only

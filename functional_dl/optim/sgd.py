@@ -27,11 +27,12 @@ class SgdState(NamedTuple):
 def sgd(learning_rate: ScalarOrSchedule) -> Optimizer:
     """Stochastic gradient descent (Robbins & Monro 1951): ``θ ← θ − η_t g_t``.
 
-    The update is ``u_t = −η_t g_t`` with ``η_t = learning_rate(t)`` for a schedule (``t`` the
-    number of earlier updates).  Same numbers as ``torch.optim.SGD(lr)`` and ``optax.sgd(lr)``.
+    The source text's formula (§3 (1)), correct as printed.  The update is
+    ``u_t = −η_t g_t`` with ``η_t = learning_rate(t)`` for a schedule (``t`` the number of
+    earlier updates).  Same numbers as ``torch.optim.SGD(lr)`` and ``optax.sgd(lr)``.
 
     Args:
-      learning_rate: ``η >= 0`` or a schedule ``step -> η``.
+      learning_rate: finite ``η >= 0`` or a schedule ``step -> η``.
     """
     _tree.check_learning_rate("sgd", learning_rate)
 
