@@ -1,9 +1,11 @@
 """The optimizers against independent NumPy transcriptions of their formulas.
 
 Each case runs 100 steps of random gradients on a pytree mixing dicts, lists, tuples and a
-NamedTuple, jitted (one ``lax.scan``) and un-jitted (a Python loop of eager calls), in
-float64 (x64 on, rtol 1e-10) and float32 (rtol 1e-5), and compares the whole parameter
-trajectory with the NumPy oracle, which steps each leaf on its own.
+NamedTuple, jitted (one compiled step called 100 times) and un-jitted (a Python loop of
+eager calls), in float64 (x64 on, rtol 1e-10) and float32 (rtol 1e-5), and compares the
+whole parameter trajectory with the NumPy oracle, which steps each leaf on its own in
+float64 (for the float32 runs: from the same float32 inputs, so it is the exact answer that
+float32 arithmetic approximates).
 """
 from __future__ import annotations
 
@@ -166,8 +168,8 @@ CASES = {
                           lambda p, gs, d: np_momentum(p, gs, constant_rate(0.02), 0.8, True)),
     "adagrad": (lambda: optim.adagrad(0.1),
                 lambda p, gs, d: np_adagrad(p, gs, constant_rate(0.1), 1e-10, 0.0, True)),
-    "adagrad_eps_outside": (
-        lambda: optim.adagrad(0.1, eps=1e-2, eps_in_sqrt=False),
+    "adagrad_eps_outside": (   # the constant schedule gives the numbers of a float rate
+        lambda: optim.adagrad(optim.schedules.constant(0.1), eps=1e-2, eps_in_sqrt=False),
         lambda p, gs, d: np_adagrad(p, gs, constant_rate(0.1), 1e-2, 0.0, False)),
     "adagrad_eps_inside_initial": (
         lambda: optim.adagrad(0.1, eps=1e-2, initial_accumulator_value=0.1),
@@ -236,9 +238,11 @@ def run_optimizer(optimizer, params, grad_sequence, *, jitted: bool):
 
 
 def expected_trajectory(case: str, params, grad_sequence):
+    """The oracle's trajectory per leaf, computed in float64."""
     _, oracle = CASES[case]
     p_leaves, treedef = jax.tree_util.tree_flatten(params)
-    g_leaves = treedef.flatten_up_to(grad_sequence)
+    g_leaves = [np.asarray(g, np.float64) for g in treedef.flatten_up_to(grad_sequence)]
+    p_leaves = [np.asarray(p, np.float64) for p in p_leaves]
     decayed = TREE_MASK_DECAYED.get(case, [p.ndim > 1 for p in p_leaves])
     return [oracle(p, gs, d) for p, gs, d in zip(p_leaves, g_leaves, decayed)]
 
