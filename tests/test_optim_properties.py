@@ -47,19 +47,23 @@ def descend(optimizer, loss, params, n_steps: int):
 
 
 CONVERGENCE = {
-    # name: (optimizer on the quadratic, optimizer on Rosenbrock, Rosenbrock steps)
-    "sgd": (optim.sgd(0.05), optim.sgd(1e-3), 20_000),
-    "momentum": (optim.momentum(0.01), optim.momentum(1e-3), 5_000),
-    "nesterov": (optim.momentum(0.01, nesterov=True), optim.momentum(1e-3, nesterov=True), 5_000),
-    "adagrad": (optim.adagrad(0.5), optim.adagrad(0.5), 5_000),
+    # name: (optimizer on the quadratic, optimizer on Rosenbrock, Rosenbrock steps, distance
+    # to (1, 1) allowed at the end: a few times the distance reached, and less than the
+    # distance reached after half the steps, so a slower or wrong optimizer fails)
+    "sgd": (optim.sgd(0.05), optim.sgd(1e-3), 20_000, 1e-3),
+    "momentum": (optim.momentum(0.01), optim.momentum(1e-3), 5_000, 1e-5),
+    "nesterov": (optim.momentum(0.01, nesterov=True), optim.momentum(1e-3, nesterov=True),
+                 5_000, 1e-5),
+    "adagrad": (optim.adagrad(0.5), optim.adagrad(0.5), 5_000, 5e-2),
     "rmsprop": (optim.rmsprop(S.cosine_decay(0.01, 3_000)),
-                optim.rmsprop(S.cosine_decay(0.01, 5_000)), 5_000),
+                optim.rmsprop(S.cosine_decay(0.01, 5_000)), 5_000, 1.5e-2),
     "rmsprop_centered": (optim.rmsprop(S.cosine_decay(0.01, 3_000), centered=True),
-                         optim.rmsprop(S.cosine_decay(0.01, 5_000), centered=True), 5_000),
+                         optim.rmsprop(S.cosine_decay(0.01, 5_000), centered=True), 5_000,
+                         1.5e-2),
     "adam": (optim.adam(S.cosine_decay(0.05, 3_000)), optim.adam(S.cosine_decay(0.02, 5_000)),
-             5_000),
+             5_000, 1e-2),
     "adamw": (optim.adamw(S.warmup_cosine_decay(0.0, 0.05, 100, 3_000), weight_decay=0.0),
-              optim.adamw(S.cosine_decay(0.02, 5_000), weight_decay=0.0), 5_000),
+              optim.adamw(S.cosine_decay(0.02, 5_000), weight_decay=0.0), 5_000, 1e-2),
 }
 
 
@@ -84,11 +88,11 @@ def test_converges_on_rosenbrock(name):
     def rosenbrock(p):
         return (1.0 - p["x"]) ** 2 + 100.0 * (p["y"] - p["x"] ** 2) ** 2
 
-    _, optimizer, n_steps = CONVERGENCE[name]
+    _, optimizer, n_steps, distance = CONVERGENCE[name]
     start = {"x": jnp.float32(-1.2), "y": jnp.float32(1.0)}
     assert float(rosenbrock(start)) > 20
     end = descend(optimizer, rosenbrock, start, n_steps)
-    np.testing.assert_allclose([float(end["x"]), float(end["y"])], [1.0, 1.0], atol=2.5e-2)
+    np.testing.assert_allclose([float(end["x"]), float(end["y"])], [1.0, 1.0], atol=distance)
 
 
 def half_precision_problem(dtype):
@@ -103,33 +107,82 @@ def half_precision_problem(dtype):
     return params, grads
 
 
-def run_steps(optimizer, params, grad_list):
-    step = jax.jit(lambda p, s, g: optimizer.update(g, s, p))
-    state = optimizer.init(params)
+HALF_PRECISION_OPTIMIZERS = all_optimizers(rate=0.05)
+
+
+@jax.jit
+def step_every_optimizer(params_by_name, states_by_name, grads):
+    """One update of every optimizer in one compiled program (one compile per dtype)."""
+    out = {}
+    for name, optimizer in HALF_PRECISION_OPTIMIZERS.items():
+        params = params_by_name[name]
+        updates, state = optimizer.update(grads, states_by_name[name], params)
+        out[name] = (optim.apply_updates(params, updates), state, updates)
+    return out
+
+
+def run_every_optimizer(params, grad_list):
+    """name -> (final params, final state, last updates) after ``grad_list``."""
+    names = list(HALF_PRECISION_OPTIMIZERS)
+    params_by_name = {name: params for name in names}
+    states_by_name = {name: opt.init(params) for name, opt in HALF_PRECISION_OPTIMIZERS.items()}
     for g in grad_list:
-        updates, state = step(params, state, g)
-        params = optim.apply_updates(params, updates)
-    return params, state, updates
+        out = step_every_optimizer(params_by_name, states_by_name, g)
+        params_by_name = {name: out[name][0] for name in names}
+        states_by_name = {name: out[name][1] for name in names}
+    return jax.device_get(out)
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16], ids=["bf16", "fp16"])
 def test_half_precision_dtypes_preserved_and_close_to_float32(dtype):
     params, grads = half_precision_problem(dtype)
-    as_f32 = lambda tree: jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), tree)
+    as_f32 = lambda tree: jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), tree)
     resolution = float(jnp.finfo(dtype).eps)
-    for name, optimizer in all_optimizers(rate=0.05).items():
-        final, state, updates = run_steps(optimizer, params, grads)
-        ref_final, _, _ = run_steps(optimizer, as_f32(params), [as_f32(g) for g in grads])
+    results = run_every_optimizer(params, grads)
+    references = run_every_optimizer(as_f32(params), [as_f32(g) for g in grads])
+    start = as_f32(params)["w"]
+    for name, optimizer in HALF_PRECISION_OPTIMIZERS.items():
+        final, state, updates = results[name]
         for leaf in jax.tree_util.tree_leaves(final) + jax.tree_util.tree_leaves(updates):
             assert leaf.dtype == dtype, name
         init_dtypes = [x.dtype for x in jax.tree_util.tree_leaves(optimizer.init(params))]
         assert [x.dtype for x in jax.tree_util.tree_leaves(state)] == init_dtypes, name
-        assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves(state)
+        assert all(np.all(np.isfinite(np.asarray(x, np.float32)))
+                   for x in jax.tree_util.tree_leaves(state)
                    if jnp.issubdtype(x.dtype, jnp.floating)), name
         assert float(final["b"][0][0]) == float(params["b"][0][0]), name  # zero gradient
-        # 20 steps, each rounding the parameters once: error of a few units of resolution
-        np.testing.assert_allclose(np.asarray(as_f32(final)["w"]), np.asarray(ref_final["w"]),
-                                   atol=40 * resolution, err_msg=name)
+        # Each step rounds θ (and the state) once to the half dtype: the error against the
+        # float32 run is a few units of resolution of |θ| (measured: max 3.8, rms 1.1), far
+        # below the distance travelled (rms 12 units or more).
+        reference = references[name][0]["w"]
+        error = np.abs(as_f32(final)["w"] - reference) / np.maximum(1.0, np.abs(reference))
+        assert error.max() <= 8 * resolution, (name, error.max() / resolution)
+        assert np.sqrt(np.mean(error ** 2)) <= 2 * resolution, name
+        travelled = np.sqrt(np.mean((reference - start) ** 2))
+        assert travelled >= 8 * resolution, (name, travelled / resolution)
+
+
+def test_hyperparameters_can_be_vmapped():
+    """A sweep in one program: traced learning rates, ε and β; first steps in closed form."""
+    g = jnp.asarray([0.5, -2.0, 0.0])
+    params = {"w": jnp.ones(3)}
+
+    def first_update(build, hyperparameter):
+        optimizer = build(hyperparameter)
+        return optimizer.update({"w": g}, optimizer.init(params), params)[0]["w"]
+
+    values = jnp.asarray([0.1, 0.01])
+    sweep = lambda build: np.asarray(jax.jit(jax.vmap(lambda h: first_update(build, h)))(values))
+    gn, hn = np.asarray(g, np.float64), np.asarray(values, np.float64)[:, None]
+    # adagrad, step 1: −η g / √(g² + ε)
+    np.testing.assert_allclose(sweep(lambda eps: optim.adagrad(0.1, eps=eps)),
+                               -0.1 * gn / np.sqrt(gn ** 2 + hn), rtol=1e-6)
+    # adam, step 1 (m̂ = g, v̂ = g²): −η g / (|g| + ε), whatever β₁, β₂
+    np.testing.assert_allclose(sweep(lambda h: optim.adam(h, b1=h, b2=h, eps=h)),
+                               -hn * gn / (np.abs(gn) + hn), rtol=1e-6)
+    # momentum, step 1: −η g, whatever β
+    np.testing.assert_allclose(sweep(lambda beta: optim.momentum(0.1, beta=beta)),
+                               np.broadcast_to(-0.1 * gn, (2, 3)), rtol=1e-6)
 
 
 @pytest.mark.parametrize("name", sorted(all_optimizers()))
