@@ -79,33 +79,43 @@ def test_backprop_under_jit_and_integer_labels(loss):
 
 
 def test_forward_keeps_pre_activations():
-    params, _ = random_network(2, "sigmoid", 3)
-    x = jnp.asarray(RNG.normal(size=(BATCH, N_IN)), jnp.float32)
-    cache = bp.forward(params, x, "sigmoid")
-    assert [a.shape for a in cache.activations] == [(BATCH, N_IN), (BATCH, WIDTH), (BATCH, WIDTH)]
-    assert [z.shape for z in cache.pre_activations] == [(BATCH, WIDTH), (BATCH, WIDTH), (BATCH, N_OUT)]
-    z1 = np.asarray(x) @ np.asarray(params["dense_0"]["w"]) + np.asarray(params["dense_0"]["b"])
-    np.testing.assert_allclose(cache.pre_activations[0], z1, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(cache.activations[1], 1 / (1 + np.exp(-z1)), rtol=1e-5, atol=1e-6)
+    with jax.enable_x64(True):  # as the other tests here: reuses their compiled operations
+        params, _ = random_network(2, "sigmoid", 3)
+        x = jnp.asarray(RNG.normal(size=(BATCH, N_IN)))
+        cache = bp.forward(params, x, "sigmoid")
+        assert [a.shape for a in cache.activations] == [(BATCH, N_IN), (BATCH, WIDTH),
+                                                         (BATCH, WIDTH)]
+        assert [z.shape for z in cache.pre_activations] == [(BATCH, WIDTH), (BATCH, WIDTH),
+                                                             (BATCH, N_OUT)]
+        w = {name: np.asarray(params[name]["w"]) for name in params}
+        b = {name: np.asarray(params[name]["b"]) for name in params}
+        z1 = np.asarray(x) @ w["dense_0"] + b["dense_0"]
+        a1 = 1 / (1 + np.exp(-z1))
+        z2 = a1 @ w["dense_1"] + b["dense_1"]
+        z3 = (1 / (1 + np.exp(-z2))) @ w["dense_2"] + b["dense_2"]
+        for got, want in zip(cache.pre_activations, (z1, z2, z3), strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(cache.activations[1], a1, rtol=1e-12, atol=1e-12)
 
 
 def test_backprop_bad_input():
-    params, _ = random_network(1, "relu", 0)
-    x, targets = batch_and_targets("mean_squared_error", 0)
-    with pytest.raises(ValueError, match="activation"):
-        bp.backprop(params, x, targets, activation="swish")
-    with pytest.raises(ValueError, match="loss"):
-        bp.backprop(params, x, targets, loss="hinge")
-    with pytest.raises(ValueError, match=r"targets shape \(6, 2\)"):
-        bp.backprop(params, x, targets[:, :2], loss="mean_squared_error")
-    with pytest.raises(ValueError, match=r"inputs must have shape \(batch, 4\)"):
-        bp.backprop(params, x[:, :3], targets)
-    with pytest.raises(ValueError, match="dense_0"):
-        bp.backprop({"dense_1": params["dense_0"]}, x, targets)
-    for bad_class in (-1, 3):  # N_OUT = 3 classes
-        labels = jnp.array([0, 1, 2, bad_class, 0, 1])
-        with pytest.raises(ValueError, match=r"targets must be class indices in \[0, 3\)"):
-            bp.backprop(params, x, labels)
+    with jax.enable_x64(True):  # shares the compiled float64 operations of the tests above
+        params, _ = random_network(1, "relu", 0)
+        x, targets = batch_and_targets("mean_squared_error", 0)
+        with pytest.raises(ValueError, match="activation"):
+            bp.backprop(params, x, targets, activation="swish")
+        with pytest.raises(ValueError, match="loss"):
+            bp.backprop(params, x, targets, loss="hinge")
+        with pytest.raises(ValueError, match=r"targets shape \(6, 2\)"):
+            bp.backprop(params, x, targets[:, :2], loss="mean_squared_error")
+        with pytest.raises(ValueError, match=r"inputs must have shape \(batch, 4\)"):
+            bp.backprop(params, x[:, :3], targets)
+        with pytest.raises(ValueError, match="dense_0"):
+            bp.backprop({"dense_1": params["dense_0"]}, x, targets)
+        for bad_class in (-1, 3):  # N_OUT = 3 classes
+            labels = jnp.array([0, 1, 2, bad_class, 0, 1])
+            with pytest.raises(ValueError, match=r"targets must be class indices in \[0, 3\)"):
+                bp.backprop(params, x, labels)
 
 
 # ------------------------------------------------------------ finite differences
