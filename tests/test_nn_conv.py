@@ -124,24 +124,41 @@ def small_convnet():
                      nn.AvgPool(2, padding="SAME"), nn.Flatten, nn.Dense(4))
 
 
+def np_convnet(params, x):
+    """The NumPy forward pass of ``small_convnet`` built from the loop oracles above."""
+    p = {name: {k: np.asarray(v, np.float64) for k, v in layer.items()}
+         for name, layer in params.items()}
+    h = np.maximum(np_conv2d(x, p["conv_0"]["w"], p["conv_0"]["b"], (1, 1), "SAME"), 0)
+    h = np_pool(h, (2, 2), (2, 2), "VALID", "max")
+    h = np.tanh(np_conv2d(h, p["conv_1"]["w"], p["conv_1"]["b"], (1, 1), "VALID"))
+    h = np_pool(h, (2, 2), (2, 2), "SAME", "avg")
+    return h.reshape(h.shape[0], -1) @ p["dense_0"]["w"] + p["dense_0"]["b"]
+
+
 def test_convnet_shapes_jit_and_per_example_vmap():
-    init, apply = small_convnet()
-    out_shape, params = init(KEY, (-1, 8, 8, 1))
-    assert out_shape == (-1, 4)
-    assert set(params) == {"conv_0", "conv_1", "dense_0"}
-    x = jnp.asarray(RNG.normal(size=(3, 8, 8, 1)), jnp.float32)
-    y = apply(params, x)
-    assert y.shape == (3, 4)
-    np.testing.assert_allclose(jax.jit(apply)(params, x), y, rtol=1e-5, atol=1e-6)
-    per_example = jax.jit(jax.vmap(lambda xi: apply(params, xi[None])[0]))(x)
-    np.testing.assert_allclose(per_example, y, rtol=1e-5, atol=1e-6)
+    with jax.enable_x64(True):  # as the gradient test below, which reuses this eager init
+        init, apply = small_convnet()
+        out_shape, params = init(KEY, (-1, 8, 8, 1))
+        assert out_shape == (-1, 4)
+        assert set(params) == {"conv_0", "conv_1", "dense_0"}
+        x = RNG.normal(size=(3, 8, 8, 1))
+        expected = np_convnet(params, x)
+
+        @jax.jit  # one compilation: the batched call and the per-example vmap
+        def batched_and_per_example(x_):
+            return apply(params, x_), jax.vmap(lambda xi: apply(params, xi[None])[0])(x_)
+
+        batched, per_example = batched_and_per_example(jnp.asarray(x))
+        assert batched.shape == per_example.shape == (3, 4)
+        np.testing.assert_allclose(batched, expected, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(per_example, expected, rtol=1e-10, atol=1e-12)
 
 
 def test_convnet_gradients_match_finite_differences():
     with jax.enable_x64(True):
         init, apply = small_convnet()
-        _, params = init(KEY, (2, 6, 6, 1))
-        x = jnp.asarray(RNG.normal(size=(2, 6, 6, 1)))
+        _, params = init(KEY, (2, 8, 8, 1))
+        x = jnp.asarray(RNG.normal(size=(2, 8, 8, 1)))
         labels = jnp.array([1, 3])
         from functional_dl import losses
 
