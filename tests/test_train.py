@@ -302,16 +302,44 @@ def fit_oracle(params, optimizer, data, key, epochs, batch_size):
     return params, state, epoch_losses
 
 
-def test_fit_equals_hand_written_loop():
+def test_fit_equals_hand_written_loop_and_leaves_the_callers_arrays_valid():
     key = jax.random.key(11)
     expected_params, expected_state, expected_losses = fit_oracle(
         init_mlp(jax.random.key(0)), OPTIMIZER, (X, Y), key, epochs=3, batch_size=16)
-    result = train.fit(loss_fn, OPTIMIZER, init_mlp(jax.random.key(0)), (X, Y), key=key,
+    params = init_mlp(jax.random.key(0))
+    opt_state = OPTIMIZER.init(params)
+    # copies: a NumPy view of a CPU buffer (device_get) would keep XLA from donating it
+    given = jax.tree.map(lambda leaf: np.array(leaf, copy=True), (params, opt_state))
+    result = train.fit(loss_fn, OPTIMIZER, params, (X, Y), key=key, opt_state=opt_state,
                        epochs=3, batch_size=16, progress="none")
     assert_trees_equal(result.params, expected_params)
     assert_trees_equal(result.opt_state, expected_state)
     np.testing.assert_allclose(result.history["loss"], expected_losses, rtol=1e-6)
     assert result.stop_reason == "completed" and result.best_epoch is None
+    # fit donates its own copies: the caller's arrays are neither deleted nor changed
+    assert not any(leaf.is_deleted() for leaf in jax.tree.leaves((params, opt_state)))
+    assert_trees_equal((params, opt_state), given)
+
+
+def test_fit_accepts_tied_parameters():
+    """The same array in two leaves: donating it twice would fail; fit copies each leaf.
+
+    With L = Σ_j (a_j + b_j − 1)², both leaves get the gradient 2(s − 1) of s = a + b, so one
+    SGD step gives a' = b' = a − 2η(s − 1).
+    """
+    shared = jnp.full(3, 0.25)
+
+    def tied_loss(params, batch, key):
+        residual = params["a"][None, :] + params["b"][None, :] - batch
+        return jnp.mean(jnp.sum(residual ** 2, axis=1))
+
+    result = train.fit(tied_loss, optim.sgd(0.05), {"a": shared, "b": shared},
+                       np.ones((8, 3), np.float32),
+                       key=jax.random.key(0), epochs=1, batch_size=8, progress="none")
+    expected = 0.25 - 2 * 0.05 * (0.5 - 1.0)
+    np.testing.assert_allclose(result.params["a"], expected, rtol=1e-6)
+    np.testing.assert_allclose(result.params["b"], expected, rtol=1e-6)
+    assert not shared.is_deleted()
 
 
 def test_fit_again_with_the_same_loss_and_optimizer_does_not_retrace():
@@ -369,7 +397,7 @@ def gd_trajectory(w0, target, learning_rate, steps):
     return np.array(ws)
 
 
-def test_early_stopping_stops_after_patience_and_restores_best():
+def test_early_stopping_stops_after_patience_and_restores_best(tmp_path):
     # training pulls w from -1 towards +1; validation wants w = 0.3, so val_loss first
     # falls, then rises once w has passed 0.3.
     learning_rate, patience = 0.05, 3
@@ -379,10 +407,15 @@ def test_early_stopping_stops_after_patience_and_restores_best():
     val_losses = (ws - 0.3) ** 2
     best = int(np.argmin(val_losses))                         # 0-based epoch
     assert 0 < best < 30
-    result = train.fit(quadratic_loss, optim.sgd(learning_rate), {"w": jnp.float32(-1.0)},
-                       train_targets, key=jax.random.key(0), epochs=40, batch_size=8,
-                       validation_data=val_targets, early_stopping_patience=patience,
-                       progress="none")
+    optimizer = optim.sgd(learning_rate)
+
+    def run():
+        return train.fit(quadratic_loss, optimizer, {"w": jnp.float32(-1.0)}, train_targets,
+                         key=jax.random.key(0), epochs=40, batch_size=8,
+                         validation_data=val_targets, early_stopping_patience=patience,
+                         checkpoint_path=tmp_path / "run.npz", resume=True, progress="none")
+
+    result = run()
     assert result.stop_reason == "early_stopping"
     assert len(result.history["val_loss"]) == best + 1 + patience
     assert result.best_epoch == best + 1
@@ -390,6 +423,11 @@ def test_early_stopping_stops_after_patience_and_restores_best():
     np.testing.assert_allclose(result.history["val_loss"], val_losses[:best + 1 + patience],
                                rtol=1e-4, atol=1e-7)
     assert f"epoch {best + 1 + patience}" in result.message
+    # resuming the finished run trains no further epoch and returns the same result
+    again = run()
+    assert again.stop_reason == "early_stopping" and again.best_epoch == best + 1
+    assert again.history == result.history
+    assert_trees_equal(again.params, result.params)
 
 
 def test_nan_in_data_stops_at_its_step_and_keeps_last_good_params():
@@ -439,6 +477,28 @@ def test_fit_progress_lines_and_none(capsys):
     assert capsys.readouterr().out == ""
 
 
+class FakeTerminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_auto_on_a_terminal_is_a_bar_and_lines_without_tqdm(monkeypatch):
+    pytest.importorskip("tqdm")
+    from functional_dl.train import progress
+    stream = FakeTerminal()
+    reporter = progress.make_reporter("auto", total=2, stream=stream)
+    reporter.epoch_done(1, {"loss": 0.5}, 0.1)
+    reporter.close()
+    bar = stream.getvalue()
+    assert "\r" in bar and "1/2" in bar and "loss 0.5000" in bar and not bar.startswith("epoch")
+    monkeypatch.setattr(progress, "_tqdm_or_none", lambda: None)
+    stream = FakeTerminal()
+    reporter = progress.make_reporter("auto", total=2, stream=stream)
+    reporter.epoch_done(1, {"loss": 0.5}, 0.1)
+    reporter.close()
+    assert stream.getvalue() == "epoch 1/2  loss 0.5000  (0.10 s)\n"
+
+
 def test_progress_auto_prints_lines_when_not_a_terminal():
     from functional_dl.train.progress import make_reporter
     stream = io.StringIO()
@@ -456,6 +516,9 @@ def test_progress_auto_prints_lines_when_not_a_terminal():
     (dict(early_stopping_patience=0), ValueError, "early_stopping_patience"),
     (dict(mode="up"), ValueError, "mode must be 'min' or 'max'"),
     (dict(checkpoint_every=2), ValueError, "checkpoint_every needs checkpoint_path"),
+    (dict(resume=True), ValueError, "resume=True needs checkpoint_path"),
+    (dict(batch_size=41, drop_last=True), ValueError,
+     "batch_size=41 with drop_last=True leaves no batch of the 40 training examples"),
     (dict(early_stopping_patience=1, monitor="val_loss"), ValueError,
      r"monitor='val_loss' is not a logged metric; available: \['loss'\]"),
 ])

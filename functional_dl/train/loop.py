@@ -28,7 +28,7 @@ import numpy as np
 from functional_dl._types import PRNGKey, PyTree
 from functional_dl.optim import apply_updates
 from functional_dl.train import resume as resume_lib
-from functional_dl.train.data import _check_batch_size, batches, num_examples
+from functional_dl.train.data import _check_batch_size, batches, num_batches, num_examples
 from functional_dl.train.metrics import evaluate
 from functional_dl.train.progress import make_reporter
 from functional_dl.train.step import LossFn, _check_optimizer, all_finite, loss_and_grads
@@ -126,7 +126,14 @@ def _improved(value: float, best: float, mode: str, min_delta: float) -> bool:
     return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
-def _check_fit_arguments(epochs, patience, mode, min_delta, checkpoint_every, checkpoint_path):
+def _private_copy(tree: PyTree) -> PyTree:
+    """A fresh buffer for every leaf (same sharding), so donating the copy to the step can
+    neither delete the caller's arrays nor donate one buffer twice (tied leaves)."""
+    return jax.tree.map(jnp.copy, tree)
+
+
+def _check_fit_arguments(epochs, patience, mode, min_delta, checkpoint_every, checkpoint_path,
+                         resume):
     if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
         raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
     if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int)
@@ -136,6 +143,8 @@ def _check_fit_arguments(epochs, patience, mode, min_delta, checkpoint_every, ch
         raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
     if not min_delta >= 0:
         raise ValueError(f"min_delta must be >= 0, got {min_delta!r}")
+    if resume and checkpoint_path is None:
+        raise ValueError("resume=True needs checkpoint_path (the file to resume from)")
     if checkpoint_every is not None:
         if checkpoint_path is None:
             raise ValueError("checkpoint_every needs checkpoint_path")
@@ -159,11 +168,13 @@ def fit(loss_fn: LossFn, optimizer: Any, params: PyTree, train_data: PyTree, *,
         ``has_aux=True``.  It is called with ``key=None`` for validation: use that to switch
         dropout off (``train=key is not None``).
       optimizer: an ``optim.Optimizer``.
-      params: initial parameters (donated: use the returned ones).
+      params: initial parameters.  ``fit`` copies them (and ``opt_state``) once and donates
+        only its own copies to the steps, so the arrays passed in stay valid.
       train_data: pytree of arrays with a common leading axis; each ``batch`` has its structure.
       key: PRNG key; the whole run is a deterministic function of it (see the module doc).
       epochs: number of passes over the data.
-      batch_size: examples per step; ``drop_last`` drops the short final batch.
+      batch_size: examples per step; ``drop_last`` drops the short final batch (an error
+        when that leaves no batch).
       opt_state: optimizer state to continue from (default ``optimizer.init(params)``).
       validation_data, eval_fn: data for ``evaluate(eval_fn, params, validation_data, b)``
         after each epoch, logged with prefix ``val_``; the default ``eval_fn`` is ``loss_fn``
@@ -175,10 +186,12 @@ def fit(loss_fn: LossFn, optimizer: Any, params: PyTree, train_data: PyTree, *,
       checkpoint_path, checkpoint_every: save ``(params, opt_state, epoch, key, history,
         early-stopping state)`` every ``checkpoint_every`` epochs (default 1) and at the end.
       resume: continue from ``checkpoint_path`` when it exists (its key and epoch are used;
-        ``params``/``opt_state`` passed in then only give the structure).
+        ``params``/``opt_state`` passed in then only give the structure).  A checkpoint of a
+        run that early stopping had ended returns at once with ``"early_stopping"``.
       progress: ``"auto"`` (tqdm bar on a terminal, else a line per epoch), ``"bar"``,
         ``"lines"`` or ``"none"``.
-      donate: donate params and optimizer state to each step (in-place update).
+      donate: donate params and optimizer state to each step (in-place update; costs one
+        copy of both when ``fit`` starts).
 
     Returns:
       ``FitResult(params, opt_state, history, stop_reason, message, best_epoch)``.  A
@@ -187,11 +200,15 @@ def fit(loss_fn: LossFn, optimizer: Any, params: PyTree, train_data: PyTree, *,
     """
     _check_optimizer(optimizer)
     _check_fit_arguments(epochs, early_stopping_patience, mode, min_delta, checkpoint_every,
-                         checkpoint_path)
+                         checkpoint_path, resume)
     if key is None:
         raise ValueError("key: fit needs a PRNG key; pass key=jax.random.key(0)")
     batch_size = _check_batch_size(batch_size)
-    num_examples(train_data, "train_data")
+    num_train = num_examples(train_data, "train_data")
+    if num_batches(num_train, batch_size, drop_last=drop_last) == 0:
+        raise ValueError(f"batch_size={batch_size} with drop_last=True leaves no batch of the "
+                         f"{num_train} training examples; use a batch_size <= {num_train} or "
+                         "drop_last=False")
     train_data = jax.tree.map(jnp.asarray, train_data)
     if validation_data is not None:
         num_examples(validation_data, "validation_data")
@@ -213,9 +230,18 @@ def fit(loss_fn: LossFn, optimizer: Any, params: PyTree, train_data: PyTree, *,
                                                         saved.epoch, saved.history)
         stopping = _EarlyStopping(saved.best, saved.best_epoch, saved.wait)
         best_params = saved.best_params
+    if donate:
+        params, opt_state = _private_copy((params, opt_state))
 
-    reporter = make_reporter(progress, epochs, start_epoch)
     stop_reason, message = "completed", f"trained {epochs} epochs"
+    if early_stopping_patience is not None and stopping.wait >= early_stopping_patience:
+        # resumed from the checkpoint of a run that early stopping had already ended
+        stop_reason, message = "early_stopping", (
+            f"early stopping: the checkpoint at epoch {start_epoch} had already waited "
+            f"{stopping.wait} epochs without improvement of {monitor} (best "
+            f"{stopping.best:.6g} at epoch {stopping.best_epoch})")
+        start_epoch = epochs
+    reporter = make_reporter(progress, epochs, start_epoch)
     try:
         for epoch in range(start_epoch, epochs):
             started = time.perf_counter()
