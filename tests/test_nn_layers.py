@@ -108,7 +108,7 @@ def test_dense_matches_numpy_and_shapes():
     np.testing.assert_allclose(jax.jit(apply)(params, jnp.asarray(x)), expected, rtol=1e-5)
     np.testing.assert_allclose(apply(params, jnp.asarray(x[0])), expected[0], rtol=1e-5)  # one example
     # d/dW Σ(xW + b) = xᵀ 1, d/db = N · 1.
-    grads = jax.grad(lambda p: apply(p, jnp.asarray(x)).sum())(params)
+    grads = jax.jit(jax.grad(lambda p: apply(p, jnp.asarray(x)).sum()))(params)
     np.testing.assert_allclose(grads["w"], np.repeat(x.sum(0)[:, None], 3, axis=1), rtol=1e-5)
     np.testing.assert_allclose(grads["b"], np.full(3, 5.0))
 
@@ -195,8 +195,8 @@ def test_mlp_params_names_and_forward_match_numpy():
     assert set(params) == {"dense_0", "dense_1", "dense_2"}
     assert [params[f"dense_{i}"]["w"].shape for i in range(3)] == [(6, 5), (5, 4), (4, 3)]
     x = RNG.normal(size=(7, 6))
-    np.testing.assert_allclose(apply(params, jnp.asarray(x, jnp.float32)), np_mlp(params, x, np.tanh),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(jax.jit(apply)(params, jnp.asarray(x, jnp.float32)),
+                               np_mlp(params, x, np.tanh), rtol=1e-5, atol=1e-5)
 
 
 def test_serial_splits_the_key_per_layer():
@@ -285,25 +285,26 @@ def test_layer_contract_shapes_jit_vmap_grad(name):
         unknown_shape, _ = layer.init(KEY, (-1,) + shape[1:])
         out_shape, params = layer.init(KEY, shape)
         assert unknown_shape == (-1,) + out_shape[1:]
-        x = jnp.asarray(RNG.normal(size=shape))
-        for train, key in ((False, None), (True, jax.random.key(5))):
-            y = layer.apply(params, x, key=key, train=train)
-            assert y.shape == out_shape
-            jitted = jax.jit(lambda p, x_, k: layer.apply(p, x_, key=k, train=train))(params, x, key)
-            np.testing.assert_allclose(jitted, y, rtol=1e-12, atol=1e-12)
-        # vmap over single examples (no batch axis) equals the batched call at eval, and the
-        # gradient of a scalar of the output equals a central difference along a direction.
+        x, direction = (jnp.asarray(RNG.normal(size=shape)) for _ in range(2))
+        dropout_key = jax.random.key(5)
+        eager = [layer.apply(params, x), layer.apply(params, x, key=dropout_key, train=True)]
         fn = lambda x_: jnp.sum(jnp.sin(layer.apply(params, x_)))
         eps = 1e-5
 
-        @jax.jit
-        def per_example_and_derivatives(x_, direction):
+        @jax.jit  # one compilation per layer for everything below
+        def under_jit_vmap_and_grad(x_, direction_):
+            jitted = [layer.apply(params, x_), layer.apply(params, x_, key=dropout_key, train=True)]
+            # vmap over single examples (no batch axis), as a per-example caller does.
             per_example = jax.vmap(lambda xi: layer.apply(params, xi))(x_)
-            numeric = (fn(x_ + eps * direction) - fn(x_ - eps * direction)) / (2 * eps)
-            return per_example, jnp.vdot(jax.grad(fn)(x_), direction), numeric
+            # Directional derivative: jax.grad against a central difference.
+            analytic = jnp.vdot(jax.grad(fn)(x_), direction_)
+            numeric = (fn(x_ + eps * direction_) - fn(x_ - eps * direction_)) / (2 * eps)
+            return jitted, per_example, analytic, numeric
 
-        direction = jnp.asarray(RNG.normal(size=shape))
-        per_example, analytic, numeric = per_example_and_derivatives(x, direction)
-        np.testing.assert_allclose(per_example, layer.apply(params, x), rtol=1e-12, atol=1e-12)
+        jitted, per_example, analytic, numeric = under_jit_vmap_and_grad(x, direction)
+        for train in (False, True):
+            assert eager[train].shape == out_shape
+            np.testing.assert_allclose(jitted[train], eager[train], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(per_example, eager[False], rtol=1e-12, atol=1e-12)
         assert abs(float(analytic)) > 1e-3  # the comparison is not 0 = 0
         np.testing.assert_allclose(analytic, numeric, rtol=1e-7, atol=1e-9)
