@@ -246,7 +246,10 @@ def fit(loss_fn: LossFn, optimizer: Any, params: PyTree, train_data: PyTree, *,
         for epoch in range(start_epoch, epochs):
             started = time.perf_counter()
             shuffle_key, step_key = jax.random.split(jax.random.fold_in(key, epoch))
-            healthy = jnp.asarray(True)
+            # "the parameters are finite", computed from them so that it is placed like them
+            # (a committed or sharded flag beside committed parameters): the step's output flag
+            # then has the input's placement and the step compiles once, resumed or sharded
+            healthy = all_finite(params)
             step_metrics, sizes, health = [], [], []
             for i, batch in enumerate(batches(shuffle_key, train_data, batch_size,
                                               drop_last=drop_last)):
