@@ -216,6 +216,12 @@ def Dropout(rate: float) -> Layer:
     probability).
     The mask has the full shape of ``x``; under ``vmap`` over examples, give each example
     its own key (``jax.random.split``), otherwise they all share one mask.
+
+    This is standard inverted dropout (Srivastava et al., 2014).  The source text's rate
+    ``p`` ("the proportion of units set to zero") is this ``rate``; its dropout "loss"
+    ``L + p·L(y', ŷ'; θ') + noise`` and "gradient" ``(∂L/∂θ' + noise)·σ'(p·θ')`` do not
+    describe dropout and are not implemented: dropout adds no loss term, and the gradient
+    flows through the kept units only, scaled by ``1 / (1 - rate)``.
     """
     if (isinstance(rate, (bool, np.bool_)) or not isinstance(rate, numbers.Real)
             or not 0 <= rate < 1):
