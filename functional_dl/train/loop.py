@@ -116,6 +116,9 @@ def _epoch_means(step_metrics: list[dict], sizes: list[int]) -> dict[str, float]
             for name in names}
 
 
+_jitted_all_finite = jax.jit(all_finite)   # one dispatch per epoch, not three per leaf
+
+
 class _EarlyStopping(NamedTuple):
     best: float
     best_epoch: int     # 1-based; 0 = none yet
@@ -249,7 +252,7 @@ def fit(loss_fn: LossFn, optimizer: Any, params: PyTree, train_data: PyTree, *,
             # "the parameters are finite", computed from them so that it is placed like them
             # (a committed or sharded flag beside committed parameters): the step's output flag
             # then has the input's placement and the step compiles once, resumed or sharded
-            healthy = all_finite(params)
+            healthy = _jitted_all_finite(params)
             step_metrics, sizes, health = [], [], []
             for i, batch in enumerate(batches(shuffle_key, train_data, batch_size,
                                               drop_last=drop_last)):
