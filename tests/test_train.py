@@ -87,6 +87,7 @@ STEP_NOT_DONATED = train.make_train_step(loss_fn, OPTIMIZER, donate=False)
 
 ORACLE_GRAD = jax.jit(jax.grad(loss_fn))
 ORACLE_UPDATE = jax.jit(OPTIMIZER.update)
+ORACLE_APPLY = jax.jit(optim.apply_updates)
 
 
 def hand_written_steps(params, batches_and_keys):
@@ -95,7 +96,7 @@ def hand_written_steps(params, batches_and_keys):
     for batch, key in batches_and_keys:
         grads = ORACLE_GRAD(params, batch, key)
         updates, state = ORACLE_UPDATE(grads, state, params)
-        params = optim.apply_updates(params, updates)
+        params = ORACLE_APPLY(params, updates)
     return params, state
 
 
