@@ -92,7 +92,10 @@ def make_train_step(loss_fn: LossFn, optimizer: Any, *, has_aux: bool = False,
       has_aux: whether ``loss_fn`` returns ``(loss, metrics)``.
       donate: donate ``params`` and ``opt_state`` to the step, so XLA updates them in place
         (no second copy of the model and optimizer state).  The arrays passed in are then
-        invalid after the call: always use the returned ones.
+        invalid after the call: always use the returned ones, and give the first call a copy
+        (``jax.tree.map(jnp.copy, params)``) of arrays you still need or that appear twice in
+        ``(params, opt_state)`` (tied weights; XLA cannot donate one buffer twice).  ``fit``
+        does this itself.
 
     Returns:
       ``step`` with ``metrics = {"loss": L, **aux}``.  The step is one XLA program
