@@ -91,6 +91,14 @@ def test_warmup_reaches_peak_and_cosine_reaches_end():
     assert float(schedule(1000)) == pytest.approx(0.01)
 
 
+def test_piecewise_boundaries_are_exact_beyond_float32_integers():
+    # float32 holds integers exactly only up to 2**24: 20_000_000 and 20_000_001 are one float
+    schedule = S.piecewise_constant([20_000_001, 2 ** 40], [1.0, 0.5, 0.25])
+    steps = jnp.asarray([20_000_000, 20_000_001, 2 ** 31 - 1], jnp.int32)
+    np.testing.assert_array_equal(np.asarray(jax.jit(schedule)(steps)), [1.0, 0.5, 0.5])
+    assert float(schedule(20_000_000)) == 1.0
+
+
 @pytest.mark.parametrize("build,argument", [
     (lambda: S.constant(-0.1), "value"),
     (lambda: S.constant(float("inf")), "value must be finite"),

@@ -147,9 +147,15 @@ def piecewise_constant(boundaries: Sequence[int], values: Sequence[float]) -> Sc
     boundary_array = np.asarray(boundaries, dtype=np.int64)
 
     def schedule(step) -> Array:
-        t = _as_float(step)
-        boundaries_t = boundary_array.astype(t.dtype).reshape((1,) * t.ndim + (-1,))
-        index = jnp.sum(t[..., None] >= boundaries_t, axis=-1)
-        return jnp.asarray(values, t.dtype)[index]
+        t = jnp.asarray(step)
+        if jnp.issubdtype(t.dtype, jnp.integer):
+            # compare integers: float32 steps above 2**24 round, and a boundary would move;
+            # boundaries past the dtype's range are never reached (and are the last ones)
+            reachable = boundary_array[boundary_array <= np.iinfo(t.dtype).max]
+            boundaries_t = reachable.astype(t.dtype)
+        else:
+            boundaries_t = boundary_array.astype(t.dtype)
+        index = jnp.sum(t[..., None] >= boundaries_t.reshape((1,) * t.ndim + (-1,)), axis=-1)
+        return jnp.asarray(values, _as_float(step).dtype)[index]
 
     return schedule
