@@ -151,9 +151,14 @@ def test_apply_if_finite_skips_non_finite_steps_and_counts_them(jitted):
 
 def test_apply_updates_keeps_parameter_dtypes_and_checks_structure():
     params = {"a": jnp.ones(3, jnp.bfloat16), "b": jnp.ones(3, jnp.float16)}
-    updates = {"a": jnp.full(3, 1e-3, jnp.float32), "b": jnp.full(3, 0.5, jnp.float16)}
+    # 1 + 2⁻⁸ + 2⁻¹⁶ lies just above the midpoint of the bfloat16 neighbours 1 and 1 + 2⁻⁷:
+    # added in float32 and rounded once it becomes 1 + 2⁻⁷; rounding the update to
+    # bfloat16 first (2⁻⁸) would leave a tie that rounds to 1
+    updates = {"a": jnp.full(3, 2.0 ** -8 + 2.0 ** -16, jnp.float32),
+               "b": jnp.full(3, 0.5, jnp.float16)}
     new = optim.apply_updates(params, updates)
     assert new["a"].dtype == jnp.bfloat16 and new["b"].dtype == jnp.float16
+    np.testing.assert_array_equal(np.asarray(new["a"], np.float32), 1 + 2.0 ** -7)
     np.testing.assert_array_equal(np.asarray(new["b"], np.float32), 1.5)
     with pytest.raises(ValueError, match="tree structure of updates differs from that of params"):
         optim.apply_updates(params, {"a": jnp.ones(3)})
