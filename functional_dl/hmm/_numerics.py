@@ -2,14 +2,19 @@
 
 ``safe_log`` and ``normalize`` use the double-``where`` pattern: the unselected branch is fed
 a harmless value, so neither the value nor the gradient of a masked entry can be NaN.
+``weighted_row_sum`` and ``any_in_batch`` exist for speed inside the scans (see each).
 """
 from __future__ import annotations
 
 
 import jax
 import jax.numpy as jnp
+from jax.custom_batching import custom_vmap
 
 from functional_dl._types import Array
+
+# Up to this many states, ``weighted_row_sum`` is written out as K fused multiply-adds.
+UNROLLED_MAX_STATES = 12
 
 
 def safe_log(x: Array) -> Array:
@@ -88,3 +93,42 @@ def scaled_likelihoods(log_likelihoods: Array, support: Array) -> tuple[Array, A
     excess = log_likelihoods - shift
     # where, not minimum: the gradient of minimum at the tie excess = 0 (the best state) is ½
     return jnp.exp(jnp.where(excess > 0, 0.0, excess)), jnp.squeeze(shift, -1)
+
+
+def weighted_row_sum(weights: Array, rows: Array) -> Array:
+    """``Σ_i weights[i] · rows[i]``, i.e. ``weights @ rows`` for ``weights`` (K,), ``rows`` (K, N).
+
+    Inside a ``lax.scan`` on CPU a small ``dot`` is a call into a matrix library whose fixed
+    cost dominates (about 5× slower than this in float64 at K = 8); K ≤ ``UNROLLED_MAX_STATES``
+    multiply-adds fuse with the surrounding elementwise work into one loop, also when the
+    scan is ``vmap``ped.  Larger K use the ``dot``.
+    """
+    num_rows = rows.shape[0]
+    if num_rows > UNROLLED_MAX_STATES:
+        return weights @ rows
+    total = weights[0] * rows[0]
+    for i in range(1, num_rows):
+        total = total + weights[i] * rows[i]
+    return total
+
+
+@custom_vmap
+def any_in_batch(flag: Array) -> Array:
+    """``flag`` (a boolean scalar); under ``jax.vmap``, True for every member if any is True.
+
+    The scans run a cheap pass and fall back to a careful one only when the cheap pass
+    reports a problem (``lax.cond``).  Under ``vmap`` a ``cond`` on a per-sequence flag becomes
+    a ``select`` that runs both passes for every sequence; reducing the flag over the batch
+    keeps a real ``cond``, so a batch pays for the careful pass only when some sequence needs
+    it (then all sequences of that batch take it: their results agree with the cheap pass
+    to rounding).  Works under nested ``vmap``, ``jit`` and (on stop-gradient inputs) ``grad``.
+    """
+    return flag
+
+
+@any_in_batch.def_vmap
+def _any_in_batch_vmap(axis_size, in_batched, flag):
+    del axis_size
+    (batched,) = in_batched
+    # the reduction goes through any_in_batch again, so an enclosing vmap reduces its axis too
+    return any_in_batch(jnp.any(flag) if batched else flag), False

@@ -5,13 +5,27 @@ with ``log_likelihoods[t, k] = log p(x_t | z_t = k)`` of shape ``(T, K)``, so an
 or a neural network can feed them.  The high-level ``forward``, ``log_likelihood``,
 ``posteriors`` and ``viterbi`` take ``(model, observations, length=None)``.
 
-Numerics.  The forward pass is scaled (Rabiner 1989): with ``m_t`` the largest ``ll[t, k]``
-among the states the prediction can reach and ``b̃_t = exp(ll_t − m_t)`` (<= 1 on them),
+Numerics.  The forward pass is scaled (Rabiner 1989): with ``b̃_t = exp(ll_t − m_t)``,
 
-    α̂_1 ∝ π ⊙ b̃_1,   α̂_t ∝ (α̂_{t−1}ᵀ A) ⊙ b̃_t,   c_t = normaliser,   log p(x_{1:T}) = Σ_t (log c_t + m_t),
+    α̂_1 ∝ π ⊙ b̃_1,   α̂_t ∝ (α̂_{t−1}ᵀ A) ⊙ b̃_t,   c_t = normaliser,   log p(x_{1:T}) = Σ_t (log c_t + m_t).
 
-the terms summed by one reduction after the loop (in float32 at T = 10⁵ that measured
-~1e-8 relative error, where a running sum inside the loop drifted by ~1e-4).
+Everything that does not need the recursion happens outside the loop, for all t at once:
+the shifts ``m_t``, the exponentials, ``log c_t`` and the sum (one reduction; in float32 at
+T = 10⁵ that measured ~1e-8 relative error, where a running sum inside the loop drifted by
+~1e-4), and the masking of padded steps.  The loop body is a product, a sum, a division and
+``α̂ᵀ A`` (written out as K multiply-adds for small K: a ``dot`` call costs more than the work).
+
+Two passes.  The fast pass shifts each row by its overall best state, ``m_t = max_k ll_t(k)``.
+That underflows only when every state the chain can reach fits ``x_t`` far worse than one it
+cannot reach (a chain stuck in a poorly fitting state beside an unreachable, well fitting
+one: zeros in π, A or the emissions), or when ``x_t`` is impossible; a normaliser below
+``√tiny`` (1e-19 in float32) flags it, and ``lax.cond`` then reruns the sequence with the
+careful loop, which shifts by the best state the prediction can reach (``scaled_likelihoods``),
+so the largest term of ``c_t`` is ``p_k·1`` and ``c_t`` cannot underflow while the true value
+is positive.  Under ``vmap`` the flag is shared by the batch (``any_in_batch``), so a batch
+runs the careful loop only if one of its sequences needs it.  The backward pass and the
+smoother reuse the fast pass's ``b̃`` restricted to the forward support (a new exponential
+only where the support's best state is not the overall best).
 
 π and A enter only through products, never through their logarithms, so zeros in them give
 no NaN in values or gradients.  A step where every reachable state has probability 0 gives
@@ -26,6 +40,7 @@ smoothed probabilities are 0, padded Viterbi states are −1.
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -33,8 +48,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from functional_dl._types import Array
-from functional_dl.hmm._numerics import (finite_or_zero, normalize, replace_padding, safe_divide,
-                                         safe_log, scaled_likelihoods, valid_mask)
+from functional_dl.hmm._numerics import (UNROLLED_MAX_STATES, any_in_batch, finite_or_zero,
+                                         normalize, replace_padding, safe_divide, safe_log,
+                                         scaled_likelihoods, valid_mask, weighted_row_sum)
 from functional_dl.hmm.model import HMM, check_one_sequence
 
 
@@ -54,10 +70,105 @@ def check_inference_shapes(initial_probs, transition_matrix, log_likelihoods, le
         raise ValueError(f"length must be a scalar, got shape {jnp.shape(length)}")
 
 
-def _masked(log_likelihoods: Array, length: Array | None) -> tuple[Array, Array]:
-    """(log-likelihoods with padded rows set to 0, validity mask)."""
+def _masked(log_likelihoods: Array, length: Array | None) -> tuple[Array, Array | None]:
+    """(log-likelihoods with padded rows set to 0, validity mask); no mask when ``length`` is None.
+
+    Padded rows of 0 keep every loop step finite; their results are masked after the loop,
+    so no step inside a loop tests for padding (``length=None`` skips even that, statically).
+    """
+    if length is None:
+        return log_likelihoods, None
     valid = valid_mask(log_likelihoods.shape[0], length)
     return jnp.where(valid[:, None], log_likelihoods, 0.0), valid
+
+
+def _mask_rows(values: Array, valid: Array | None, fill=0.0) -> Array:
+    """``values`` with the rows at padded positions replaced by ``fill``."""
+    if valid is None:
+        return values
+    return jnp.where(valid.reshape(valid.shape + (1,) * (values.ndim - 1)), values, fill)
+
+
+def _safe_norm(dtype) -> float:
+    """Smallest normaliser the fast loops divide by: √(smallest normal float).
+
+    Above it ``c_t`` keeps full precision and the derivative of ``x / c_t`` (``1 / c_t²``) stays
+    finite, so gradients are never ``0 · inf``; about 1e-19 in float32 and 1e-154 in float64.
+    """
+    return math.sqrt(float(jnp.finfo(dtype).tiny))
+
+
+class _Forward(NamedTuple):
+    filtered: Array  # (T, K), padded rows 0
+    log_likelihood: Array  # scalar
+    shifts: Array  # (T,), m_t = max_k ll[t, k]: the shift of ``scaled``
+    scaled: Array  # (T, K), exp(ll − m_t)
+
+
+def _forward_scan(initial_probs: Array, transition_matrix: Array,
+                  scaled: Array) -> tuple[Array, Array]:
+    """The fast loop: ``(filtered, norms)``; per step one product, one sum, one division and
+    the prediction ``α̂_tᵀ A``.  (Storing the unnormalised products instead, and dividing
+    after the loop, measured faster for one sequence but slower under ``vmap``.)"""
+    floor = _safe_norm(scaled.dtype)  # results with c_t below it are discarded by _forward
+
+    def _step(predicted, scaled_t):
+        """Condition the predicted p(z_t | x_{<t}) on x_t, then predict z_{t+1}."""
+        joint = predicted * scaled_t
+        norm = jnp.sum(joint)
+        filtered = joint / jnp.maximum(norm, floor)
+        return weighted_row_sum(filtered, transition_matrix), (filtered, norm)
+
+    _, (filtered, norms) = lax.scan(_step, initial_probs, scaled)
+    return filtered, norms
+
+
+def _careful_forward_scan(initial_probs: Array, transition_matrix: Array, log_likelihoods: Array):
+    """The fallback loop: each step shifts by the best state the prediction can reach."""
+
+    def _step(predicted, ll_t):
+        """As in ``_forward_scan``, with ``b̃_t`` computed from the support of the prediction."""
+        scaled, shift = scaled_likelihoods(ll_t, predicted > 0)
+        filtered, norm = normalize(predicted * scaled)
+        return (weighted_row_sum(filtered, transition_matrix),
+                (filtered, safe_log(norm) + shift))
+
+    _, (filtered, log_norms) = lax.scan(_step, initial_probs, log_likelihoods)
+    return filtered, log_norms
+
+
+def _forward(initial_probs: Array, transition_matrix: Array, log_likelihoods: Array,
+             valid: Array | None) -> _Forward:
+    """Filtered marginals and ``log p`` of (masked) log-likelihoods: fast pass, careful fallback.
+
+    The fast pass shifts every row by its overall best state, ``b̃_t = exp(ll_t − m_t)``, all
+    outside the loop.  It is exact unless the states the chain can reach all fit ``x_t`` far
+    worse than one it cannot reach (zeros in π, A or the emissions), when ``c_t`` underflows;
+    any ``c_t`` below ``_safe_norm`` (or an impossible observation, ``c_t = 0``) reruns the
+    sequence with the careful loop, which shifts by the best *reachable* state.
+    """
+    dtype = log_likelihoods.dtype
+    initial_probs = initial_probs.astype(dtype)
+    transition_matrix = transition_matrix.astype(dtype)
+    shifts = lax.stop_gradient(finite_or_zero(jnp.max(log_likelihoods, axis=1)))
+    scaled = jnp.exp(log_likelihoods - shifts[:, None])
+    filtered, norms = _forward_scan(initial_probs, transition_matrix, scaled)
+    usable = norms >= _safe_norm(dtype)
+    if valid is not None:
+        usable = usable | ~valid
+
+    def _fast(operands):
+        filtered, norms, _ = operands
+        return filtered, jnp.log(jnp.where(usable, norms, 1.0)) + shifts
+
+    def _careful(operands):
+        _, _, log_likelihoods = operands
+        return _careful_forward_scan(initial_probs, transition_matrix, log_likelihoods)
+
+    filtered, log_norms = lax.cond(any_in_batch(~jnp.all(usable)), _careful, _fast,
+                                   (filtered, norms, log_likelihoods))
+    log_lik = jnp.sum(_mask_rows(log_norms, valid))
+    return _Forward(_mask_rows(filtered, valid), log_lik, shifts, scaled)
 
 
 @jax.jit
@@ -66,44 +177,66 @@ def forward_filter(initial_probs: Array, transition_matrix: Array, log_likelihoo
     """Scaled forward pass: ``(log p(x_{1:L}), filtered)`` with ``filtered[t] = p(z_t | x_{1:t})``.
 
     ``α̂_t ∝ (α̂_{t−1}ᵀ A) ⊙ exp(ll_t − m_t)`` (``α̂_0ᵀ A`` read as π); ``log p = Σ_t log c_t + m_t``,
-    ``m_t`` the best log-likelihood among the states the prediction can reach.
+    ``c_t`` the normaliser of step t.  ``m_t = max_k ll_t(k)``, or the best among the states
+    the prediction can reach when that is needed to avoid underflow (module docstring).
     """
     check_inference_shapes(initial_probs, transition_matrix, log_likelihoods, length)
     log_likelihoods, valid = _masked(log_likelihoods, length)
-
-    def _step(predicted, ll_t):
-        """Condition the predicted p(z_t | x_{<t}) on x_t, then predict z_{t+1}."""
-        scaled, shift = scaled_likelihoods(ll_t, predicted > 0)
-        filtered, norm = normalize(predicted * scaled)
-        return filtered @ transition_matrix, (filtered, safe_log(norm) + shift)
-
-    init = jnp.asarray(initial_probs, log_likelihoods.dtype)
-    # padded steps run on ll = 0 (finite, harmless) and are masked afterwards, outside the loop
-    _, (filtered, log_norms) = lax.scan(_step, init, log_likelihoods)
-    log_lik = jnp.sum(jnp.where(valid, log_norms, 0.0))
-    return log_lik, jnp.where(valid[:, None], filtered, 0.0)
+    forward_pass = _forward(initial_probs, transition_matrix, log_likelihoods, valid)
+    return forward_pass.log_likelihood, forward_pass.filtered
 
 
-def _supported_likelihoods(log_likelihoods: Array, support: Array) -> Array:
-    """``b̃ = exp(ll − m)`` on the support (``m`` its best entry per row) and 0 off it."""
-    scaled, _ = scaled_likelihoods(log_likelihoods, support)
-    return jnp.where(support, scaled, 0.0)
+def _backward_likelihoods(log_likelihoods: Array, support: Array,
+                          forward_pass: _Forward | None = None) -> Array:
+    """``b̃ = exp(ll − m)`` on the support (``m`` its best entry per row) and 0 off it.
+
+    Reuses the forward pass's ``scaled`` (shifted by each row's overall best state) unless
+    some row's best state lies outside the support, which needs a new exponential.
+    """
+    candidates = jnp.where(support, log_likelihoods, -jnp.inf)
+    support_shifts = lax.stop_gradient(finite_or_zero(jnp.max(candidates, axis=1)))
+
+    def _recompute(_):
+        excess = log_likelihoods - support_shifts[:, None]
+        # where, not minimum, as in scaled_likelihoods: off-support entries may exceed 0
+        return jnp.where(support, jnp.exp(jnp.where(excess > 0, 0.0, excess)), 0.0)
+
+    if forward_pass is None:
+        return _recompute(None)
+
+    def _reuse(_):
+        return jnp.where(support, forward_pass.scaled, 0.0)
+
+    shifted_elsewhere = jnp.any(support_shifts != forward_pass.shifts)
+    return lax.cond(any_in_batch(shifted_elsewhere), _recompute, _reuse, None)
 
 
-def _backward_messages(transition_matrix: Array, scaled: Array, valid: Array) -> Array:
-    """``β_t ∝ A (b̃_{t+1} ⊙ β_{t+1})`` by a reverse scan; uniform rows from ``L − 1`` on."""
+def _backward_scan(transition_matrix: Array, scaled: Array, valid: Array | None) -> Array:
+    """``β_t ∝ A (b̃_{t+1} ⊙ β_{t+1})`` by a reverse scan; uniform rows from ``L − 1`` on.
+
+    The normaliser ``Σ_i (A v)_i = v · (column sums of A)`` (``v = b̃_{t+1} ⊙ β_{t+1}``) is one
+    sum over ``v``, so each step is one product, one sum and ``A (v / norm)``.
+    """
     num_states = scaled.shape[1]
     uniform = jnp.full((num_states,), 1.0 / num_states, scaled.dtype)
+    transition_matrix = transition_matrix.astype(scaled.dtype)
+    columns = transition_matrix.T  # A v = Σ_j v_j A[:, j]
+    column_sums = jnp.sum(transition_matrix, axis=0)
+    floor = _safe_norm(scaled.dtype)  # a row summing to less stays unnormalised (β is a ratio)
 
-    def _step(next_backward, scaled_next):
+    def _step(next_backward, inputs):
         """One step back in time: β_t from β_{t+1} and the observation x_{t+1}."""
-        backward, _ = normalize(transition_matrix @ (scaled_next * next_backward))
+        scaled_next, restart = inputs
+        weighted = scaled_next * next_backward
+        norm = jnp.maximum(jnp.sum(weighted * column_sums), floor)
+        backward = weighted_row_sum(weighted / norm, columns)
+        if restart is not None:  # padded: t >= L − 1 restarts from β ∝ 1
+            backward = jnp.where(restart, uniform, backward)
         return backward, backward
 
-    _, backward = lax.scan(_step, uniform, scaled[1:], reverse=True)
-    backward = jnp.concatenate([backward, uniform[None, :]], axis=0)
-    from_last = ~jnp.concatenate([valid[1:], jnp.zeros((1,), bool)])
-    return jnp.where(from_last[:, None], uniform[None, :], backward)
+    restart = None if valid is None else ~valid[1:]
+    _, backward = lax.scan(_step, uniform, (scaled[1:], restart), reverse=True)
+    return jnp.concatenate([backward, uniform[None, :]], axis=0)
 
 
 @jax.jit
@@ -128,14 +261,15 @@ def backward_filter(transition_matrix: Array, log_likelihoods: Array, length: Ar
     check_inference_shapes(None, transition_matrix, log_likelihoods, length)
     log_likelihoods, valid = _masked(log_likelihoods, length)
     if filtered_probs is None:
-        support = jnp.ones(log_likelihoods.shape, bool)
+        shifts = lax.stop_gradient(finite_or_zero(jnp.max(log_likelihoods, axis=1)))
+        scaled = jnp.exp(log_likelihoods - shifts[:, None])
     else:
         if jnp.shape(filtered_probs) != log_likelihoods.shape:
             raise ValueError(f"filtered_probs must have the shape of log_likelihoods, "
                              f"{log_likelihoods.shape}, got {jnp.shape(filtered_probs)}")
-        support = (filtered_probs > 0) | ~valid[:, None]
-    return _backward_messages(transition_matrix, _supported_likelihoods(log_likelihoods, support),
-                              valid)
+        support = _mask_rows(filtered_probs > 0, valid, True)
+        scaled = _backward_likelihoods(log_likelihoods, support)
+    return _backward_scan(transition_matrix, scaled, valid)
 
 
 class Posteriors(NamedTuple):
@@ -157,17 +291,33 @@ def smoother(initial_probs: Array, transition_matrix: Array, log_likelihoods: Ar
     ``Σ_t ξ_t = A ⊙ (Xᵀ Y)`` with ``X_t = α̂_t / n_t``, ``Y_t = b̃_{t+1} ⊙ β_{t+1}``.
     If ``log p = −inf`` (the sequence is impossible) all posteriors and counts are 0.
     """
-    log_lik, filtered = forward_filter(initial_probs, transition_matrix, log_likelihoods, length)
-    masked, valid = _masked(log_likelihoods, length)
-    scaled = _supported_likelihoods(masked, (filtered > 0) | ~valid[:, None])
-    backward = _backward_messages(transition_matrix, scaled, valid)
+    check_inference_shapes(initial_probs, transition_matrix, log_likelihoods, length)
+    log_likelihoods, valid = _masked(log_likelihoods, length)
+    forward_pass = _forward(initial_probs, transition_matrix, log_likelihoods, valid)
+    filtered = forward_pass.filtered
+    support = _mask_rows(filtered > 0, valid, True)
+    scaled = _backward_likelihoods(log_likelihoods, support, forward_pass)
+    backward = _backward_scan(transition_matrix, scaled, valid)
     smoothed, _ = normalize(filtered * backward)
-    predicted = filtered[:-1] @ transition_matrix  # p(z_{t+1} | x_{1:t})
+    transition_matrix = transition_matrix.astype(filtered.dtype)
+    predicted = filtered[:-1] @ transition_matrix  # p(z_{t+1} | x_{1:t}), all t at once
     future = scaled[1:] * backward[1:]
-    norms = jnp.sum(predicted * future, axis=1)
-    weights = jnp.where(valid[1:], safe_divide(1.0, norms), 0.0)[:, None] * filtered[:-1]
-    counts = transition_matrix * (weights.T @ future)
-    return Posteriors(log_lik, filtered, smoothed, counts)
+    inverse_norms = safe_divide(1.0, jnp.sum(predicted * future, axis=1))
+    if valid is not None:
+        inverse_norms = jnp.where(valid[1:], inverse_norms, 0.0)
+    counts = transition_matrix * ((inverse_norms[:, None] * filtered[:-1]).T @ future)
+    return Posteriors(forward_pass.log_likelihood, filtered, smoothed, counts)
+
+
+def _max_plus(scores: Array, log_transition: Array) -> Array:
+    """``max_i scores[i] + log_transition[i, j]`` for every j (unrolled for small K)."""
+    num_states = log_transition.shape[0]
+    if num_states > UNROLLED_MAX_STATES:
+        return jnp.max(scores[:, None] + log_transition, axis=0)
+    best = scores[0] + log_transition[0]
+    for i in range(1, num_states):
+        best = jnp.maximum(best, scores[i] + log_transition[i])
+    return best
 
 
 @jax.jit
@@ -175,40 +325,50 @@ def most_likely_states(initial_probs: Array, transition_matrix: Array, log_likel
                        length: Array | None = None) -> tuple[Array, Array]:
     """Viterbi: ``(argmax_z log p(z, x), max_z log p(z, x))``; padded states are −1.
 
-    ``δ_1 = log π + ll_1``, ``δ_t(j) = max_i [δ_{t−1}(i) + log A_ij] + ll_t(j)`` with back-pointers
-    ``ψ_t(j) = argmax_i [...]``; ``z_L = argmax δ_L``, ``z_t = ψ_{t+1}(z_{t+1})`` (a reverse scan).
-    δ is shifted by its max at every step (exact comparisons at any T); ``log_prob`` is then
-    summed along the decoded path.  Ties go to the lowest state index.  When no path is
-    possible the log-probability is −inf and the states are arbitrary.
+    ``δ_1 = log π + ll_1``, ``δ_t(j) = max_i [δ_{t−1}(i) + log A_ij] + ll_t(j)``, shifted by its max
+    at every step (exact comparisons at any T).  The loop computes only δ; the back-pointers
+    ``ψ_t(j) = argmax_i [δ_{t−1}(i) + log A_ij]`` are recomputed from the stored δ for all t at
+    once (the same floating-point sums, so the same choices), then ``z_L = argmax δ_L`` and
+    ``z_t = ψ_{t+1}(z_{t+1})`` by a reverse scan.  ``log_prob`` is summed along the decoded path.
+    Ties go to the lowest state index.  When no path is possible the log-probability is −inf
+    and the states are arbitrary.
     """
     check_inference_shapes(initial_probs, transition_matrix, log_likelihoods, length)
     log_likelihoods, valid = _masked(log_likelihoods, length)
-    log_transition = safe_log(transition_matrix)
-    num_states = log_likelihoods.shape[1]
-    identity = jnp.arange(num_states)
+    dtype = log_likelihoods.dtype
+    log_transition = safe_log(transition_matrix).astype(dtype)
+    num_steps, num_states = log_likelihoods.shape
 
     def _rescale(scores):
         return scores - finite_or_zero(jnp.max(scores))
 
-    def _step(scores, inputs):
-        """Best (shifted) score of each state at t, and which state at t − 1 it came from."""
-        ll_t, valid_t = inputs
-        candidates = scores[:, None] + log_transition
-        new_scores = _rescale(jnp.max(candidates, axis=0) + ll_t)
-        pointers = jnp.argmax(candidates, axis=0)
-        return jnp.where(valid_t, new_scores, scores), jnp.where(valid_t, pointers, identity)
+    def _step(scores, ll_t):
+        """Best (shifted) score of each state at t."""
+        new_scores = _rescale(_max_plus(scores, log_transition) + ll_t)
+        return new_scores, new_scores
 
-    first = _rescale(safe_log(initial_probs) + log_likelihoods[0])
-    scores, pointers = lax.scan(_step, first, (log_likelihoods[1:], valid[1:]))
-    last = jnp.argmax(scores)
+    first = _rescale(safe_log(initial_probs).astype(dtype) + log_likelihoods[0])
+    _, later = lax.scan(_step, first, log_likelihoods[1:])
+    scores = jnp.concatenate([first[None], later])
+    pointers = jnp.argmax(scores[:-1, :, None] + log_transition[None, :, :], axis=1)
+    if valid is None:
+        last = jnp.argmax(scores[-1])
+    else:  # padded steps point to themselves, so the backtrack keeps z_{L−1}
+        pointers = jnp.where(valid[1:, None], pointers, jnp.arange(num_states)[None, :])
+        last_step = jnp.clip(jnp.asarray(length) - 1, 0, num_steps - 1)
+        last = jnp.argmax(lax.dynamic_index_in_dim(scores, last_step, keepdims=False))
+
+    state_indices = jnp.arange(num_states)
 
     def _backtrack(state, pointers_next):
-        """z_t = ψ_{t+1}(z_{t+1})."""
-        previous = pointers_next[state]
+        """z_t = ψ_{t+1}(z_{t+1}), read by a mask rather than a gather (cheaper under vmap)."""
+        previous = jnp.sum(jnp.where(state_indices == state, pointers_next, 0))
         return previous, previous
 
     _, earlier = lax.scan(_backtrack, last, pointers, reverse=True)
     states = jnp.concatenate([earlier, last[None]])
+    if valid is None:
+        valid = jnp.ones((num_steps,), bool)
     return (jnp.where(valid, states, -1),
             path_log_prob(initial_probs, log_transition, log_likelihoods, states, valid))
 
@@ -233,19 +393,19 @@ def model_log_likelihoods(model: HMM, observations: Array, length: Array | None 
 
 
 @jax.jit
-def _forward(model, observations, length):
+def _model_forward(model, observations, length):
     lls = model_log_likelihoods(model, observations, length)
     return forward_filter(model.initial_probs, model.transition_matrix, lls, length)
 
 
 @jax.jit
-def _smoother(model, observations, length):
+def _model_smoother(model, observations, length):
     lls = model_log_likelihoods(model, observations, length)
     return smoother(model.initial_probs, model.transition_matrix, lls, length)
 
 
 @jax.jit
-def _viterbi(model, observations, length):
+def _model_viterbi(model, observations, length):
     lls = model_log_likelihoods(model, observations, length)
     return most_likely_states(model.initial_probs, model.transition_matrix, lls, length)
 
@@ -253,7 +413,7 @@ def _viterbi(model, observations, length):
 def forward(model: HMM, observations: Array, length: Array | None = None) -> tuple[Array, Array]:
     """``(log p(x_{1:L}), filtered)`` for one sequence; see ``forward_filter``."""
     check_one_sequence(model, observations, length)
-    return _forward(model, observations, length)
+    return _model_forward(model, observations, length)
 
 
 def log_likelihood(model: HMM, observations: Array, length: Array | None = None) -> Array:
@@ -276,10 +436,10 @@ def posteriors(model: HMM, observations: Array, length: Array | None = None) -> 
     ``smoother`` gives the log-likelihood, filtered marginals and expected transition counts too.
     """
     check_one_sequence(model, observations, length)
-    return _smoother(model, observations, length).smoothed_probs
+    return _model_smoother(model, observations, length).smoothed_probs
 
 
 def viterbi(model: HMM, observations: Array, length: Array | None = None) -> tuple[Array, Array]:
     """``(states, log_prob)``: the most probable path and its joint ``log p(z_{1:L}, x_{1:L})``."""
     check_one_sequence(model, observations, length)
-    return _viterbi(model, observations, length)
+    return _model_viterbi(model, observations, length)
