@@ -1,8 +1,9 @@
 """Determinism and compilation counts.
 
 Same key, same result: every random function is called twice directly (as a user calls
-it: op by op, or through the function's own compiled core) and twice inside ``jax.jit``, and
-the repeats must be bit-identical.  Between the direct and the jitted call the random bits
+it: op by op, or through the function's own compiled core) and twice inside ``jax.jit`` (one
+jitted function holds all of them, so they compile once together), and the repeats must be
+bit-identical.  Between the direct and the jitted call the random bits
 are the same, so discrete outcomes (dropout masks, batch orders, sampled states and symbols,
 perceptron mistakes) must be identical too; floating-point results may differ by rounding
 (XLA fuses the jitted program differently) and are compared to 1e-6.  A different key must
@@ -103,17 +104,25 @@ RANDOM_FUNCTIONS = {
 }
 
 
+@pytest.fixture(scope="module")
+def jitted_runs():
+    """Every random function inside one ``jax.jit`` (one compilation instead of one each),
+    run twice with key 7 and once with key 8."""
+    all_jitted = jax.jit(lambda key: {name: fn(key) for name, fn in RANDOM_FUNCTIONS.items()})
+    return all_jitted(jax.random.key(7)), all_jitted(jax.random.key(7)), all_jitted(
+        jax.random.key(8))
+
+
 @pytest.mark.parametrize("name", list(RANDOM_FUNCTIONS))
-def test_same_key_same_result_jitted_or_not(name):
+def test_same_key_same_result_jitted_or_not(name, jitted_runs):
     fn = RANDOM_FUNCTIONS[name]
-    jitted = jax.jit(fn)
     key = jax.random.key(7)
     direct_first, direct_second = fn(key), fn(key)
-    jitted_first, jitted_second = jitted(key), jitted(key)
+    jitted_first, jitted_second, jitted_other_key = (run[name] for run in jitted_runs)
     assert_bit_identical(direct_first, direct_second)
     assert_bit_identical(jitted_first, jitted_second)
     assert_same_up_to_rounding(direct_first, jitted_first)
-    assert differs(jitted_first, jitted(jax.random.key(8)))
+    assert differs(jitted_first, jitted_other_key)
 
 
 def test_batches_repeat_their_order_for_the_same_key():
