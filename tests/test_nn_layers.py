@@ -138,14 +138,18 @@ def test_dropout_rate_is_the_drop_probability():
     rate = 0.3
     _, params = nn.Dropout(rate).init(KEY, (-1, 20000))
     x = jnp.asarray(RNG.random(20000) + 0.5)
-    y = np.asarray(jax.jit(lambda x_, k: nn.Dropout(rate).apply(params, x_, key=k, train=True))(
-        x, jax.random.key(3)))
+    apply = lambda x_, k: nn.Dropout(rate).apply(params, x_, key=k, train=True)
+    y, grad = jax.jit(lambda x_, k: (apply(x_, k), jax.grad(lambda a: apply(a, k).sum())(x_)))(
+        x, jax.random.key(3))
+    y, grad = np.asarray(y), np.asarray(grad)
     dropped = y == 0
     # 20000 Bernoulli(0.3) draws: standard error 0.0032.
     assert abs(dropped.mean() - rate) < 0.015
     np.testing.assert_allclose(y[~dropped], np.asarray(x)[~dropped] / (1 - rate), rtol=1e-6)
     # Inverted dropout keeps the mean.
     np.testing.assert_allclose(y.mean(), float(x.mean()), rtol=0.02)
+    # The gradient flows through the kept units only, scaled by 1 / (1 - rate).
+    np.testing.assert_allclose(grad, np.where(dropped, 0.0, 1 / (1 - rate)), rtol=1e-6)
 
 
 def test_dropout_identity_at_eval_and_deterministic_per_key():
