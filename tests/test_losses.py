@@ -53,7 +53,8 @@ MAYBE_JIT = [pytest.param(lambda f: f, id="eager"), pytest.param(jax.jit, id="ji
 @pytest.mark.parametrize("shape", [(5,), (4, 5), (2, 3, 5)])
 def test_softmax_cross_entropy_matches_numpy(wrap, shape):
     z, y = RNG.normal(size=shape) * 3, random_probs(shape, zero_fraction=0.3)
-    got = wrap(losses.softmax_cross_entropy)(jnp.asarray(z, jnp.float32), jnp.asarray(y, jnp.float32))
+    got = wrap(losses.softmax_cross_entropy)(jnp.asarray(z, jnp.float32),
+                                             jnp.asarray(y, jnp.float32))
     assert got.shape == shape[:-1]
     np.testing.assert_allclose(got, np_softmax_ce(z, y), rtol=1e-5, atol=1e-5)
 
@@ -266,7 +267,8 @@ def test_low_precision_inputs_keep_their_dtype_and_match_float64(dtype):
         assert value.dtype == dtype and grad.dtype == dtype, name
         want_value, want_grad = expected[name]
         value, grad = np.asarray(value, np.float64), np.asarray(grad, np.float64)
-        assert np.all(np.abs(value - want_value) <= tolerance * np.maximum(1, np.abs(want_value))), name
+        error = np.abs(value - want_value)
+        assert np.all(error <= tolerance * np.maximum(1, np.abs(want_value))), name
         np.testing.assert_allclose(grad, want_grad, atol=tolerance, err_msg=name)
 
 
@@ -278,7 +280,8 @@ def test_vmap_over_single_examples_matches_numpy():
         (losses.softmax_cross_entropy_with_integer_labels, k,
          -np_log_softmax(z)[np.arange(6), k]),
         (losses.mean_squared_error, y, ((z - y) ** 2).mean(axis=-1)),
-        (lambda a, b: losses.kl_divergence(jax.nn.log_softmax(a), b), y, np_kl(np_log_softmax(z), y)),
+        (lambda a, b: losses.kl_divergence(jax.nn.log_softmax(a), b), y,
+         np_kl(np_log_softmax(z), y)),
     )
     per_example = jax.jit(lambda z_, labels: [jax.vmap(fn)(z_, label) for (fn, _, _), label
                                               in zip(cases, labels)])
