@@ -55,6 +55,12 @@ def np_pool(x, window, strides, padding, kind):
     return np_sliding(x_pad, window, strides, x.shape[3], reduce_patch)
 
 
+def batched_and_per_image(layer, params, x):
+    """``layer.apply`` on the NHWC batch and, by ``vmap``, on each HWC image: one jit."""
+    return jax.jit(lambda x_: (layer.apply(params, x_),
+                               jax.vmap(lambda image: layer.apply(params, image))(x_)))(x)
+
+
 CONV_CASES = [
     ((3, 3), (1, 1), "SAME"),
     ((3, 3), (1, 1), "VALID"),
@@ -74,12 +80,13 @@ def test_conv2d_matches_numpy_loop(kernel_size, strides, padding):
     assert params["w"].shape == kernel_size + (2, 3) and params["b"].shape == (3,)
     params = {"w": jnp.asarray(RNG.normal(size=params["w"].shape), jnp.float32),
               "b": jnp.asarray(RNG.normal(size=3), jnp.float32)}
-    y = jax.jit(layer.apply)(params, jnp.asarray(x, jnp.float32))
+    y, per_image = batched_and_per_image(layer, params, jnp.asarray(x, jnp.float32))
     expected = np_conv2d(x, np.asarray(params["w"], np.float64), np.asarray(params["b"], np.float64),
                          strides, padding if padding != 1 else ((1, 1), (1, 1)))
     assert y.shape == out_shape == expected.shape
     assert unknown_shape == (-1,) + out_shape[1:]
     np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(per_image, expected, rtol=1e-4, atol=1e-4)
     # One HWC image gives the first row of the batch.
     np.testing.assert_allclose(layer.apply(params, jnp.asarray(x[0], jnp.float32)), expected[0],
                                rtol=1e-4, atol=1e-4)
@@ -101,10 +108,11 @@ def test_pools_match_numpy_loop(kind, window, strides, padding):
     out_shape, params = layer.init(KEY, x.shape)
     assert params == {}
     assert layer.init(KEY, (-1, 5, 6, 3))[0] == (-1,) + out_shape[1:]
-    y = jax.jit(layer.apply)(params, jnp.asarray(x, jnp.float32))
+    y, per_image = batched_and_per_image(layer, params, jnp.asarray(x, jnp.float32))
     expected = np_pool(x, window, strides or window, padding, kind)
     assert y.shape == out_shape == expected.shape
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(per_image, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_flatten():
