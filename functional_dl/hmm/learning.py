@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from functional_dl._checks import check_non_negative, check_positive
@@ -54,21 +55,34 @@ class BaumWelchResult(NamedTuple):
     converged: Array  # bool scalar, True when the tol criterion stopped the loop
 
 
-def _sequence_stats(model: HMM, observations: Array, length: Array) -> tuple[Array, SufficientStats]:
-    """Log-likelihood and expected statistics of one (padded) sequence."""
-    observations = replace_padding(observations, length)
-    log_likelihoods = model.emissions.log_likelihoods(observations)
-    post = smoother(model.initial_probs, model.transition_matrix, log_likelihoods, length)
-    emission_stats = model.emissions.sufficient_stats(observations, post.smoothed_probs)
-    return post.log_likelihood, SufficientStats(post.smoothed_probs[0], post.transition_counts,
-                                                emission_stats)
-
-
 @jax.jit
-def e_step(model: HMM, observations: Array, lengths: Array) -> tuple[Array, SufficientStats]:
-    """``(Σ_b log p(x_b), summed SufficientStats)`` for a batch ``(B, T) + event_shape``."""
-    log_liks, stats = jax.vmap(_sequence_stats, in_axes=(None, 0, 0))(model, observations, lengths)
-    return jnp.sum(log_liks), jax.tree.map(lambda s: jnp.sum(s, axis=0), stats)
+def e_step(model: HMM, observations: Array,
+           lengths: Array | None = None) -> tuple[Array, SufficientStats]:
+    """``(Σ_b log p(x_b), summed SufficientStats)`` for a batch ``(B, T) + event_shape``.
+
+    Forward-backward (``inference.smoother``) is ``vmap``ped over the sequences; the emission
+    log-likelihoods and statistics are computed once on the flattened ``(B·T)`` steps (the
+    padded steps carry weight 0), which is one gather / scatter instead of B of them.
+    ``lengths=None`` means every sequence has length T (no padding masks are built).
+    """
+    batch_size, num_steps = observations.shape[:2]
+    event_shape = observations.shape[2:]
+    if lengths is not None:
+        observations = jax.vmap(replace_padding)(observations, lengths)
+    flat_observations = observations.reshape((batch_size * num_steps,) + event_shape)
+    log_likelihoods = model.emissions.log_likelihoods(flat_observations)
+    log_likelihoods = log_likelihoods.reshape((batch_size, num_steps, -1))
+    if lengths is None:
+        post = jax.vmap(smoother, in_axes=(None, None, 0))(
+            model.initial_probs, model.transition_matrix, log_likelihoods)
+    else:
+        post = jax.vmap(smoother, in_axes=(None, None, 0, 0))(
+            model.initial_probs, model.transition_matrix, log_likelihoods, lengths)
+    weights = post.smoothed_probs.reshape((batch_size * num_steps, -1))
+    stats = SufficientStats(jnp.sum(post.smoothed_probs[:, 0], axis=0),
+                            jnp.sum(post.transition_counts, axis=0),
+                            model.emissions.sufficient_stats(flat_observations, weights))
+    return jnp.sum(post.log_likelihood), stats
 
 
 def _dirichlet_map(counts: Array, pseudo_count, previous: Array) -> Array:
@@ -88,11 +102,33 @@ def m_step(model: HMM, stats: SufficientStats, pseudo_count=0.0, min_covar=1e-3)
                emissions)
 
 
+def _as_float_model(model: HMM) -> HMM:
+    """Every parameter as an array of the default float dtype (float32 unless x64 is on)."""
+    float_dtype = jnp.result_type(float)
+
+    def convert(leaf):
+        leaf = jnp.asarray(leaf)
+        dtype = leaf.dtype if jnp.issubdtype(leaf.dtype, jnp.floating) else float_dtype
+        return leaf.astype(dtype)
+
+    return jax.tree.map(convert, model)
+
+
 @functools.partial(jax.jit, static_argnames="max_iter")
-def _fit(model: HMM, observations: Array, lengths: Array, tol: Array, pseudo_count: Array,
+def _fit(model: HMM, observations: Array, lengths: Array | None, tol: Array, pseudo_count: Array,
          min_covar: Array, *, max_iter: int) -> BaumWelchResult:
-    """The EM loop as one ``lax.while_loop``; compiled once per shapes, dtypes and max_iter."""
+    """The EM loop as one ``lax.while_loop``; compiled once per shapes, dtypes and max_iter.
+
+    Everything but the eager checks happens here, traced once: the float conversion of the
+    parameters, a single sequence becoming a batch of one, ``lengths`` (None: all T).
+    """
+    model = _as_float_model(model)
+    if observations.ndim == 1 + model.emissions.event_ndim:  # one sequence
+        observations = observations[None]
+        lengths = None if lengths is None else jnp.reshape(lengths, (1,))
     log_lik_dtype = jnp.result_type(model.initial_probs.dtype, jnp.float32)
+    tol, pseudo_count, min_covar = (jnp.asarray(x, model.initial_probs.dtype)
+                                    for x in (tol, pseudo_count, min_covar))
 
     def _cast_like(new: HMM, old: HMM) -> HMM:
         return jax.tree.map(lambda n, o: n.astype(o.dtype), new, old)
@@ -117,18 +153,6 @@ def _fit(model: HMM, observations: Array, lengths: Array, tol: Array, pseudo_cou
     return BaumWelchResult(fitted, history, num_iterations, converged)
 
 
-def _as_float_model(model: HMM) -> HMM:
-    """Every parameter as an array of the default float dtype (float32 unless x64 is on)."""
-    float_dtype = jnp.result_type(float)
-
-    def convert(leaf):
-        leaf = jnp.asarray(leaf)
-        dtype = leaf.dtype if jnp.issubdtype(leaf.dtype, jnp.floating) else float_dtype
-        return leaf.astype(dtype)
-
-    return jax.tree.map(convert, model)
-
-
 def baum_welch_fit(model: HMM, observations: Array, lengths: Array | None = None, *,
                    max_iter: int = 100, tol: float = 1e-4, pseudo_count: float = 0.0,
                    min_covar: float = 1e-3) -> BaumWelchResult:
@@ -137,6 +161,8 @@ def baum_welch_fit(model: HMM, observations: Array, lengths: Array | None = None
     The arguments are checked eagerly (``check``), then one compiled function runs the loop;
     a second call with new data of the same shapes, dtypes and ``max_iter`` reuses it
     (``tol``, ``pseudo_count`` and ``min_covar`` are traced values, not compile-time constants).
+    Nothing else runs eagerly (no array is built outside the compiled function), so a call
+    costs the checks, one dispatch and the loop.
     """
     check(model, observations, lengths)
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
@@ -144,21 +170,16 @@ def baum_welch_fit(model: HMM, observations: Array, lengths: Array | None = None
     check_non_negative("tol", tol)
     check_non_negative("pseudo_count", pseudo_count)
     check_positive("min_covar", min_covar)
-    observations = jnp.asarray(observations)
     event_ndim = model.emissions.event_ndim
-    if observations.ndim == 1 + event_ndim:
-        observations = observations[None]
-        lengths = None if lengths is None else jnp.reshape(jnp.asarray(lengths), (1,))
-    if observations.ndim != 2 + event_ndim:
+    if np.ndim(observations) not in (1 + event_ndim, 2 + event_ndim):
         raise ValueError(f"observations must have shape (B, T) + event shape, "
-                         f"got {observations.shape}")
-    batch_size, num_steps = observations.shape[:2]
-    if lengths is None:
-        lengths = jnp.full((batch_size,), num_steps, jnp.int32)
-    lengths = jnp.asarray(lengths, jnp.int32)
-    model = _as_float_model(model)
-    float_dtype = model.initial_probs.dtype
-    scalars = [jnp.asarray(x, float_dtype) for x in (tol, pseudo_count, min_covar)]
+                         f"got {np.shape(observations)}")
+    if lengths is not None and not hasattr(lengths, "dtype"):
+        lengths = np.asarray(lengths)
+    if not hasattr(observations, "dtype"):
+        observations = np.asarray(observations)
+    # NumPy scalars: weakly typed Python floats would do too, but these are free to build
+    scalars = (np.float64(tol), np.float64(pseudo_count), np.float64(min_covar))
     return _fit(model, observations, lengths, *scalars, max_iter=max_iter)
 
 
