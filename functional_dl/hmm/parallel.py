@@ -1,176 +1,232 @@
 """Parallel-in-time HMM inference with ``lax.associative_scan`` (O(log T) depth).
 
 Same signatures and results as the sequential ``functional_dl.hmm`` functions.  The forward
-recursion is a product of K×K matrices in the (log, +) semiring,
+recursion is a product of K×K matrices,
 
-    E_1[i, j] = log π_j + ll_1(j),    E_t[i, j] = log A_ij + ll_t(j)  (t ≥ 2),
-    log α_t = row 0 of E_1 ⊗ E_2 ⊗ ⋯ ⊗ E_t,    (X ⊗ Y)[i, j] = log Σ_k exp(X[i, k] + Y[k, j]),
+    E_1[i, j] = π_j b_1(j),    E_t[i, j] = A_ij b_t(j)  (t ≥ 2),
+    α_t = row 0 of E_1 E_2 ⋯ E_t,    β_t = E_{t+1} ⋯ E_T 1,
 
-and the product is associative, so all prefixes come from one associative scan; the backward
-messages are the suffix products reduced over j, and Viterbi replaces log-sum-exp by max
-(max-plus semiring), with the back-pointer chain z_t = ψ_{t+1}(z_{t+1}) resolved by a
-second associative scan over function composition.  Padded steps are identity elements.
+and matrix products are associative, so the recursions need only O(log T) dependent steps:
+``_blocked_scan`` multiplies the matrices inside blocks of 32 steps and the block totals by
+``lax.associative_scan``, then pushes the vectors α (forwards) and β (backwards) through the
+blocks, all blocks at once.  Viterbi replaces the sum by a max (the (max, +) semiring, in log
+space); the back-pointer chain ``z_t = ψ_{t+1}(z_{t+1})`` is pushed through the composed maps
+the same way.  Padded steps are identity elements.
 
-Numerics: each element is stored in log space with its largest entry shifted to 0 (a
-uniform factor no result depends on), and ⊗ is computed as ``log(W @ V)`` with row-wise
-shifts (no overflow, matmul speed), ``V = exp(Y − r)``, ``r_k = max_j Y[k, j]``,
-``W = exp(X + r − a)``, ``a_i = max_k X[i, k] + r_k``: each result row keeps its largest entry
-as a sequential filter would.  The log-likelihood is summed from one-step normalisers and
-the Viterbi log-probability from the decoded path, never from long chains of shifts, so
-float32 results stay as accurate as the sequential ones.
+Numerics of the sum-product.  A matrix is stored as ``(P, s)``: ``P`` with every row summing
+to 1 (or all zero) and one log-scale per row, ``M[i, :] = exp(s_i) P[i, :]``; a row vector as
+``(p, c)``, ``v = exp(c) p``.  A product needs one matmul, K² exponentials and K logarithms
+(the log-space version it replaces took 2K² exponentials and K² logarithms):
+
+    a_i = max_{k: P1[i,k] > 0} s2_k,   W[i, k] = P1[i, k] exp(s2_k − a_i),   Q = W P2,
+    n_i = Σ_j Q[i, j],   (P1, s1) ⊗ (P2, s2) = (Q / n, s1 + a + log n).
+
+Shifting row i by the best row of P2 *that row i reaches* (not the best overall) keeps a row
+whose only successors fit the data badly from underflowing to 0 beside rows that fit well
+(the care the sequential careful pass takes); ``n_i = 0`` (no possible path) gives a zero row
+and ``s_i = −inf``, never NaN.  The rows of ``E_t`` are built the same way, each shifted by the
+best log-likelihood among the states it reaches.  ``log p(x)`` is the log-scale of α at the
+last step: a sum of T terms formed along the tree of products, as accurate in float32 as the
+sequential sum.  β is kept in log space (``log β_t(i)``), one row shift per state.
 
 When is it faster?  The sequential scan does O(K² T) work in T dependent steps; the parallel
-scan does O(K³ T) work (O(K³ T) for Viterbi's max-plus product too) in O(log T) dependent
-steps.  On an accelerator with one long sequence (T in the thousands and more, small K) the
-depth dominates and the parallel version wins; on CPU, for short sequences, or for a large
-batch (which already fills the device through ``vmap``) the sequential scan wins.  These
-functions are not meant to be differentiated (use the sequential ``log_likelihood``).
+one does O(K³ T) work in O(log T) dependent steps.  On an accelerator with one long sequence
+(T in the thousands and more, small K) the depth dominates and the parallel version wins; on
+CPU, for short sequences, or for a large batch (which already fills the device through
+``vmap``) the sequential scan wins (``benchmarks/hmm.py`` measures both).  Compiling takes
+seconds (1.5–5 s per function at T = 10³–10⁴ on one CPU core, growing with log T: every
+level of the associative scan is compiled on its own), which pays off only for repeated calls
+on long sequences.  These functions are not meant to be differentiated (use the sequential
+``log_likelihood``).
 """
 from __future__ import annotations
 
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from functional_dl._types import Array
-from functional_dl.hmm._numerics import (finite_or_zero, normalize, safe_log, scaled_likelihoods,
+from functional_dl.hmm._blocked_scan import blocked_vector_scan
+from functional_dl.hmm._numerics import (UNROLLED_MAX_STATES, finite_or_zero, normalize, safe_log,
                                          valid_mask)
 from functional_dl.hmm.inference import check_inference_shapes, model_log_likelihoods, path_log_prob
 from functional_dl.hmm.model import HMM, check_one_sequence
 
 
-def _rescale(log_matrix: Array) -> Array:
-    """Subtract the largest entry (a uniform factor, which no result depends on)."""
-    return log_matrix - finite_or_zero(jnp.max(log_matrix))
+def _shifted_weights(weights: Array, log_factors: Array) -> tuple[Array, Array]:
+    """``(w[i, k] exp(f_k − a_i), a)``, ``a_i`` the largest ``f_k`` among the k with ``w[i, k] > 0``.
+
+    The largest term of each row is then ``w[i, k]·1``: a row cannot underflow to 0 while its
+    true value is positive.  ``weights`` and ``log_factors`` broadcast against each other.
+    """
+    log_factors = jnp.reshape(log_factors, (1,) * (weights.ndim - log_factors.ndim)
+                              + log_factors.shape)
+    weights, log_factors = jnp.broadcast_arrays(weights, log_factors)
+    candidates = jnp.where(weights > 0, log_factors, -jnp.inf)
+    shifts = finite_or_zero(jnp.max(candidates, axis=-1))
+    excess = log_factors - shifts[..., None]
+    # where, not minimum: excess > 0 only where w = 0, and must not overflow to 0 · inf
+    return weights * jnp.exp(jnp.where(excess > 0, 0.0, excess)), shifts
 
 
-def _sum_product(earlier: Array, later: Array) -> Array:
-    """``log Σ_k exp(earlier[i, k] + later[k, j])`` via one matmul with row-wise shifts."""
-    row_max = finite_or_zero(jnp.max(later, axis=1))
-    shifted = earlier + row_max[None, :]
-    shift = finite_or_zero(jnp.max(shifted, axis=1))
-    product = jnp.exp(shifted - shift[:, None]) @ jnp.exp(later - row_max[:, None])
-    return _rescale(jnp.log(product) + shift[:, None])  # log 0 = −inf; not differentiated
+def _scaled_rows(weights: Array, log_factors: Array) -> tuple[Array, Array]:
+    """Rows ``w[i, j] exp(f_j)`` as ``(P, s)``: each row of P sums to 1 (or is all zero)."""
+    shifted, shifts = _shifted_weights(weights, log_factors)
+    normalised, totals = normalize(shifted)
+    return normalised, shifts + safe_log(totals)
+
+
+def _small_matmul(left: Array, right: Array) -> Array:
+    """``left @ right`` for ``right`` (K, K); written out as K broadcast products for small K,
+    which XLA fuses with the surrounding elementwise work (a ``dot`` is a library call)."""
+    num_states = right.shape[0]
+    if num_states > UNROLLED_MAX_STATES:
+        return left @ right
+    leading = (1,) * (left.ndim - 1)  # right's rows broadcast over left's rows
+    total = left[..., :1] * right[0].reshape(leading + right.shape[1:])
+    for k in range(1, num_states):
+        total = total + left[..., k:k + 1] * right[k].reshape(leading + right.shape[1:])
+    return total
+
+
+def _sum_product(earlier: tuple[Array, Array], later: tuple[Array, Array]) -> tuple[Array, Array]:
+    """``earlier ⊗ later`` for ``(P, s)`` matrices, or a ``(p, c)`` row vector times a matrix."""
+    (probs_earlier, scales_earlier), (probs_later, scales_later) = earlier, later
+    weighted, shifts = _shifted_weights(probs_earlier, scales_later)
+    normalised, totals = normalize(_small_matmul(weighted, probs_later))
+    return normalised, scales_earlier + shifts + safe_log(totals)
+
+
+def _matrix_times_log_vector(matrix: tuple[Array, Array], log_vector: Array) -> Array:
+    """``log (M exp(log_vector))`` for ``M = (P, s)``: ``log β_{t−1}`` from ``log β_t`` and ``E_t``."""
+    probs, scales = matrix
+    weighted, shifts = _shifted_weights(probs, log_vector)
+    return scales + shifts + safe_log(jnp.sum(weighted, axis=-1))
 
 
 def _max_product(earlier: Array, later: Array) -> Array:
-    """``max_k earlier[i, k] + later[k, j]``, the (max, +) semiring."""
-    return _rescale(jnp.max(earlier[:, :, None] + later[None, :, :], axis=1))
+    """``max_k earlier[i, k] + later[k, j]`` (the (max, +) semiring), shifted to max 0.
+
+    Also a row vector ``earlier`` (K,) times a matrix: one Viterbi step.
+    """
+    later = jnp.reshape(later, (1,) * (earlier.ndim - 1) + later.shape)
+    product = jnp.max(earlier[..., :, None] + later, axis=-2)
+    return product - finite_or_zero(jnp.max(product))
 
 
-def _elements(initial_probs, transition_matrix, log_likelihoods, length):
-    """Per-step log-matrices ``E_t``; padded steps are the identity ``log I``."""
-    num_steps, num_states = log_likelihoods.shape
-    valid = valid_mask(num_steps, length)
-    log_likelihoods = jnp.where(valid[:, None], log_likelihoods, 0.0)
-    log_transition = safe_log(transition_matrix)
+def _masked(log_likelihoods: Array, length: Array | None) -> tuple[Array, Array]:
+    """(log-likelihoods with padded rows set to 0, validity mask)."""
+    valid = valid_mask(log_likelihoods.shape[0], length)
+    return jnp.where(valid[:, None], log_likelihoods, 0.0), valid
+
+
+def _sum_product_elements(initial_probs, transition_matrix, log_likelihoods, valid):
+    """Per-step ``(P_t, s_t)`` of ``E_t``; padded steps are the identity ``(I, 0)``."""
+    num_states = log_likelihoods.shape[1]
+    dtype = log_likelihoods.dtype
+    transition_matrix = transition_matrix.astype(dtype)
+    probs, scales = _scaled_rows(transition_matrix[None, :, :], log_likelihoods[:, None, :])
+    first_row, first_scale = _scaled_rows(initial_probs.astype(dtype), log_likelihoods[0])
+    probs = probs.at[0].set(jnp.broadcast_to(first_row, (num_states, num_states)))
+    scales = scales.at[0].set(jnp.full((num_states,), first_scale))
+    identity = jnp.eye(num_states, dtype=dtype)
+    probs = jnp.where(valid[:, None, None], probs, identity[None])
+    scales = jnp.where(valid[:, None], scales, 0.0)
+    return probs, scales
+
+
+def _max_product_elements(initial_probs, transition_matrix, log_likelihoods, valid):
+    """Per-step log-matrices ``log E_t``; padded steps are the identity ``log I``."""
+    num_states = log_likelihoods.shape[1]
+    log_transition = safe_log(transition_matrix).astype(log_likelihoods.dtype)
     steps = log_transition[None, :, :] + log_likelihoods[:, None, :]
     first = jnp.broadcast_to(safe_log(initial_probs) + log_likelihoods[0], (num_states, num_states))
     steps = steps.at[0].set(first)
     log_identity = safe_log(jnp.eye(num_states, dtype=steps.dtype))
-    steps = jnp.where(valid[:, None, None], steps, log_identity[None, :, :])
-    return jax.vmap(_rescale)(steps), valid, log_likelihoods
+    return jnp.where(valid[:, None, None], steps, log_identity[None, :, :])
 
 
-def _ordered_sum_product(earlier, later):
-    """``earlier ⊗ later``, or ``later ⊗ earlier`` for elements flagged as time-reversed."""
-    (left, reversed_), (right, _) = earlier, later
-    first = jnp.where(reversed_, right, left)
-    second = jnp.where(reversed_, left, right)
-    return _sum_product(first, second), reversed_
+def _unit_row(num_states: int, dtype) -> tuple[Array, Array]:
+    """The row vector ``e_0`` as ``(p, c)``: ``e_0 E`` is row 0 of ``E``."""
+    return jnp.zeros((num_states,), dtype).at[0].set(1.0), jnp.zeros((), dtype)
 
 
-def _prefix(combine, elements, axis=0):
-    """All prefix products ``E_1 ⊗ ⋯ ⊗ E_t`` along ``axis`` (the other leading axes batch)."""
-    batched = combine
-    for _ in range(jax.tree.leaves(elements)[0].ndim - 2):
-        batched = jax.vmap(batched)
-    return lax.associative_scan(batched, elements, axis=axis)
-
-
-def _softmax_or_zero(log_weights: Array) -> Array:
-    """Row-wise softmax; an all −inf row becomes zeros instead of NaN."""
-    top = finite_or_zero(jnp.max(log_weights, axis=-1, keepdims=True))
-    return normalize(jnp.exp(log_weights - top))[0]
+def _forward_rows(elements: tuple[Array, Array]) -> tuple[Array, Array]:
+    """``(α̂_t, log-scale of α_t)`` for every t: ``e_0`` pushed through ``E_1, …, E_T``."""
+    num_states = elements[1].shape[1]
+    return blocked_vector_scan(_sum_product, _sum_product, elements,
+                               _unit_row(num_states, elements[1].dtype))
 
 
 @jax.jit
 def forward_filter(initial_probs: Array, transition_matrix: Array, log_likelihoods: Array,
                    length: Array | None = None) -> tuple[Array, Array]:
-    """``(log p(x_{1:L}), filtered)`` as ``inference.forward_filter``, by an associative scan.
+    """``(log p(x_{1:L}), filtered)`` as ``inference.forward_filter``, in O(log T) depth.
 
-    ``filtered[t] = softmax(row 0 of E_1 ⊗ ⋯ ⊗ E_t)``; the log-likelihood is then summed from
-    the one-step normalisers ``c_t = Σ_j (filtered[t−1] A)_j exp(ll_t(j) − m_t)`` (π for t = 1),
-    all computed at once, so it is as accurate in float32 as the sequential filter.
+    ``filtered[t] = α̂_t`` (``e_0 E_1 ⋯ E_t`` normalised); ``log p`` is the log-scale of α at
+    the last step (padded steps are identities).
     """
     check_inference_shapes(initial_probs, transition_matrix, log_likelihoods, length)
-    elements, valid, log_likelihoods = _elements(initial_probs, transition_matrix,
-                                                 log_likelihoods, length)
-    filtered = _softmax_or_zero(_prefix(_sum_product, elements)[:, 0, :])
-    filtered = jnp.where(valid[:, None], filtered, 0.0)
-    predicted = jnp.concatenate([initial_probs[None, :].astype(filtered.dtype),
-                                 filtered[:-1] @ transition_matrix], axis=0)
-    scaled, shifts = scaled_likelihoods(log_likelihoods, predicted > 0)
-    norms = jnp.sum(predicted * scaled, axis=1)
-    log_lik = jnp.sum(jnp.where(valid, safe_log(norms) + shifts, 0.0))
-    return log_lik, filtered
+    log_likelihoods, valid = _masked(log_likelihoods, length)
+    elements = _sum_product_elements(initial_probs, transition_matrix, log_likelihoods, valid)
+    filtered, log_scales = _forward_rows(elements)
+    return log_scales[-1], jnp.where(valid[:, None], filtered, 0.0)
 
 
 @jax.jit
 def smoothed_probs(initial_probs: Array, transition_matrix: Array, log_likelihoods: Array,
                    length: Array | None = None) -> Array:
-    """``γ_t ∝ α_t ⊙ β_t``; α from prefix and β from suffix products, in one associative scan.
+    """``γ_t ∝ α_t ⊙ β_t``, with α pushed forwards and ``log β`` backwards through the ``E_t``.
 
-    ``log β_t(i) = log Σ_j (E_{t+1} ⊗ ⋯ ⊗ E_T)[i, j]`` (``β_T = 1``).
+    ``log β_{t−1} = log(E_t exp(log β_t))``, ``β_T = 1``.
     """
     check_inference_shapes(initial_probs, transition_matrix, log_likelihoods, length)
-    elements, valid, _ = _elements(initial_probs, transition_matrix, log_likelihoods, length)
-    # suffixes E_s ⊗ ⋯ ⊗ E_T are prefixes of the time-reversed elements multiplied in swapped
-    # order; both halves go through one associative scan, a flag per element telling the
-    # combine which order to use (transposing instead would lose each row's precision)
-    time_reversed = jnp.concatenate([elements[:0:-1], elements[:1]], axis=0)  # last one unused
-    flags = jnp.stack([jnp.zeros_like(valid), jnp.ones_like(valid)])
-    products, _ = _prefix(_ordered_sum_product, (jnp.stack([elements, time_reversed]), flags),
-                          axis=1)
-    log_alpha = products[0, :, 0, :]
-    suffixes = products[1, -2::-1]  # [t] = E_{t+1} ⊗ ⋯ ⊗ E_T, t = 0..T−2
-    row_max = finite_or_zero(jnp.max(suffixes, axis=2))
-    log_beta = row_max + safe_log(jnp.sum(jnp.exp(suffixes - row_max[:, :, None]), axis=2))
-    log_beta = jnp.concatenate([log_beta, jnp.zeros_like(log_alpha[:1])], axis=0)
-    return jnp.where(valid[:, None], _softmax_or_zero(log_alpha + log_beta), 0.0)
+    log_likelihoods, valid = _masked(log_likelihoods, length)
+    elements = _sum_product_elements(initial_probs, transition_matrix, log_likelihoods, valid)
+    filtered, _ = _forward_rows(elements)
+    # from the end, E_{t+1} is met before E_t, and (E_t E_{t+1}) β = E_t (E_{t+1} β)
+    pushed = blocked_vector_scan(lambda met_first, met_next: _sum_product(met_next, met_first),
+                                 lambda log_vector, matrix: _matrix_times_log_vector(
+                                     matrix, log_vector),
+                                 elements, jnp.zeros_like(log_likelihoods[0]), reverse=True)
+    log_backward = jnp.concatenate([pushed[1:], jnp.zeros_like(pushed[:1])])  # [t] = log β_t
+    smoothed, _ = _scaled_rows(filtered, log_backward)
+    return jnp.where(valid[:, None], smoothed, 0.0)
 
 
 @jax.jit
 def most_likely_states(initial_probs: Array, transition_matrix: Array, log_likelihoods: Array,
                        length: Array | None = None) -> tuple[Array, Array]:
-    """Viterbi ``(states, log_prob)`` as ``inference.most_likely_states``, by associative scans.
+    """Viterbi ``(states, log_prob)`` as ``inference.most_likely_states``, in O(log T) depth.
 
-    δ_t = row 0 of the max-plus prefix products; ``ψ_t(j) = argmax_i δ_{t−1}(i) + log A_ij``
-    for all t at once; then ``z_t = (ψ_{t+1} ∘ ⋯ ∘ ψ_L)(z_L)`` from a suffix scan of function
-    composition (``(f ∘ g)[j] = f[g[j]]``), so the path is always consistent.  ``log_prob`` is
-    the joint log-probability of that path, summed directly.
+    δ_t = ``log e_0`` pushed through the max-plus ``log E_1, …, log E_t``;
+    ``ψ_t(j) = argmax_i δ_{t−1}(i) + log A_ij`` for all t at once; then ``z_L = argmax δ_L`` is
+    pushed back through the maps ``z_t = ψ_{t+1}(z_{t+1})``, whose compositions
+    (``(f ∘ g)[j] = f[g[j]]``) are associative, so the path is always consistent.  ``log_prob``
+    is the joint log-probability of that path, summed directly.
     """
     check_inference_shapes(initial_probs, transition_matrix, log_likelihoods, length)
-    elements, valid, log_likelihoods = _elements(initial_probs, transition_matrix,
-                                                 log_likelihoods, length)
-    deltas = _prefix(_max_product, elements)[:, 0, :]
-    log_transition = safe_log(transition_matrix)
-    num_states = deltas.shape[1]
+    log_likelihoods, valid = _masked(log_likelihoods, length)
+    elements = _max_product_elements(initial_probs, transition_matrix, log_likelihoods, valid)
+    num_states = log_likelihoods.shape[1]
+    log_unit_row = jnp.full((num_states,), -jnp.inf, log_likelihoods.dtype).at[0].set(0.0)
+    deltas = blocked_vector_scan(_max_product, _max_product, elements, log_unit_row)
+    log_transition = safe_log(transition_matrix).astype(deltas.dtype)
     pointers = jnp.argmax(deltas[:-1, :, None] + log_transition[None, :, :], axis=1)
     pointers = jnp.where(valid[1:, None], pointers, jnp.arange(num_states)[None, :])
-    compose = jax.vmap(lambda outer, inner: outer[inner])
-    # reverse scans hand the later element first: chains[t] = ψ_{t+1} ∘ ⋯ ∘ ψ_L
-    chains = lax.associative_scan(lambda later, earlier: compose(earlier, later), pointers,
-                                  reverse=True)
     last = jnp.argmax(deltas[-1])
-    states = jnp.concatenate([chains[:, last], last[None]])
+    # from the end, ψ_{t+1} is met before ψ_t: ψ_t(ψ_{t+1}(z)) = (ψ_t ∘ ψ_{t+1})(z)
+    earlier = blocked_vector_scan(lambda met_first, met_next: met_next[met_first],
+                                  lambda state, pointer_map: pointer_map[state],
+                                  pointers, last, reverse=True)
+    states = jnp.concatenate([earlier, last[None]])
     log_prob = path_log_prob(initial_probs, log_transition, log_likelihoods, states, valid)
     return jnp.where(valid, states, -1), log_prob
 
 
+@jax.jit
 def _low_level_args(model: HMM, observations: Array, length: Array | None):
-    """Emission log-likelihoods, evaluated outside the compiled scan so that one compiled
+    """Emission log-likelihoods, in their own small compiled function so that one compiled
     scan per (T, K, dtype) serves every emission family; ``length`` None becomes T."""
     lls = model_log_likelihoods(model, observations, length)
     length = lls.shape[0] if length is None else length
@@ -178,18 +234,18 @@ def _low_level_args(model: HMM, observations: Array, length: Array | None):
 
 
 def log_likelihood(model: HMM, observations: Array, length: Array | None = None) -> Array:
-    """``log p(x_{1:L})`` with an O(log T)-depth associative scan (``hmm.log_likelihood``)."""
+    """``log p(x_{1:L})`` in O(log T) depth (same result as ``hmm.log_likelihood``)."""
     check_one_sequence(model, observations, length)
     return forward_filter(*_low_level_args(model, observations, length))[0]
 
 
 def posteriors(model: HMM, observations: Array, length: Array | None = None) -> Array:
-    """Smoothed marginals (T, K), padded rows 0, by associative scans (``hmm.posteriors``)."""
+    """Smoothed marginals (T, K), padded rows 0, in O(log T) depth (``hmm.posteriors``)."""
     check_one_sequence(model, observations, length)
     return smoothed_probs(*_low_level_args(model, observations, length))
 
 
 def viterbi(model: HMM, observations: Array, length: Array | None = None) -> tuple[Array, Array]:
-    """``(states, log_prob)`` of the most probable path by associative scans (``hmm.viterbi``)."""
+    """``(states, log_prob)`` of the most probable path in O(log T) depth (``hmm.viterbi``)."""
     check_one_sequence(model, observations, length)
     return most_likely_states(*_low_level_args(model, observations, length))
