@@ -95,6 +95,14 @@ def scaled_likelihoods(log_likelihoods: Array, support: Array) -> tuple[Array, A
     return jnp.exp(jnp.where(excess > 0, 0.0, excess)), jnp.squeeze(shift, -1)
 
 
+def state_index_dtype(num_states: int):
+    """The narrowest signed integer dtype that holds the state indices 0..K−1 (and −1)."""
+    for dtype in (jnp.int8, jnp.int16):
+        if num_states <= jnp.iinfo(dtype).max:
+            return dtype
+    return jnp.int32
+
+
 def weighted_row_sum(weights: Array, rows: Array) -> Array:
     """``Σ_i weights[i] · rows[i]``, i.e. ``weights @ rows`` for ``weights`` (K,), ``rows`` (K, N).
 

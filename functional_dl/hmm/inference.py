@@ -50,7 +50,8 @@ from jax import lax
 from functional_dl._types import Array
 from functional_dl.hmm._numerics import (UNROLLED_MAX_STATES, any_in_batch, finite_or_zero,
                                          normalize, replace_padding, safe_divide, safe_log,
-                                         scaled_likelihoods, valid_mask, weighted_row_sum)
+                                         scaled_likelihoods, state_index_dtype, valid_mask,
+                                         weighted_row_sum)
 from functional_dl.hmm.model import HMM, check_one_sequence
 
 
@@ -350,23 +351,27 @@ def most_likely_states(initial_probs: Array, transition_matrix: Array, log_likel
     first = _rescale(safe_log(initial_probs).astype(dtype) + log_likelihoods[0])
     _, later = lax.scan(_step, first, log_likelihoods[1:])
     scores = jnp.concatenate([first[None], later])
+    # the narrowest integer type that holds a state: the backtracking loop below then touches
+    # few enough bytes per step for XLA to compile it as one kernel (several times faster)
+    index_dtype = state_index_dtype(num_states)
     pointers = jnp.argmax(scores[:-1, :, None] + log_transition[None, :, :], axis=1)
+    pointers = pointers.astype(index_dtype)
+    state_indices = jnp.arange(num_states, dtype=index_dtype)
     if valid is None:
-        last = jnp.argmax(scores[-1])
+        last = jnp.argmax(scores[-1]).astype(index_dtype)
     else:  # padded steps point to themselves, so the backtrack keeps z_{L−1}
-        pointers = jnp.where(valid[1:, None], pointers, jnp.arange(num_states)[None, :])
+        pointers = jnp.where(valid[1:, None], pointers, state_indices[None, :])
         last_step = jnp.clip(jnp.asarray(length) - 1, 0, num_steps - 1)
         last = jnp.argmax(lax.dynamic_index_in_dim(scores, last_step, keepdims=False))
-
-    state_indices = jnp.arange(num_states)
+        last = last.astype(index_dtype)
 
     def _backtrack(state, pointers_next):
         """z_t = ψ_{t+1}(z_{t+1}), read by a mask rather than a gather (cheaper under vmap)."""
-        previous = jnp.sum(jnp.where(state_indices == state, pointers_next, 0))
+        previous = jnp.sum(jnp.where(state_indices == state, pointers_next, 0), dtype=index_dtype)
         return previous, previous
 
     _, earlier = lax.scan(_backtrack, last, pointers, reverse=True)
-    states = jnp.concatenate([earlier, last[None]])
+    states = jnp.concatenate([earlier, last[None]]).astype(jnp.result_type(int))
     if valid is None:
         valid = jnp.ones((num_steps,), bool)
     return (jnp.where(valid, states, -1),

@@ -48,7 +48,7 @@ import jax.numpy as jnp
 from functional_dl._types import Array
 from functional_dl.hmm._blocked_scan import blocked_vector_scan
 from functional_dl.hmm._numerics import (UNROLLED_MAX_STATES, finite_or_zero, normalize, safe_log,
-                                         valid_mask)
+                                         state_index_dtype, valid_mask)
 from functional_dl.hmm.inference import check_inference_shapes, model_log_likelihoods, path_log_prob
 from functional_dl.hmm.model import HMM, check_one_sequence
 
@@ -212,14 +212,16 @@ def most_likely_states(initial_probs: Array, transition_matrix: Array, log_likel
     log_unit_row = jnp.full((num_states,), -jnp.inf, log_likelihoods.dtype).at[0].set(0.0)
     deltas = blocked_vector_scan(_max_product, _max_product, elements, log_unit_row)
     log_transition = safe_log(transition_matrix).astype(deltas.dtype)
+    index_dtype = state_index_dtype(num_states)  # narrow: less to move through the scans
     pointers = jnp.argmax(deltas[:-1, :, None] + log_transition[None, :, :], axis=1)
-    pointers = jnp.where(valid[1:, None], pointers, jnp.arange(num_states)[None, :])
-    last = jnp.argmax(deltas[-1])
+    pointers = jnp.where(valid[1:, None], pointers.astype(index_dtype),
+                         jnp.arange(num_states, dtype=index_dtype)[None, :])
+    last = jnp.argmax(deltas[-1]).astype(index_dtype)
     # from the end, ψ_{t+1} is met before ψ_t: ψ_t(ψ_{t+1}(z)) = (ψ_t ∘ ψ_{t+1})(z)
     earlier = blocked_vector_scan(lambda met_first, met_next: met_next[met_first],
                                   lambda state, pointer_map: pointer_map[state],
                                   pointers, last, reverse=True)
-    states = jnp.concatenate([earlier, last[None]])
+    states = jnp.concatenate([earlier, last[None]]).astype(jnp.result_type(int))
     log_prob = path_log_prob(initial_probs, log_transition, log_likelihoods, states, valid)
     return jnp.where(valid, states, -1), log_prob
 
