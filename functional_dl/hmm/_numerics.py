@@ -95,6 +95,17 @@ def scaled_likelihoods(log_likelihoods: Array, support: Array) -> tuple[Array, A
     return jnp.exp(jnp.where(excess > 0, 0.0, excess)), jnp.squeeze(shift, -1)
 
 
+def inverse_cdf(cumulative: Array, uniform: Array) -> Array:
+    """The index j with ``F_{j−1} <= u·F_K < F_j`` (``F = cumulative``, the running sums of the
+    probabilities along the last axis; ``u`` uniform on [0, 1)): a draw from the distribution.
+
+    Scaling ``u`` by the total makes rows that sum to 1 only up to rounding safe, and an entry
+    of probability 0 (``F_j = F_{j−1}``) can never be drawn.
+    """
+    target = uniform * cumulative[..., -1]
+    return jnp.sum(cumulative <= target[..., None], axis=-1)
+
+
 def state_index_dtype(num_states: int):
     """The narrowest signed integer dtype that holds the state indices 0..K−1 (and −1)."""
     for dtype in (jnp.int8, jnp.int16):

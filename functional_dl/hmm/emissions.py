@@ -32,7 +32,8 @@ from jax.scipy.linalg import solve_triangular
 
 from functional_dl._types import Array, PRNGKey
 from functional_dl.hmm import _validation as v
-from functional_dl.hmm._numerics import finite_or_zero, min_mass, safe_divide, safe_log
+from functional_dl.hmm._numerics import (finite_or_zero, inverse_cdf, min_mass, safe_divide,
+                                         safe_log)
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -108,8 +109,10 @@ class Categorical(NamedTuple):
         return Categorical(jnp.where(has_mass, safe_divide(counts, totals), self.probs))
 
     def sample(self, key: PRNGKey, states: Array) -> Array:
-        """``x_t ~ Categorical(probs[z_t])``."""
-        return jax.random.categorical(key, safe_log(self.probs)[states], axis=-1)
+        """``x_t ~ Categorical(probs[z_t])``, by inverse-CDF sampling from one uniform per step."""
+        dtype = jnp.result_type(self.probs.dtype, jnp.float32)
+        uniforms = jax.random.uniform(key, states.shape, dtype)
+        return inverse_cdf(jnp.cumsum(self.probs.astype(dtype), axis=1)[states], uniforms)
 
     def check(self, observations=None, valid: np.ndarray | None = None) -> None:
         """Probabilities valid; integer observations in ``[0, V)`` at non-padded positions."""
