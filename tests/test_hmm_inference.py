@@ -1,4 +1,12 @@
-"""Sequential HMM inference against brute-force enumeration of all K^T state paths."""
+"""Sequential HMM inference against brute-force enumeration of all K^T state paths.
+
+Speed: every jitted check goes through ``run_all``, one compiled program per emission family
+(and dtype / sequence length) that returns everything the tests look at: forward, smoothed
+and Viterbi results, transition counts and gradients.  ``length`` is a traced argument, so
+the brute-force comparison (length T) and the padding tests (length 4) share a compilation;
+``length=None`` (no masks at all) runs un-jitted against brute force and jitted on the long
+float32 sequence (against a NumPy float64 oracle).
+"""
 import itertools
 
 import jax
@@ -10,6 +18,7 @@ from functional_dl import hmm
 from functional_dl.hmm import inference
 
 K, V, D, T = 3, 4, 2, 6
+KINDS = ["categorical", "gaussian", "diagonal"]
 
 
 def brute_force(initial_probs, transition_matrix, log_likelihoods):
@@ -63,7 +72,7 @@ def gaussian_logpdf(x, mean, covariance):
 
 
 def numpy_log_likelihoods(emissions, observations):
-    """Independent (T, K) emission log-likelihoods from NumPy / SciPy."""
+    """Independent (T, K) emission log-likelihoods from NumPy."""
     x = np.asarray(observations, np.float64)
     if isinstance(emissions, hmm.Categorical):
         with np.errstate(divide="ignore"):
@@ -75,92 +84,100 @@ def numpy_log_likelihoods(emissions, observations):
                      zip(emissions.means, emissions.variances)], axis=1)
 
 
-KINDS = ["categorical", "gaussian", "diagonal"]
+def _everything(model, x, length):
+    """The public functions' results for one sequence (jitted by ``run_all``)."""
+    log_lik, filtered = hmm.forward(model, x, length)
+    states, log_prob = hmm.viterbi(model, x, length)
+    lls = model.emissions.log_likelihoods(x)
+    post = hmm.smoother(model.initial_probs, model.transition_matrix, lls, length)
+    return {"forward_log_lik": log_lik, "log_lik": hmm.log_likelihood(model, x, length),
+            "filtered": filtered, "gamma": hmm.posteriors(model, x, length),
+            "counts": post.transition_counts, "smoother_gamma": post.smoothed_probs,
+            "states": states, "log_prob": log_prob, "emission_lls": lls,
+            "grads": jax.grad(hmm.log_likelihood)(model, x, length)}
+
+
+run_all = jax.jit(_everything)
+
+
+def unjitted(model, x):
+    """The same functions with jit disabled (Python loops, op by op): each once."""
+    with jax.disable_jit():
+        log_lik, _ = hmm.forward(model, x)
+        lls = model.emissions.log_likelihoods(x)
+        post = hmm.smoother(model.initial_probs, model.transition_matrix, lls)
+        states, log_prob = hmm.viterbi(model, x)
+    return {"forward_log_lik": log_lik, "log_lik": log_lik, "gamma": post.smoothed_probs,
+            "smoother_gamma": post.smoothed_probs, "counts": post.transition_counts,
+            "states": states, "log_prob": log_prob}
+
+
+def assert_matches(result, reference, num_steps=T):
+    log_evidence, gamma, xi, path, path_log_prob = reference
+    np.testing.assert_allclose(result["forward_log_lik"], log_evidence, rtol=1e-10)
+    np.testing.assert_allclose(result["log_lik"], log_evidence, rtol=1e-10)
+    np.testing.assert_allclose(result["gamma"][:num_steps], gamma, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(result["smoother_gamma"][:num_steps], gamma, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(result["counts"], xi, rtol=1e-8, atol=1e-12)
+    np.testing.assert_array_equal(result["states"][:num_steps], path)
+    np.testing.assert_allclose(result["log_prob"], path_log_prob, rtol=1e-10)
+
+
+def reference_for(model, x):
+    return brute_force(model.initial_probs, model.transition_matrix,
+                       numpy_log_likelihoods(model.emissions, x))
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_emission_log_likelihoods_match_scipy(kind):
-    stats = pytest.importorskip("scipy.stats")
-    with jax.enable_x64(True):
-        model, x = random_model(np.random.default_rng(1), kind)
-        ours = model.emissions.log_likelihoods(x)
-        np.testing.assert_allclose(ours, numpy_log_likelihoods(model.emissions, x), rtol=1e-10)
-        if kind == "gaussian":
-            scipy_values = np.stack([stats.multivariate_normal(m, c).logpdf(x) for m, c in
-                                     zip(np.asarray(model.emissions.means),
-                                         np.asarray(model.emissions.covariances))], axis=1)
-            np.testing.assert_allclose(ours, scipy_values, rtol=1e-10)
-        elif kind == "diagonal":
-            scipy_values = np.stack([stats.norm(m, np.sqrt(v)).logpdf(x).sum(axis=1) for m, v in
-                                     zip(np.asarray(model.emissions.means),
-                                         np.asarray(model.emissions.variances))], axis=1)
-            np.testing.assert_allclose(ours, scipy_values, rtol=1e-10)
-
-
-def run_jitted(f, *args):
-    return f(*args)
-
-
-def run_unjitted(f, *args):
-    with jax.disable_jit():
-        return f(*args)
-
-
-@pytest.mark.parametrize("kind, run", [(kind, run_jitted) for kind in KINDS]
-                         + [("categorical", run_unjitted)])
-def test_matches_brute_force(kind, run):
+def test_matches_brute_force_and_padding_changes_nothing(kind):
+    """Brute force on the full sequence; then the first 4 steps padded with garbage."""
     with jax.enable_x64(True):
         model, x = random_model(np.random.default_rng(2), kind)
-        log_evidence, gamma, xi, path, path_log_prob = brute_force(
-            model.initial_probs, model.transition_matrix, numpy_log_likelihoods(model.emissions, x))
-        log_lik, _ = run(hmm.forward, model, x)
-        np.testing.assert_allclose(log_lik, log_evidence, rtol=1e-10)
-        np.testing.assert_allclose(run(hmm.log_likelihood, model, x), log_evidence, rtol=1e-10)
-        np.testing.assert_allclose(run(hmm.posteriors, model, x), gamma, rtol=1e-8, atol=1e-12)
-        lls = model.emissions.log_likelihoods(x)
-        post = run(hmm.smoother, model.initial_probs, model.transition_matrix, lls)
-        np.testing.assert_allclose(post.transition_counts, xi, rtol=1e-8, atol=1e-12)
-        states, log_prob = run(hmm.viterbi, model, x)
-        np.testing.assert_array_equal(states, path)
-        np.testing.assert_allclose(log_prob, path_log_prob, rtol=1e-10)
+        np.testing.assert_allclose(run_all(model, x, T)["emission_lls"],
+                                   numpy_log_likelihoods(model.emissions, x), rtol=1e-10)
+        assert_matches(run_all(model, x, T), reference_for(model, x))
+        if kind == "categorical":  # un-jitted, and with length=None (no padding masks at all)
+            assert_matches(unjitted(model, x), reference_for(model, x))
+
+        length = 4
+        if kind == "categorical":
+            garbage = [x.at[length:].set(jnp.array([-7, 99])), x.at[length:].set(jnp.array([3, 0]))]
+        else:
+            garbage = [x.at[length:].set(jnp.nan), x.at[length:].set(1e30)]
+        reference = reference_for(model, x[:length])
+        for padded in garbage:
+            result = run_all(model, padded, length)
+            assert_matches(result, reference, num_steps=length)
+            np.testing.assert_array_equal(result["gamma"][length:], 0.0)
+            np.testing.assert_array_equal(result["filtered"][length:], 0.0)
+            np.testing.assert_array_equal(result["states"][length:], -1)
+            assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(result["grads"]))
+
+
+def test_emission_log_likelihoods_match_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    with jax.enable_x64(True):
+        for kind in ("gaussian", "diagonal"):
+            model, x = random_model(np.random.default_rng(2), kind)
+            ours = run_all(model, x, T)["emission_lls"]
+            means = np.asarray(model.emissions.means)
+            if kind == "gaussian":
+                scipy_values = [stats.multivariate_normal(m, c).logpdf(x) for m, c in
+                                zip(means, np.asarray(model.emissions.covariances))]
+            else:
+                scipy_values = [stats.norm(m, np.sqrt(v)).logpdf(x).sum(axis=1) for m, v in
+                                zip(means, np.asarray(model.emissions.variances))]
+            np.testing.assert_allclose(ours, np.stack(scipy_values, axis=1), rtol=1e-10)
 
 
 def test_filtered_probs_match_brute_force_on_prefixes():
     with jax.enable_x64(True):
-        model, x = random_model(np.random.default_rng(3), "categorical")
-        _, filtered = hmm.forward(model, x)
+        model, x = random_model(np.random.default_rng(2), "categorical")
+        filtered = run_all(model, x, T)["filtered"]
         lls = numpy_log_likelihoods(model.emissions, x)
         for t in range(T):
             _, gamma, _, _, _ = brute_force(model.initial_probs, model.transition_matrix, lls[:t + 1])
             np.testing.assert_allclose(filtered[t], gamma[t], rtol=1e-8, atol=1e-12)
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_padding_with_garbage_changes_nothing(kind):
-    with jax.enable_x64(True):
-        model, x = random_model(np.random.default_rng(4), kind)
-        length = 4
-        if kind == "categorical":
-            garbage = jnp.concatenate([x[:length], jnp.array([-7, 99])])
-            other = jnp.concatenate([x[:length], jnp.array([3, 0])])
-        else:
-            garbage = x.at[length:].set(jnp.nan)
-            other = x.at[length:].set(1e30)
-        reference = brute_force(model.initial_probs, model.transition_matrix,
-                                numpy_log_likelihoods(model.emissions, x[:length]))
-        for padded in (garbage, other):
-            log_lik, filtered = hmm.forward(model, padded, length)
-            np.testing.assert_allclose(log_lik, reference[0], rtol=1e-10)
-            gamma = hmm.posteriors(model, padded, length)
-            np.testing.assert_allclose(gamma[:length], reference[1], rtol=1e-8, atol=1e-12)
-            np.testing.assert_array_equal(gamma[length:], 0.0)
-            np.testing.assert_array_equal(filtered[length:], 0.0)
-            states, log_prob = hmm.viterbi(model, padded, length)
-            np.testing.assert_array_equal(states[:length], reference[3])
-            np.testing.assert_array_equal(states[length:], -1)
-            np.testing.assert_allclose(log_prob, reference[4], rtol=1e-10)
-            grads = jax.grad(hmm.log_likelihood)(model, padded, length)
-            assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
 
 
 def test_zero_probabilities_match_brute_force_without_nan():
@@ -170,45 +187,47 @@ def test_zero_probabilities_match_brute_force_without_nan():
         B = jnp.array([[0.5, 0.5, 0.0, 0.0], [0.0, 0.2, 0.8, 0.0], [0.1, 0.0, 0.3, 0.6]])
         model = hmm.HMM(pi, A, hmm.Categorical(B))
         x = jnp.array([1, 2, 3, 0, 1, 2])
-        reference = brute_force(pi, A, numpy_log_likelihoods(model.emissions, x))
+        reference = reference_for(model, x)
         assert np.isfinite(reference[0])
-        np.testing.assert_allclose(hmm.log_likelihood(model, x), reference[0], rtol=1e-10)
-        np.testing.assert_allclose(hmm.posteriors(model, x), reference[1], rtol=1e-8, atol=1e-12)
-        states, log_prob = hmm.viterbi(model, x)
-        np.testing.assert_array_equal(states, reference[3])
-        np.testing.assert_allclose(log_prob, reference[4], rtol=1e-10)
-        grads = jax.grad(hmm.log_likelihood)(model, x)
-        assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+        result = run_all(model, x, T)
+        assert_matches(result, reference)
+        assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(result["grads"]))
 
 
 def test_impossible_observation_gives_minus_inf_not_nan():
-    pi = jnp.array([0.5, 0.5, 0.0])
-    A = jnp.array([[0.9, 0.1, 0.0], [0.1, 0.9, 0.0], [0.0, 0.0, 1.0]])
-    B = jnp.array([[0.5, 0.5, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
-    model = hmm.HMM(pi, A, hmm.Categorical(B))
-    x = jnp.array([0, 1, 2, 0])  # symbol 2 only comes from the unreachable state
-    log_lik, filtered = hmm.forward(model, x)
-    assert log_lik == -np.inf
-    assert np.all(np.isfinite(filtered))
-    gamma = hmm.posteriors(model, x)
-    np.testing.assert_array_equal(gamma, 0.0)
-    states, log_prob = hmm.viterbi(model, x)
-    assert log_prob == -np.inf and np.all((states >= 0) & (states < 3))
-    grads = jax.grad(hmm.log_likelihood)(model, x)
-    assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+    with jax.enable_x64(True):
+        pi = jnp.array([0.5, 0.5, 0.0])
+        A = jnp.array([[0.9, 0.1, 0.0], [0.1, 0.9, 0.0], [0.0, 0.0, 1.0]])
+        B = jnp.array([[0.5, 0.4, 0.0, 0.1], [0.5, 0.4, 0.0, 0.1], [0.0, 0.0, 1.0, 0.0]])
+        model = hmm.HMM(pi, A, hmm.Categorical(B))
+        x = jnp.array([0, 1, 2, 0, 3, 1])  # symbol 2 only comes from the unreachable state
+        result = run_all(model, x, T)
+        assert result["log_lik"] == -np.inf and result["forward_log_lik"] == -np.inf
+        assert np.all(np.isfinite(result["filtered"]))
+        np.testing.assert_array_equal(result["gamma"], 0.0)
+        np.testing.assert_array_equal(result["counts"], 0.0)
+        assert result["log_prob"] == -np.inf and np.all((result["states"] >= 0) & (result["states"] < 3))
+        assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(result["grads"]))
+
+
+# Two float32 chains with an unreachable state, one compilation for both (same shapes).
+STUCK_STEPS = 3005
+
+
+def two_state_chain(initial_probs, transition_matrix, means):
+    return hmm.HMM(jnp.array(initial_probs), jnp.array(transition_matrix),
+                   hmm.DiagonalGaussian(jnp.array(means), jnp.ones((2, 1))))
 
 
 def test_unreachable_state_that_fits_the_future_cannot_overflow():
     """A left-to-right chain in float32: backward messages of a state with α = 0 stay finite."""
-    A = jnp.array([[0.999, 0.001], [0.0, 1.0]])
-    model = hmm.HMM(jnp.array([1.0, 0.0]), A,
-                    hmm.DiagonalGaussian(jnp.array([[0.0], [10.0]]), jnp.array([[1.0], [1.0]])))
-    x = jnp.concatenate([jnp.zeros((5, 1)), jnp.full((3000, 1), 10.0)])
-    gamma = hmm.posteriors(model, x)
-    assert np.all(np.isfinite(gamma))
-    np.testing.assert_allclose(gamma.sum(axis=1), 1.0, rtol=1e-5)
-    states, _ = hmm.viterbi(model, x)
-    np.testing.assert_array_equal(states, np.r_[np.zeros(5), np.ones(3000)])
+    model = two_state_chain([1.0, 0.0], [[0.999, 0.001], [0.0, 1.0]], [[0.0], [10.0]])
+    x = jnp.concatenate([jnp.zeros((5, 1), jnp.float32),
+                         jnp.full((STUCK_STEPS - 5, 1), 10.0, jnp.float32)])
+    result = run_all(model, x, STUCK_STEPS)
+    assert np.all(np.isfinite(result["gamma"]))
+    np.testing.assert_allclose(result["gamma"].sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(result["states"], np.r_[np.zeros(5), np.ones(STUCK_STEPS - 5)])
 
 
 def test_reachable_states_far_worse_than_an_unreachable_one_do_not_underflow():
@@ -216,39 +235,63 @@ def test_reachable_states_far_worse_than_an_unreachable_one_do_not_underflow():
 
     Scaling by the best of *all* states would give exp(−450) = 0 in float32 and log p = −inf.
     """
-    model = hmm.HMM(jnp.array([1.0, 0.0]), jnp.array([[1.0, 0.0], [0.5, 0.5]]),
-                    hmm.DiagonalGaussian(jnp.array([[0.0], [30.0]]), jnp.array([[1.0], [1.0]])))
-    x = jnp.full((5, 1), 30.0)
-    expected = 5 * (-0.5 * np.log(2 * np.pi) - 0.5 * 30.0**2)
-    np.testing.assert_allclose(hmm.log_likelihood(model, x), expected, rtol=1e-6)
-    np.testing.assert_array_equal(hmm.posteriors(model, x), np.tile([1.0, 0.0], (5, 1)))
-    states, log_prob = hmm.viterbi(model, x)
-    np.testing.assert_array_equal(states, 0)
-    np.testing.assert_allclose(log_prob, expected, rtol=1e-6)
-    grads = jax.grad(hmm.log_likelihood)(model, x)
-    assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+    model = two_state_chain([1.0, 0.0], [[1.0, 0.0], [0.5, 0.5]], [[0.0], [30.0]])
+    x = jnp.full((STUCK_STEPS, 1), 30.0, jnp.float32)
+    expected = STUCK_STEPS * (-0.5 * np.log(2 * np.pi) - 0.5 * 30.0**2)
+    result = run_all(model, x, STUCK_STEPS)
+    np.testing.assert_allclose(result["log_lik"], expected, rtol=1e-6)
+    np.testing.assert_array_equal(result["gamma"], np.tile([1.0, 0.0], (STUCK_STEPS, 1)))
+    np.testing.assert_array_equal(result["states"], 0)
+    np.testing.assert_allclose(result["log_prob"], expected, rtol=1e-6)
+    assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(result["grads"]))
+
+
+def pairwise_log_evidence_and_best_path(pi, A, ll):
+    """log p(x) and max_z log p(z, x) in float64 NumPy for long sequences.
+
+    The oracle multiplies the per-step matrices pairwise (O(log T) vectorised levels, each
+    product rescaled to max 1): sum-product ``A_ij exp(ll_t(j))`` and max-plus ``log A_ij +
+    ll_t(j)``, the first step a row vector ``π ⊙ exp(ll_1)``.
+    """
+    ll = np.asarray(ll, np.float64)
+    log_A = np.log(np.asarray(A, np.float64))
+    log_first = np.log(np.asarray(pi, np.float64)) + ll[0]
+    shifts = ll.max(axis=1)
+    sums = np.asarray(A, np.float64)[None] * np.exp(ll[1:] - shifts[1:, None])[:, None, :]
+    maxes = log_A[None] + ll[1:, None, :]
+    log_scale = shifts[1:].sum()
+    while len(sums) > 1:
+        if len(sums) % 2:  # carry the odd one out to the next level
+            sums = np.concatenate([sums, np.eye(len(A))[None]])
+            maxes = np.concatenate([maxes, np.where(np.eye(len(A)) > 0, 0.0, -np.inf)[None]])
+        sums = sums[0::2] @ sums[1::2]
+        peaks = sums.max(axis=(1, 2))
+        sums /= peaks[:, None, None]
+        log_scale += np.log(peaks).sum()
+        maxes = (maxes[0::2, :, :, None] + maxes[1::2, None, :, :]).max(axis=2)
+    first = np.exp(log_first - shifts[0])
+    log_evidence = np.log(first @ sums[0] @ np.ones(len(A))) + shifts[0] + log_scale
+    best = (log_first[:, None] + maxes[0]).max()
+    return log_evidence, best
 
 
 def test_long_sequence_float32_is_finite_and_accurate():
     rng = np.random.default_rng(5)
     model32, _ = random_model(rng, "categorical", np.float32)
     x = jnp.asarray(rng.integers(0, V, 100_000))
-    log_lik32 = hmm.log_likelihood(model32, x)
-    gamma = hmm.posteriors(model32, x)
-    states32, log_prob32 = hmm.viterbi(model32, x)
-    assert np.isfinite(log_lik32) and np.isfinite(log_prob32)
-    assert np.all(np.isfinite(gamma))
-    np.testing.assert_allclose(gamma.sum(axis=1), 1.0, rtol=1e-5)
-    with jax.enable_x64(True):
-        model64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), model32)
-        np.testing.assert_allclose(log_lik32, hmm.log_likelihood(model64, x), rtol=2e-6)
-        lls = np.asarray(model64.emissions.log_likelihoods(x))
-        log_A = np.log(np.asarray(model64.transition_matrix))
-        s = np.asarray(states32)
-        path_score = (np.log(np.asarray(model64.initial_probs))[s[0]]
-                      + lls[np.arange(len(s)), s].sum() + log_A[s[:-1], s[1:]].sum())
-        _, best64 = hmm.viterbi(model64, x)
-        np.testing.assert_allclose(path_score, best64, rtol=1e-6)
+    result = run_all(model32, x, None)  # length=None: the path without padding masks
+    assert np.isfinite(result["log_lik"]) and np.isfinite(result["log_prob"])
+    assert np.all(np.isfinite(result["gamma"]))
+    np.testing.assert_allclose(result["gamma"].sum(axis=1), 1.0, rtol=1e-5)
+    lls = numpy_log_likelihoods(model32.emissions, x)
+    log_evidence, best = pairwise_log_evidence_and_best_path(model32.initial_probs,
+                                                            model32.transition_matrix, lls)
+    np.testing.assert_allclose(result["log_lik"], log_evidence, rtol=2e-6)
+    log_A = np.log(np.asarray(model32.transition_matrix, np.float64))
+    s = np.asarray(result["states"])
+    path_score = (np.log(np.asarray(model32.initial_probs, np.float64))[s[0]]
+                  + lls[np.arange(len(s)), s].sum() + log_A[s[:-1], s[1:]].sum())
+    np.testing.assert_allclose(path_score, best, rtol=1e-6)
 
 
 def test_gradient_matches_finite_differences():
@@ -258,9 +301,12 @@ def test_gradient_matches_finite_differences():
         # zeros in π and A: the gradient there is still exact (no log of π or A is taken)
         model = model._replace(initial_probs=model.initial_probs.at[0].set(0.0),
                                transition_matrix=model.transition_matrix.at[1, 2].set(0.0))
-        grads = jax.grad(hmm.log_likelihood)(model, x)
-        # jitted: the perturbed rows no longer sum to 1, which the eager check would reject
-        log_likelihood = jax.jit(hmm.log_likelihood)
+        grads = run_all(model, x, T)["grads"]
+
+        # jitted (run_all): the perturbed rows no longer sum to 1, which eager checks reject
+        def log_likelihood(m):
+            return run_all(m, x, T)["log_lik"]
+
         leaves, treedef = jax.tree.flatten(model)
         grad_leaves = jax.tree.leaves(grads)
         step = 1e-6
@@ -274,7 +320,7 @@ def test_gradient_matches_finite_differences():
                     if index == len(leaves) - 1:  # keep each covariance symmetric
                         swapped = position[:1] + position[:0:-1]
                         moved[index] = moved[index].at[swapped].set(moved[index][position])
-                    shifted.append(log_likelihood(jax.tree.unflatten(treedef, moved), x))
+                    shifted.append(log_likelihood(jax.tree.unflatten(treedef, moved)))
                 numeric[position] = (shifted[0] - shifted[1]) / (2 * step)
             if index == len(leaves) - 1:
                 # a symmetric perturbation of an off-diagonal pair moves two entries at once
@@ -283,6 +329,20 @@ def test_gradient_matches_finite_differences():
             else:
                 expected = np.asarray(grad)
             np.testing.assert_allclose(expected, numeric, rtol=1e-5, atol=1e-7)
+        # forward mode gives the same directional derivative
+        direction = jax.tree.map(lambda leaf: jnp.linspace(-1.0, 1.0, leaf.size).reshape(leaf.shape),
+                                 model)
+        _, directional = jax.jvp(lambda m: hmm.log_likelihood(m, x, T), (model,), (direction,))
+        np.testing.assert_allclose(directional, sum(jnp.sum(g * d) for g, d in zip(
+            grad_leaves, jax.tree.leaves(direction))), rtol=1e-10)
+
+
+@jax.jit
+def low_level(pi, A, lls, lengths):
+    post = hmm.smoother(pi, A, lls)
+    return (post, hmm.backward_filter(A, lls), hmm.most_likely_states(pi, A, lls),
+            jax.vmap(inference.forward_filter, in_axes=(None, None, 0, 0))(
+                pi, A, jnp.stack([lls, lls]), lengths)[0])
 
 
 def test_low_level_functions_accept_any_log_likelihood_matrix():
@@ -291,16 +351,17 @@ def test_low_level_functions_accept_any_log_likelihood_matrix():
         lls = jnp.asarray(rng.normal(size=(T, K)) * 3)
         pi, A = jnp.asarray(rng.dirichlet(np.ones(K))), jnp.asarray(rng.dirichlet(np.ones(K), size=K))
         log_evidence, gamma, xi, path, best = brute_force(pi, A, lls)
-        post = hmm.smoother(pi, A, lls)
+        post, backward, (states, log_prob), batched = low_level(pi, A, lls, jnp.array([T, 3]))
         np.testing.assert_allclose(post.log_likelihood, log_evidence, rtol=1e-10)
         np.testing.assert_allclose(post.smoothed_probs, gamma, rtol=1e-8, atol=1e-12)
         np.testing.assert_allclose(post.transition_counts, xi, rtol=1e-8, atol=1e-12)
-        backward = hmm.backward_filter(A, lls)
         np.testing.assert_allclose(backward.sum(axis=1), 1.0, rtol=1e-12)
-        states, log_prob = hmm.most_likely_states(pi, A, lls)
+        # β_t ∝ p(x_{t+1:T} | z_t): γ_t ∝ α_t ⊙ β_t with α from brute force on prefixes
+        for t in (0, T // 2):
+            alpha = brute_force(pi, A, lls[:t + 1])[1][t]
+            np.testing.assert_allclose(alpha * backward[t] / np.sum(alpha * backward[t]), gamma[t],
+                                       rtol=1e-8, atol=1e-12)
         np.testing.assert_array_equal(states, path)
         np.testing.assert_allclose(log_prob, best, rtol=1e-10)
-        batched = jax.vmap(inference.forward_filter, in_axes=(None, None, 0, 0))(
-            pi, A, jnp.stack([lls, lls]), jnp.array([T, 3]))[0]
         np.testing.assert_allclose(batched[0], log_evidence, rtol=1e-10)
         np.testing.assert_allclose(batched[1], brute_force(pi, A, lls[:3])[0], rtol=1e-10)

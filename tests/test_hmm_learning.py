@@ -107,17 +107,25 @@ def small_problem(kind, rng):
 
 
 @pytest.mark.parametrize("kind", ["categorical", "gaussian", "diagonal"])
-@pytest.mark.parametrize("pseudo_count", [0.0, 0.5])
-def test_one_em_step_matches_oracle_with_variable_lengths(kind, pseudo_count):
+def test_one_em_step_matches_oracle_with_variable_lengths(kind):
+    """Brute-force expected counts and the closed-form M-step; then other garbage in the
+    padding gives bit-identical results.  ``pseudo_count`` is traced: one compilation."""
     with jax.enable_x64(True):
         model, x = small_problem(kind, np.random.default_rng(0))
-        result = hmm.baum_welch_fit(model, x, jnp.asarray(LENGTHS), max_iter=1,
-                                    pseudo_count=pseudo_count, min_covar=1e-3)
-        expected_log_lik, expected = oracle_em_step(model, x, LENGTHS, pseudo_count, 1e-3)
-        np.testing.assert_allclose(result.history, [expected_log_lik], rtol=1e-10)
-        assert int(result.num_iterations) == 1
-        for leaf, value in zip(jax.tree.leaves(result.model), expected):
-            np.testing.assert_allclose(leaf, value, rtol=1e-8, atol=1e-12)
+        for pseudo_count in (0.0, 0.5):
+            result = hmm.baum_welch_fit(model, x, jnp.asarray(LENGTHS), max_iter=1,
+                                        pseudo_count=pseudo_count, min_covar=1e-3)
+            expected_log_lik, expected = oracle_em_step(model, x, LENGTHS, pseudo_count, 1e-3)
+            np.testing.assert_allclose(result.history, [expected_log_lik], rtol=1e-10)
+            assert int(result.num_iterations) == 1
+            for leaf, value in zip(jax.tree.leaves(result.model), expected):
+                np.testing.assert_allclose(leaf, value, rtol=1e-8, atol=1e-12)
+        other_garbage = x.at[1, 3:].set(7 if kind == "categorical" else 1e30)
+        other_garbage = other_garbage.at[2, 4:].set(0 if kind == "categorical" else -7.0)
+        again = hmm.baum_welch_fit(model, other_garbage, jnp.asarray(LENGTHS), max_iter=1,
+                                   pseudo_count=0.5, min_covar=1e-3)
+        for a, b in zip(jax.tree.leaves(result), jax.tree.leaves(again)):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_m_step_unjitted_equals_jitted():
@@ -144,41 +152,48 @@ def test_m_step_unjitted_equals_jitted():
 
 
 def test_categorical_em_step_matches_hmmlearn():
+    """hmmlearn's own M-step on three sequences of 5 (the oracle test's shapes: no new compile)."""
     hmmlearn_hmm = pytest.importorskip("hmmlearn.hmm")
     with jax.enable_x64(True):
         rng = np.random.default_rng(1)
         model, _ = small_problem("categorical", rng)
-        x = rng.integers(0, V, (4, 30))
+        x = rng.integers(0, V, (len(LENGTHS), LENGTHS.max()))
         reference = hmmlearn_hmm.CategoricalHMM(n_components=K, n_iter=1, init_params="", params="ste",
                                                 implementation="scaling")
         reference.n_features = V
         reference.startprob_ = np.asarray(model.initial_probs)
         reference.transmat_ = np.asarray(model.transition_matrix)
         reference.emissionprob_ = np.asarray(model.emissions.probs)
-        reference.fit(x.reshape(-1, 1), lengths=[30] * 4)
-        fitted, _ = hmm.baum_welch(model, jnp.asarray(x), max_iter=1)
+        reference.fit(x.reshape(-1, 1), lengths=[x.shape[1]] * len(x))
+        lengths = jnp.asarray(np.full(len(x), x.shape[1]))
+        fitted, _ = hmm.baum_welch(model, jnp.asarray(x), lengths, max_iter=1)
         np.testing.assert_allclose(fitted.initial_probs, reference.startprob_, rtol=1e-8)
         np.testing.assert_allclose(fitted.transition_matrix, reference.transmat_, rtol=1e-8)
         np.testing.assert_allclose(fitted.emissions.probs, reference.emissionprob_, rtol=1e-8)
+
+
+# Two (B, T, D) = (6, 20, 2) float64 configurations, max_iter=40, each compiled once and
+# shared by two tests: diagonal (monotonicity, variance floor), full (empty state, floor).
+BATCH, STEPS, MAX_ITER = 6, 20, 40
 
 
 def test_log_likelihood_never_decreases_and_history_convention():
     with jax.enable_x64(True):
         rng = np.random.default_rng(2)
         model, _ = small_problem("diagonal", rng)
-        x = jnp.asarray(rng.normal(size=(6, 20, D)) + np.r_[0, 3][rng.integers(0, 2, (6, 20))][..., None])
-        result = hmm.baum_welch_fit(model, x, max_iter=40, tol=0.0)
+        x = jnp.asarray(rng.normal(size=(BATCH, STEPS, D))
+                        + np.r_[0, 3][rng.integers(0, 2, (BATCH, STEPS))][..., None])
+        result = hmm.baum_welch_fit(model, x, max_iter=MAX_ITER, tol=0.0)
         count = int(result.num_iterations)
         history = np.asarray(result.history)
         assert count >= 5 and np.all(np.isfinite(history[:count])) and np.all(np.isnan(history[count:]))
         assert np.all(np.diff(history[:count]) >= -1e-9 * np.abs(history[:count - 1]))
         # a huge tol stops after the second E-step (the first improvement is below it) ...
-        stopped = hmm.baum_welch_fit(model, x, max_iter=40, tol=1e9)
+        stopped = hmm.baum_welch_fit(model, x, max_iter=MAX_ITER, tol=1e9)
         assert int(stopped.num_iterations) == 2 and bool(stopped.converged)
         np.testing.assert_allclose(stopped.history[:2], history[:2], rtol=1e-12)
         # ... and the model returned has had two M-steps: history[2] is its log-likelihood
-        lengths = jnp.full((6,), 20)
-        np.testing.assert_allclose(history[2], hmm.e_step(stopped.model, x, lengths)[0], rtol=1e-12)
+        np.testing.assert_allclose(history[2], hmm.e_step(stopped.model, x)[0], rtol=1e-12)
 
 
 def best_permutation(fitted_values, true_values):
@@ -222,72 +237,73 @@ def test_recovers_gaussian_parameters_from_200_sequences():
                                atol=0.03)
 
 
-def test_garbage_padding_changes_nothing():
-    model, x = small_problem("diagonal", np.random.default_rng(3))
-    x = x.astype(jnp.float32)
-    model = jax.tree.map(lambda a: a.astype(jnp.float32), model)
-    lengths = jnp.asarray(LENGTHS)
-    other = x.at[1, 3:].set(1e30).at[2, 4:].set(-7.0)
-    first = hmm.baum_welch(model, x, lengths, max_iter=5)
-    second = hmm.baum_welch(model, other, lengths, max_iter=5)
-    for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(second)):
-        np.testing.assert_array_equal(a, b)
-
-
 def test_second_call_with_new_data_does_not_retrace():
+    """New data, lengths, tol and pseudo_count of the same shapes: no new trace or compile."""
     traces = []
 
     def count_traces(name, *args, **kwargs):
         if name.endswith("jaxpr_trace_duration"):
             traces.append(name)
 
-    rng = np.random.default_rng(4)
-    model, _ = small_problem("categorical", rng)
-    model = jax.tree.map(lambda a: a.astype(jnp.float32), model)
-    x1, x2 = (jnp.asarray(rng.integers(0, V, (7, 9))) for _ in range(2))
-    lengths1, lengths2 = jnp.asarray(rng.integers(1, 10, 7)), jnp.asarray(rng.integers(1, 10, 7))
-    monitoring.register_event_duration_secs_listener(count_traces)
-    try:
-        hmm.baum_welch(model, x1, lengths1, max_iter=13, tol=1e-3)
-        assert len(traces) >= 1  # the listener sees the first compilation
-        before = len(traces)
-        fitted, _ = hmm.baum_welch(model, x2, lengths2, max_iter=13, tol=2e-3, pseudo_count=0.1)
-    finally:
-        monitoring.unregister_event_duration_listener(count_traces)
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(4)
+        model, x1 = small_problem("categorical", rng)  # the oracle test's shapes
+        x2 = jnp.asarray(rng.integers(0, V, x1.shape))
+        lengths1, lengths2 = jnp.asarray(LENGTHS), jnp.asarray(rng.integers(1, x1.shape[1] + 1, 3))
+        monitoring.register_event_duration_secs_listener(count_traces)
+        try:
+            hmm.baum_welch(model, x1, lengths1, max_iter=1, tol=1e-3)  # compiles unless cached
+            jax.jit(lambda v: v + 1)(jnp.arange(3.0))  # a new function: the listener sees it
+            assert len(traces) >= 1
+            before = len(traces)
+            fitted, _ = hmm.baum_welch(model, x2, lengths2, max_iter=1, tol=2e-3, pseudo_count=0.1)
+        finally:
+            monitoring.unregister_event_duration_listener(count_traces)
     assert len(traces) == before
     assert np.all(np.isfinite(fitted.emissions.probs))
 
 
 def test_state_without_mass_keeps_its_parameters_and_nothing_is_nan():
-    """State 2 is unreachable: hmmlearn divides 0 by 0 here; this M-step keeps the old values."""
-    pi = jnp.array([0.5, 0.5, 0.0])
-    A = jnp.array([[0.8, 0.2, 0.0], [0.3, 0.7, 0.0], [0.1, 0.1, 0.8]])
-    gaussian = hmm.Gaussian(jnp.array([[0.0, 0.0], [3.0, 3.0], [9.0, 9.0]]), jnp.stack([jnp.eye(2)] * 3))
-    model = hmm.HMM(pi, A, gaussian)
-    x = jax.random.normal(jax.random.key(5), (4, 25, 2)) + 1.5
-    fitted, history = hmm.baum_welch(model, x, max_iter=10)
-    for leaf in jax.tree.leaves(fitted):
-        assert np.all(np.isfinite(leaf))
-    np.testing.assert_array_equal(fitted.emissions.means[2], gaussian.means[2])
-    np.testing.assert_array_equal(fitted.emissions.covariances[2], gaussian.covariances[2])
-    np.testing.assert_array_equal(fitted.transition_matrix[2], A[2])
-    assert fitted.initial_probs[2] == 0.0
-    assert np.all(np.isfinite(history[~np.isnan(history)]))
+    """State 1 is unreachable: hmmlearn divides 0 by 0 here; this M-step keeps the old values."""
+    with jax.enable_x64(True):
+        pi = jnp.array([1.0, 0.0])
+        A = jnp.array([[1.0, 0.0], [0.3, 0.7]])
+        gaussian = hmm.Gaussian(jnp.array([[0.0, 0.0], [9.0, 9.0]]), jnp.stack([jnp.eye(2)] * 2))
+        model = hmm.HMM(pi, A, gaussian)
+        x = jax.random.normal(jax.random.key(5), (BATCH, STEPS, D), jnp.float64) + 1.5
+        fitted, history = hmm.baum_welch(model, x, max_iter=MAX_ITER)
+        for leaf in jax.tree.leaves(fitted):
+            assert np.all(np.isfinite(leaf))
+        np.testing.assert_array_equal(fitted.emissions.means[1], gaussian.means[1])
+        np.testing.assert_array_equal(fitted.emissions.covariances[1], gaussian.covariances[1])
+        np.testing.assert_array_equal(fitted.transition_matrix[1], A[1])
+        assert fitted.initial_probs[1] == 0.0
+        assert np.all(np.isfinite(history[~np.isnan(history)]))
+        # state 0 got everything: its parameters are the plain moments of all the data
+        flat = np.asarray(x).reshape(-1, D)
+        np.testing.assert_allclose(fitted.emissions.means[0], flat.mean(axis=0), rtol=1e-10)
+        np.testing.assert_allclose(fitted.emissions.covariances[0], np.cov(flat.T, bias=True),
+                                   rtol=1e-10)
 
 
 def test_variances_are_floored_at_min_covar():
-    line = jnp.stack([jnp.arange(10.0) / 3.0 - 1.5] * 2, axis=1)  # rank-deficient scatter
-    x = jnp.stack([jnp.full((10, 2), 5.0), jnp.full((10, 2), 5.0), line, line])  # and a constant
-    diagonal = hmm.HMM(jnp.array([0.5, 0.5]), jnp.array([[0.9, 0.1], [0.1, 0.9]]),
-                       hmm.DiagonalGaussian(jnp.array([[4.0, 4.0], [0.0, 0.0]]), jnp.ones((2, 2))))
-    fitted, _ = hmm.baum_welch(diagonal, x, max_iter=30, min_covar=0.01)
-    np.testing.assert_allclose(fitted.emissions.variances[0], [0.01, 0.01], rtol=1e-5)
-    np.testing.assert_allclose(fitted.emissions.variances[1], np.var(np.asarray(line)[:, 0]), rtol=1e-4)
-    full = diagonal._replace(emissions=hmm.Gaussian(diagonal.emissions.means, jnp.stack([jnp.eye(2)] * 2)))
-    fitted, _ = hmm.baum_welch(full, x, max_iter=30, min_covar=0.01)
-    eigenvalues = np.linalg.eigvalsh(np.asarray(fitted.emissions.covariances, np.float64))
-    np.testing.assert_allclose(eigenvalues[0], [0.01, 0.01], rtol=1e-4)
-    np.testing.assert_allclose(eigenvalues[1], [0.01, 2 * np.var(np.asarray(line)[:, 0])], rtol=1e-4)
+    with jax.enable_x64(True):
+        line = jnp.stack([jnp.arange(STEPS, dtype=jnp.float64) / 6 - 1.5] * 2, axis=1)  # rank 1
+        constant = jnp.full((STEPS, D), 5.0, jnp.float64)
+        x = jnp.stack([constant] * (BATCH // 2) + [line] * (BATCH // 2))
+        diagonal = hmm.HMM(jnp.array([0.5, 0.5]), jnp.array([[0.9, 0.1], [0.1, 0.9]]),
+                           hmm.DiagonalGaussian(jnp.array([[4.0, 4.0], [0.0, 0.0]]), jnp.ones((2, 2))))
+        fitted, _ = hmm.baum_welch(diagonal, x, max_iter=MAX_ITER, min_covar=0.01)
+        np.testing.assert_allclose(fitted.emissions.variances[0], [0.01, 0.01], rtol=1e-5)
+        np.testing.assert_allclose(fitted.emissions.variances[1], np.var(np.asarray(line)[:, 0]),
+                                   rtol=1e-4)
+        full = diagonal._replace(emissions=hmm.Gaussian(diagonal.emissions.means,
+                                                        jnp.stack([jnp.eye(2)] * 2)))
+        fitted, _ = hmm.baum_welch(full, x, max_iter=MAX_ITER, min_covar=0.01)
+        eigenvalues = np.linalg.eigvalsh(np.asarray(fitted.emissions.covariances, np.float64))
+        np.testing.assert_allclose(eigenvalues[0], [0.01, 0.01], rtol=1e-4)
+        np.testing.assert_allclose(eigenvalues[1], [0.01, 2 * np.var(np.asarray(line)[:, 0])],
+                                   rtol=1e-4)
 
 
 def test_gradient_ascent_on_logits_increases_the_likelihood():

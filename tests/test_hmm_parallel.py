@@ -2,6 +2,11 @@
 
 The sequential functions are checked against brute-force enumeration in test_hmm_inference.py;
 here both run on the same random models, with zero transitions, in float64 to 1e-8 relative.
+
+Speed: ``both`` computes the parallel and the sequential results in one compiled program per
+emission family, dtype and sequence length; ``length`` is traced, so full and padded sequences
+share it.  (Compiling the parallel functions grows with log T: each level of the associative
+scan is compiled on its own.)
 """
 import jax
 import jax.numpy as jnp
@@ -35,15 +40,33 @@ def random_gaussian(rng, dtype=np.float64):
     return model, jnp.asarray(rng.normal(size=(T, 2)) * 2, dtype)
 
 
+@jax.jit
+def both(model, x, length):
+    """(parallel, sequential) results of the low-level functions on one sequence.
+
+    (The model-level wrappers only evaluate the emissions first; they run eagerly in
+    ``test_eager_entry_points_and_a_single_step_sequence``.)
+    """
+    lls = model.emissions.log_likelihoods(x)  # garbage rows are masked by length
+    args = (model.initial_probs, model.transition_matrix, lls, length)
+    log_lik, filtered = hmm.parallel.forward_filter(*args)
+    parallel = {"log_lik": log_lik, "filtered": filtered,
+                "gamma": hmm.parallel.smoothed_probs(*args),
+                "viterbi": hmm.parallel.most_likely_states(*args)}
+    post = hmm.smoother(*args)
+    sequential = {"log_lik": post.log_likelihood, "filtered": post.filtered_probs,
+                  "gamma": post.smoothed_probs, "viterbi": hmm.most_likely_states(*args)}
+    return parallel, sequential
+
+
 def assert_parallel_equals_sequential(model, x, length=None):
-    np.testing.assert_allclose(hmm.parallel.log_likelihood(model, x, length),
-                               hmm.log_likelihood(model, x, length), rtol=1e-8)
-    np.testing.assert_allclose(hmm.parallel.posteriors(model, x, length),
-                               hmm.posteriors(model, x, length), rtol=1e-8, atol=1e-14)
-    states, log_prob = hmm.parallel.viterbi(model, x, length)
-    expected_states, expected_log_prob = hmm.viterbi(model, x, length)
-    np.testing.assert_array_equal(states, expected_states)
-    np.testing.assert_allclose(log_prob, expected_log_prob, rtol=1e-8)
+    parallel, sequential = both(model, x, x.shape[0] if length is None else length)
+    np.testing.assert_allclose(parallel["log_lik"], sequential["log_lik"], rtol=1e-8)
+    np.testing.assert_allclose(parallel["gamma"], sequential["gamma"], rtol=1e-8, atol=1e-14)
+    np.testing.assert_array_equal(parallel["viterbi"][0], sequential["viterbi"][0])
+    np.testing.assert_allclose(parallel["viterbi"][1], sequential["viterbi"][1], rtol=1e-8)
+    np.testing.assert_allclose(parallel["filtered"], sequential["filtered"], rtol=1e-8, atol=1e-14)
+    return parallel
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -57,34 +80,30 @@ def test_gaussian():
         assert_parallel_equals_sequential(*random_gaussian(np.random.default_rng(3)))
 
 
-def test_filtered_probs_and_low_level_functions():
-    with jax.enable_x64(True):
-        model, x = random_categorical(np.random.default_rng(4))
-        lls = model.emissions.log_likelihoods(x)
-        args = (model.initial_probs, model.transition_matrix, lls, jnp.asarray(25, jnp.int32))
-        log_lik, filtered = hmm.parallel.forward_filter(*args)
-        expected_log_lik, expected_filtered = hmm.forward_filter(*args)
-        np.testing.assert_allclose(log_lik, expected_log_lik, rtol=1e-8)
-        np.testing.assert_allclose(filtered, expected_filtered, rtol=1e-8, atol=1e-14)
-        np.testing.assert_allclose(hmm.parallel.smoothed_probs(*args),
-                                   hmm.smoother(*args).smoothed_probs, rtol=1e-8, atol=1e-14)
-
-
 def test_padding_with_garbage_changes_nothing():
     with jax.enable_x64(True):
         model, x = random_categorical(np.random.default_rng(5))
         garbage = x.at[25:].set(-3)
-        assert_parallel_equals_sequential(model, garbage, 25)
-        np.testing.assert_allclose(hmm.parallel.log_likelihood(model, garbage, 25),
-                                   hmm.log_likelihood(model, x[:25]), rtol=1e-8)
-        states, _ = hmm.parallel.viterbi(model, garbage, 25)
-        np.testing.assert_array_equal(states[25:], -1)
+        parallel = assert_parallel_equals_sequential(model, garbage, 25)
+        unpadded, _ = both(model, x, 25)  # same length, meaningful symbols in the padding
+        np.testing.assert_allclose(parallel["log_lik"], unpadded["log_lik"], rtol=1e-12)
+        np.testing.assert_allclose(parallel["gamma"], unpadded["gamma"], rtol=1e-12, atol=1e-15)
+        np.testing.assert_array_equal(parallel["viterbi"][0][25:], -1)
+        np.testing.assert_array_equal(parallel["gamma"][25:], 0.0)
 
 
-def test_single_step_sequence():
+def test_eager_entry_points_and_a_single_step_sequence():
+    """The public functions called eagerly (their own jit), on T = 1."""
     with jax.enable_x64(True):
         model, x = random_categorical(np.random.default_rng(6), num_steps=1)
-        assert_parallel_equals_sequential(model, x)
+        expected_states, expected_log_prob = hmm.viterbi(model, x)
+        states, log_prob = hmm.parallel.viterbi(model, x)
+        np.testing.assert_array_equal(states, expected_states)
+        np.testing.assert_allclose(log_prob, expected_log_prob, rtol=1e-12)
+        np.testing.assert_allclose(hmm.parallel.log_likelihood(model, x),
+                                   hmm.log_likelihood(model, x), rtol=1e-12)
+        np.testing.assert_allclose(hmm.parallel.posteriors(model, x), hmm.posteriors(model, x),
+                                   rtol=1e-12)
 
 
 def test_impossible_observation_gives_minus_inf_not_nan():
@@ -94,10 +113,10 @@ def test_impossible_observation_gives_minus_inf_not_nan():
         probs[:, V - 1] = 0.0  # the last symbol cannot be emitted by any state
         probs /= probs.sum(axis=1, keepdims=True)
         model = model._replace(emissions=hmm.Categorical(jnp.asarray(probs)))
-        x = x.at[10].set(V - 1)
-        assert hmm.parallel.log_likelihood(model, x) == -np.inf
-        np.testing.assert_array_equal(hmm.parallel.posteriors(model, x), 0.0)
-        states, log_prob = hmm.parallel.viterbi(model, x)
+        parallel, _ = both(model, x.at[10].set(V - 1), T)
+        assert parallel["log_lik"] == -np.inf
+        np.testing.assert_array_equal(parallel["gamma"], 0.0)
+        states, log_prob = parallel["viterbi"]
         assert log_prob == -np.inf and np.all((states >= 0) & (states < K))
 
 
@@ -109,19 +128,49 @@ def test_unreachable_state_that_fits_far_better_does_not_underflow():
         means = jnp.array([[0.0, 0.0], [1.0, 1.0], [100.0, 100.0], [90.0, 90.0]])
         model = hmm.HMM(jnp.array([0.5, 0.5, 0.0, 0.0]), A, hmm.DiagonalGaussian(means, jnp.ones((K, 2))))
         x = jnp.asarray(np.random.default_rng(9).normal(size=(T, 2)) + 95.0)
-        assert np.isfinite(hmm.log_likelihood(model, x))
-        np.testing.assert_allclose(hmm.posteriors(model, x)[:, 2:], 0.0)
-        np.testing.assert_allclose(hmm.posteriors(model, x).sum(axis=1), 1.0, rtol=1e-12)
-        assert_parallel_equals_sequential(model, x)
+        parallel = assert_parallel_equals_sequential(model, x)
+        assert np.isfinite(parallel["log_lik"])
+        np.testing.assert_allclose(parallel["gamma"][:, 2:], 0.0)
+        np.testing.assert_allclose(parallel["gamma"].sum(axis=1), 1.0, rtol=1e-12)
 
 
 def test_long_sequence_float32_matches_sequential():
-    """Per-element log-scales keep float32 accurate where plain log-space sums lose digits."""
-    model, x = random_categorical(np.random.default_rng(7), num_steps=2048, dtype=np.float32)
-    np.testing.assert_allclose(hmm.parallel.log_likelihood(model, x),
-                               hmm.log_likelihood(model, x), rtol=1e-5)
-    gamma = hmm.parallel.posteriors(model, x)
-    assert np.all(np.isfinite(gamma))
-    np.testing.assert_allclose(gamma, hmm.posteriors(model, x), atol=1e-3)
-    _, log_prob = hmm.parallel.viterbi(model, x)
-    np.testing.assert_allclose(log_prob, hmm.viterbi(model, x)[1], rtol=1e-5)
+    """Per-row log-scales keep float32 accurate where plain log-space sums lose digits.
+
+    300 steps make 10 blocks of 32, so this also runs the associative scan across blocks
+    (with 40 steps there are two blocks; the scan machinery itself is tested below).
+    """
+    model, x = random_categorical(np.random.default_rng(7), num_steps=300, dtype=np.float32)
+    parallel, sequential = both(model, x, 300)
+    np.testing.assert_allclose(parallel["log_lik"], sequential["log_lik"], rtol=1e-5)
+    assert np.all(np.isfinite(parallel["gamma"]))
+    np.testing.assert_allclose(parallel["gamma"], sequential["gamma"], atol=1e-3)
+    np.testing.assert_allclose(parallel["viterbi"][1], sequential["viterbi"][1], rtol=1e-5)
+
+
+@pytest.mark.parametrize("num_steps, block_size, reverse", [(1, 4, False), (7, 2, False),
+                                                             (7, 3, True), (16, 4, True)])
+def test_blocked_scan_pushes_a_vector_like_a_loop(num_steps, block_size, reverse):
+    """The blocked scan behind the parallel functions, on products of random 2×2 matrices:
+    every block count, partial last blocks and both directions, against a NumPy loop."""
+    from functional_dl.hmm._blocked_scan import blocked_vector_scan
+
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(num_steps)
+        matrices = rng.normal(size=(num_steps, 2, 2))
+        initial = rng.normal(size=2)
+        if reverse:  # v_t = M_t v_{t+1}: matrices met later multiply from the left
+            scan = jax.jit(lambda m, v: blocked_vector_scan(
+                lambda first, then: then @ first, lambda v, m: m @ v, m, v,
+                reverse=True, block_size=block_size))
+        else:  # v_t = v_{t−1} M_t
+            scan = jax.jit(lambda m, v: blocked_vector_scan(
+                lambda earlier, later: earlier @ later, lambda v, m: v @ m, m, v,
+                block_size=block_size))
+        expected, vector = [], initial
+        for m in (matrices[::-1] if reverse else matrices):
+            vector = m @ vector if reverse else vector @ m
+            expected.append(vector)
+        expected = np.array(expected[::-1] if reverse else expected)
+        np.testing.assert_allclose(scan(jnp.asarray(matrices), jnp.asarray(initial)), expected,
+                                   rtol=1e-12)

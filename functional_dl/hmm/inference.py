@@ -188,8 +188,8 @@ def forward_filter(initial_probs: Array, transition_matrix: Array, log_likelihoo
 
 
 def _backward_likelihoods(log_likelihoods: Array, support: Array,
-                          forward_pass: _Forward | None = None) -> Array:
-    """``b̃ = exp(ll − m)`` on the support (``m`` its best entry per row) and 0 off it.
+                          forward_pass: _Forward | None = None) -> tuple[Array, Array]:
+    """``(b̃, m)``: ``b̃ = exp(ll − m)`` on the support (``m`` its best entry per row), 0 off it.
 
     Reuses the forward pass's ``scaled`` (shifted by each row's overall best state) unless
     some row's best state lies outside the support, which needs a new exponential.
@@ -203,13 +203,14 @@ def _backward_likelihoods(log_likelihoods: Array, support: Array,
         return jnp.where(support, jnp.exp(jnp.where(excess > 0, 0.0, excess)), 0.0)
 
     if forward_pass is None:
-        return _recompute(None)
+        return _recompute(None), support_shifts
 
     def _reuse(_):
         return jnp.where(support, forward_pass.scaled, 0.0)
 
     shifted_elsewhere = jnp.any(support_shifts != forward_pass.shifts)
-    return lax.cond(any_in_batch(shifted_elsewhere), _recompute, _reuse, None)
+    scaled = lax.cond(any_in_batch(shifted_elsewhere), _recompute, _reuse, None)
+    return scaled, support_shifts
 
 
 def _backward_scan(transition_matrix: Array, scaled: Array, valid: Array | None) -> Array:
@@ -269,7 +270,7 @@ def backward_filter(transition_matrix: Array, log_likelihoods: Array, length: Ar
             raise ValueError(f"filtered_probs must have the shape of log_likelihoods, "
                              f"{log_likelihoods.shape}, got {jnp.shape(filtered_probs)}")
         support = _mask_rows(filtered_probs > 0, valid, True)
-        scaled = _backward_likelihoods(log_likelihoods, support)
+        scaled, _ = _backward_likelihoods(log_likelihoods, support)
     return _backward_scan(transition_matrix, scaled, valid)
 
 
@@ -279,6 +280,33 @@ class Posteriors(NamedTuple):
     filtered_probs: Array  # (T, K), p(z_t | x_{1:t})
     smoothed_probs: Array  # (T, K), γ_t = p(z_t | x_{1:L})
     transition_counts: Array  # (K, K), Σ_t ξ_t(i, j) = Σ_t p(z_t = i, z_{t+1} = j | x_{1:L})
+
+
+class _Smoothed(NamedTuple):
+    forward: _Forward
+    smoothed: Array  # (T, K) γ
+    backward: Array  # (T, K) β, rows normalised
+    support_shifts: Array  # (T,) m_t of the backward likelihoods
+    weights: Array  # (T − 1, K) X_t = α̂_t / n_t (0 where t + 1 is padding)
+    future: Array  # (T − 1, K) Y_t = b̃_{t+1} ⊙ β_{t+1}
+
+
+def _smooth(initial_probs: Array, transition_matrix: Array, log_likelihoods: Array,
+            valid: Array | None) -> _Smoothed:
+    """Forward-backward on masked log-likelihoods (see ``smoother``)."""
+    forward_pass = _forward(initial_probs, transition_matrix, log_likelihoods, valid)
+    filtered = forward_pass.filtered
+    support = _mask_rows(filtered > 0, valid, True)
+    scaled, support_shifts = _backward_likelihoods(log_likelihoods, support, forward_pass)
+    backward = _backward_scan(transition_matrix, scaled, valid)
+    smoothed, _ = normalize(filtered * backward)
+    predicted = filtered[:-1] @ transition_matrix.astype(filtered.dtype)  # all t at once
+    future = scaled[1:] * backward[1:]
+    inverse_norms = safe_divide(1.0, jnp.sum(predicted * future, axis=1))
+    if valid is not None:
+        inverse_norms = jnp.where(valid[1:], inverse_norms, 0.0)
+    return _Smoothed(forward_pass, smoothed, backward, support_shifts,
+                     inverse_norms[:, None] * filtered[:-1], future)
 
 
 @jax.jit
@@ -294,20 +322,55 @@ def smoother(initial_probs: Array, transition_matrix: Array, log_likelihoods: Ar
     """
     check_inference_shapes(initial_probs, transition_matrix, log_likelihoods, length)
     log_likelihoods, valid = _masked(log_likelihoods, length)
-    forward_pass = _forward(initial_probs, transition_matrix, log_likelihoods, valid)
-    filtered = forward_pass.filtered
-    support = _mask_rows(filtered > 0, valid, True)
-    scaled = _backward_likelihoods(log_likelihoods, support, forward_pass)
-    backward = _backward_scan(transition_matrix, scaled, valid)
-    smoothed, _ = normalize(filtered * backward)
-    transition_matrix = transition_matrix.astype(filtered.dtype)
-    predicted = filtered[:-1] @ transition_matrix  # p(z_{t+1} | x_{1:t}), all t at once
-    future = scaled[1:] * backward[1:]
-    inverse_norms = safe_divide(1.0, jnp.sum(predicted * future, axis=1))
-    if valid is not None:
-        inverse_norms = jnp.where(valid[1:], inverse_norms, 0.0)
-    counts = transition_matrix * ((inverse_norms[:, None] * filtered[:-1]).T @ future)
-    return Posteriors(forward_pass.log_likelihood, filtered, smoothed, counts)
+    pieces = _smooth(initial_probs, transition_matrix, log_likelihoods, valid)
+    counts = transition_matrix.astype(pieces.weights.dtype) * (pieces.weights.T @ pieces.future)
+    return Posteriors(pieces.forward.log_likelihood, pieces.forward.filtered, pieces.smoothed,
+                      counts)
+
+
+def _gradient_cap(dtype) -> float:
+    """Largest ``log`` factor a gradient term may carry (see ``_log_likelihood``)."""
+    return 20.0 if jnp.finfo(dtype).bits <= 32 else 200.0
+
+
+@jax.custom_jvp
+def _log_likelihood(initial_probs: Array, transition_matrix: Array, log_likelihoods: Array,
+                    length: Array | None) -> Array:
+    """``log p(x_{1:L})`` with its derivatives from one forward-backward pass (the JVP below).
+
+    The derivatives are the posterior quantities (Fisher's identity), exact also at zero
+    entries of π and A:
+
+        ∂ log p / ∂ ll_t(k) = γ_t(k),
+        ∂ log p / ∂ A_ij = Σ_t α̂_t(i) b_{t+1}(j) β_{t+1}(j) / n_t   (= Σ_t ξ_t(i, j) / A_ij),
+        ∂ log p / ∂ π_i = b_1(i) β_1(i) / Σ_k π_k b_1(k) β_1(k),
+
+    with ``b_t(j) = exp(ll_t(j) − m_t)``, ``m_t`` the best log-likelihood among the states
+    with positive filtered probability.  For a state outside that support (reachable only
+    through an entry of π or A that is 0) the factor ``exp(ll − m)`` is capped at ``exp(20)``
+    in float32 (``exp(200)`` in float64): the true derivative there can be astronomically
+    large.  Reverse mode evaluates the pass once (it also gives ``log p``); compiling it costs
+    about half as much as differentiating through the loops.
+    """
+    log_likelihoods, valid = _masked(log_likelihoods, length)
+    return _forward(initial_probs, transition_matrix, log_likelihoods, valid).log_likelihood
+
+
+@_log_likelihood.defjvp
+def _log_likelihood_jvp(primals, tangents):
+    initial_probs, transition_matrix, raw_log_likelihoods, length = primals
+    initial_tangent, transition_tangent, log_likelihood_tangent = tangents[:3]
+    log_likelihoods, valid = _masked(raw_log_likelihoods, length)
+    pieces = _smooth(initial_probs, transition_matrix, log_likelihoods, valid)
+    excess = log_likelihoods - pieces.support_shifts[:, None]
+    factors = jnp.exp(jnp.minimum(excess, _gradient_cap(excess.dtype)))  # every state
+    transition_gradient = pieces.weights.T @ (factors[1:] * pieces.backward[1:])
+    first = factors[0] * pieces.backward[0]
+    initial_gradient = first * safe_divide(1.0, jnp.sum(initial_probs * first))
+    tangent = (jnp.sum(pieces.smoothed * log_likelihood_tangent)
+               + jnp.sum(transition_gradient * transition_tangent)
+               + jnp.sum(initial_gradient * initial_tangent))
+    return pieces.forward.log_likelihood, tangent.astype(pieces.forward.log_likelihood.dtype)
 
 
 def _max_plus(scores: Array, log_transition: Array) -> Array:
@@ -404,6 +467,13 @@ def _model_forward(model, observations, length):
 
 
 @jax.jit
+def _model_log_likelihood(model, observations, length):
+    lls = model_log_likelihoods(model, observations, length)
+    check_inference_shapes(model.initial_probs, model.transition_matrix, lls, length)
+    return _log_likelihood(model.initial_probs, model.transition_matrix, lls, length)
+
+
+@jax.jit
 def _model_smoother(model, observations, length):
     lls = model_log_likelihoods(model, observations, length)
     return smoother(model.initial_probs, model.transition_matrix, lls, length)
@@ -424,15 +494,17 @@ def forward(model: HMM, observations: Array, length: Array | None = None) -> tup
 def log_likelihood(model: HMM, observations: Array, length: Array | None = None) -> Array:
     """``log p(x_{1:L}) = log Σ_z π_{z_1} b_{z_1}(x_1) Π_t A_{z_{t−1} z_t} b_{z_t}(x_t)``.
 
-    Differentiable with respect to every parameter, never NaN.  Gradients with respect to π
-    and A are exact even at entries equal to 0 (tested against finite differences), unless
-    such an entry leads to a state that fits an observation better than every reachable
-    state: the true derivative is then astronomically large and is reported capped.  An
-    emission probability exactly 0 (Categorical) gets gradient 0 instead of its true value,
-    because only ``log b`` reaches the inference (parametrise by logits to stay inside the
-    simplex, as gradient-based fitting does anyway).  When ``log p = −inf`` gradients are 0.
+    Differentiable with respect to every parameter (reverse and forward mode), never NaN: the derivatives come from one forward-backward pass (``_log_likelihood``), exact
+    also at entries of π and A equal to 0 (tested against finite differences), except that a
+    term for a state reachable only through such an entry is capped when that state fits an
+    observation better than every reachable one by more than 20 nats (float32; 200 in
+    float64).  An emission probability exactly 0 (Categorical) gets gradient 0 instead of its
+    true value, because only ``log b`` reaches the inference (parametrise by logits to stay
+    inside the simplex, as gradient-based fitting does anyway).  When ``log p = −inf``
+    gradients are 0.
     """
-    return forward(model, observations, length)[0]
+    check_one_sequence(model, observations, length)
+    return _model_log_likelihood(model, observations, length)
 
 
 def posteriors(model: HMM, observations: Array, length: Array | None = None) -> Array:
