@@ -42,27 +42,31 @@ STATE_NAMES = ("fair", "loaded")
 
 def casino_model() -> hmm.HMM:
     """The true model (Durbin et al. 1998): switch fair→loaded 0.05, loaded→fair 0.1."""
-    fair_die = jnp.full((6,), 1.0 / 6.0)
-    loaded_die = jnp.array([0.1, 0.1, 0.1, 0.1, 0.1, 0.5])
-    return hmm.HMM(initial_probs=jnp.array([0.5, 0.5]),
-                   transition_matrix=jnp.array([[0.95, 0.05], [0.10, 0.90]]),
-                   emissions=hmm.Categorical(jnp.stack([fair_die, loaded_die])))
+    fair_die = [1.0 / 6.0] * 6
+    loaded_die = [0.1, 0.1, 0.1, 0.1, 0.1, 0.5]
+    return hmm.HMM(initial_probs=jnp.asarray([0.5, 0.5]),
+                   transition_matrix=jnp.asarray([[0.95, 0.05], [0.10, 0.90]]),
+                   emissions=hmm.Categorical(jnp.asarray([fair_die, loaded_die])))
 
 
-def random_start(key: jax.Array) -> hmm.HMM:
-    """A random 2-state, 6-symbol model; staying is likelier than switching.
+def random_starts(rng: np.random.Generator, num_starts: int) -> hmm.HMM:
+    """``num_starts`` random 2-state, 6-symbol models stacked on a leading axis.
 
-    The emission rows must differ (identical rows are a fixed point of EM), so each is the
-    softmax of its own small Gaussian noise: near uniform, far from the truth.  (Uniform and
-    normal draws rather than Dirichlet ones: gamma sampling is slow to compile.)
+    Staying is likelier than switching.  The emission rows must differ (identical rows are a
+    fixed point of EM), so each is the softmax of its own small Gaussian noise: near uniform,
+    far from the truth.  (Drawn with NumPy: set-up code with nothing to compile.)
     """
-    key_initial, key_transition, key_emission = jax.random.split(key, 3)
-    initial_probs = jax.nn.softmax(jax.random.normal(key_initial, (2,)))
-    stay = jax.random.uniform(key_transition, (2,), minval=0.6, maxval=0.95)
-    transition_matrix = jnp.stack([jnp.stack([stay[0], 1.0 - stay[0]]),
-                                   jnp.stack([1.0 - stay[1], stay[1]])])
-    probs = jax.nn.softmax(0.3 * jax.random.normal(key_emission, (2, 6)), axis=-1)
-    return hmm.HMM(initial_probs, transition_matrix, hmm.Categorical(probs))
+    def softmax(logits):
+        weights = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        return weights / weights.sum(axis=-1, keepdims=True)
+
+    initial_probs = softmax(rng.normal(size=(num_starts, 2)))
+    stay = rng.uniform(0.6, 0.95, size=(num_starts, 2))
+    transition_matrix = np.stack([np.stack([stay[:, 0], 1 - stay[:, 0]], axis=-1),
+                                  np.stack([1 - stay[:, 1], stay[:, 1]], axis=-1)], axis=1)
+    probs = softmax(0.3 * rng.normal(size=(num_starts, 2, 6)))
+    return hmm.HMM(*(jnp.asarray(a, jnp.float32) for a in (initial_probs, transition_matrix)),
+                   hmm.Categorical(jnp.asarray(probs, jnp.float32)))
 
 
 def best_permutation(fitted: hmm.HMM, truth: hmm.HMM) -> tuple[int, ...]:
@@ -75,13 +79,15 @@ def best_permutation(fitted: hmm.HMM, truth: hmm.HMM) -> tuple[int, ...]:
 
 
 def permute_states(model: hmm.HMM, perm: tuple[int, ...]) -> hmm.HMM:
-    """The same model with its states listed in the order ``perm``."""
-    order = jnp.asarray(perm)
-    return hmm.HMM(model.initial_probs[order], model.transition_matrix[order][:, order],
-                   hmm.Categorical(model.emissions.probs[order]))
+    """The same model (NumPy arrays) with its states listed in the order ``perm``."""
+    order = np.asarray(perm)
+    return hmm.HMM(np.asarray(model.initial_probs)[order],
+                   np.asarray(model.transition_matrix)[order][:, order],
+                   hmm.Categorical(np.asarray(model.emissions.probs)[order]))
 
 
 def print_parameters(fitted: hmm.HMM, truth: hmm.HMM) -> None:
+    fitted, truth = (jax.tree.map(np.asarray, model) for model in (fitted, truth))
     print("\nfitted (true) parameters, states matched to the truth:")
     for i, name in enumerate(STATE_NAMES):
         row = ", ".join(f"{float(fitted.transition_matrix[i, j]):.3f} "
@@ -94,17 +100,15 @@ def print_parameters(fitted: hmm.HMM, truth: hmm.HMM) -> None:
 
 
 @jax.jit
-def total_log_likelihood(model: hmm.HMM, rolls: jax.Array) -> jax.Array:
-    """``Σ_b log p(x_b)`` over a batch (B, T)."""
-    return jnp.sum(jax.vmap(hmm.log_likelihood, in_axes=(None, 0))(model, rolls))
+def evaluate(model: hmm.HMM, rolls: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Per-sequence log-likelihoods, Viterbi paths and posterior marginals for a batch (B, T).
 
-
-@jax.jit
-def decode(model: hmm.HMM, rolls: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Viterbi paths and posterior marginals ``p(z_t | x_{1:T})`` for a batch (B, T)."""
+    One compiled function for every model and for the training and test rolls together.
+    """
+    log_liks = jax.vmap(hmm.log_likelihood, in_axes=(None, 0))(model, rolls)
     paths, _ = jax.vmap(hmm.viterbi, in_axes=(None, 0))(model, rolls)
     marginals = jax.vmap(hmm.posteriors, in_axes=(None, 0))(model, rolls)
-    return paths, marginals
+    return log_liks, paths, marginals
 
 
 def save_plot(path: pathlib.Path, rolls, true_states, loaded_posterior, viterbi_path) -> None:
@@ -138,39 +142,40 @@ def main() -> None:
     started = time.perf_counter()
 
     truth = casino_model()
-    key_data, key_starts = jax.random.split(jax.random.key(args.seed))
     sample_batch = jax.vmap(lambda key: hmm.sample(key, truth, num_rolls))
-    states, rolls = sample_batch(jax.random.split(key_data, num_train + num_test))
-    train_rolls, test_rolls, test_states = rolls[:num_train], rolls[num_train:], states[num_train:]
+    states, rolls = sample_batch(jax.random.split(jax.random.key(args.seed), num_train + num_test))
+    states = np.asarray(states)
+    train_rolls, test_states = rolls[:num_train], states[num_train:]
     print(f"sampled {num_train} training and {num_test} test sequences of {num_rolls} rolls; "
-          f"{float(jnp.mean(states == LOADED)):.1%} of rolls used the loaded die")
+          f"{np.mean(states == LOADED):.1%} of rolls used the loaded die")
 
-    starts = jax.jit(jax.vmap(random_start))(jax.random.split(key_starts, num_starts))
+    starts = random_starts(np.random.default_rng(args.seed), num_starts)
     fit_all = jax.vmap(lambda start: hmm.baum_welch_fit(start, train_rolls, max_iter=500, tol=1e-4))
     results = fit_all(starts)
-    final_log_liks = jnp.nanmax(results.history, axis=1)
-    best = int(jnp.argmax(final_log_liks))
+    final_log_liks = np.nanmax(np.asarray(results.history), axis=1)
+    best = int(np.argmax(final_log_liks))
     print(f"Baum–Welch from {num_starts} random starts (one vmapped, jitted EM loop): "
           f"iterations {np.asarray(results.num_iterations).tolist()}")
     print("  final total log-likelihood per start: "
-          + ", ".join(f"{float(x):.1f}" for x in final_log_liks) + f"; keeping start {best}")
-    fitted = jax.tree.map(lambda leaf: leaf[best], results.model)
+          + ", ".join(f"{x:.1f}" for x in final_log_liks) + f"; keeping start {best}")
+    fitted = jax.tree.map(lambda leaf: np.asarray(leaf)[best], results.model)
     fitted = permute_states(fitted, best_permutation(fitted, truth))
-    true_log_lik = float(total_log_likelihood(truth, train_rolls))
+    evaluations = {label: evaluate(model, rolls) for label, model in
+                   (("fitted", fitted), ("true", truth))}
+    true_log_lik = float(np.sum(evaluations["true"][0][:num_train]))
     print(f"  log-likelihood of the training data: fitted (last iteration) "
-          f"{float(final_log_liks[best]):.1f}, "
-          f"true model {true_log_lik:.1f}")
+          f"{final_log_liks[best]:.1f}, true model {true_log_lik:.1f}")
     print_parameters(fitted, truth)
-    error = max(float(jnp.max(jnp.abs(fitted.transition_matrix - truth.transition_matrix))),
-                float(jnp.max(jnp.abs(fitted.emissions.probs - truth.emissions.probs))))
+    error = max(np.max(np.abs(fitted.transition_matrix - np.asarray(truth.transition_matrix))),
+                np.max(np.abs(fitted.emissions.probs - np.asarray(truth.emissions.probs))))
     print(f"largest error in a transition or emission probability: {error:.3f}")
 
     print("\ndecoding the held-out sequences (fraction of rolls whose die is called right):")
     accuracies = {}
-    for label, model in (("fitted", fitted), ("true", truth)):
-        paths, marginals = decode(model, test_rolls)
-        viterbi_accuracy = float(jnp.mean(paths == test_states))
-        posterior_accuracy = float(jnp.mean(jnp.argmax(marginals, axis=-1) == test_states))
+    for label, (_, paths, marginals) in evaluations.items():
+        paths, marginals = np.asarray(paths)[num_train:], np.asarray(marginals)[num_train:]
+        viterbi_accuracy = float(np.mean(paths == test_states))
+        posterior_accuracy = float(np.mean(np.argmax(marginals, axis=-1) == test_states))
         accuracies[label] = (viterbi_accuracy, posterior_accuracy, paths, marginals)
         print(f"  {label} model: Viterbi accuracy {viterbi_accuracy:.3f}, "
               f"posterior accuracy {posterior_accuracy:.3f}")
@@ -179,8 +184,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     _, _, paths, marginals = accuracies["fitted"]
     figure = args.out / "hmm_casino.png"
-    save_plot(figure, np.asarray(test_rolls[0]), np.asarray(test_states[0]),
-              np.asarray(marginals[0, :, LOADED]), np.asarray(paths[0]))
+    save_plot(figure, np.asarray(rolls[num_train]), test_states[0], marginals[0, :, LOADED], paths[0])
     print(f"saved {figure} ({time.perf_counter() - started:.1f} s in all)")
 
 

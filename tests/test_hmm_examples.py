@@ -1,18 +1,21 @@
 """The HMM example scripts run end to end and print results that agree with the truth.
 
-The three scripts start together in subprocesses (once per test session), so their JAX
-compilations overlap on the two cores; each test then checks one script's exit status, its
-PNG and what it printed against an oracle the script does not compute itself: the true
-casino parameters, the plain means of the Nile data on either side of the printed change
-year, and the agreement of two independent fitting methods (EM and autodiff + Adam).
+The three scripts run once per test session, in this process one after the other (no
+interpreter or JAX start-up per script; the casino and gradient examples share compiled
+sampling code); each test then checks one script's exit status, its PNG and what it printed
+against an oracle the script does not compute itself: the true casino parameters, the plain
+means of the Nile data on either side of the printed change year, and the agreement of two
+independent fitting methods (EM and autodiff + Adam).
 """
 from __future__ import annotations
 
-import os
+import contextlib
+import io
 import pathlib
 import re
-import subprocess
+import runpy
 import sys
+import traceback
 
 import numpy as np
 import pytest
@@ -25,32 +28,38 @@ EXAMPLES = {
     "nile": ["hmm_nile.py"],
     "gradient": ["hmm_gradient_fit.py", "--quick"],
 }
-TIMEOUT_S = 300
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def run_script(script: str, flags: list[str], out_dir: pathlib.Path) -> tuple[int, str]:
+    """Run ``examples/script`` as ``__main__`` with ``flags``; (exit status, printed output)."""
+    output = io.StringIO()
+    argv = [str(REPO / "examples" / script), *flags, "--out", str(out_dir)]
+    saved_argv, sys.argv = sys.argv, argv
+    status = 0
+    try:
+        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+            runpy.run_path(argv[0], run_name="__main__")
+    except SystemExit as exit_:
+        status = exit_.code if isinstance(exit_.code, int) else 1
+    except Exception:  # noqa: BLE001 - reported through the status and the output
+        status = 1
+        output.write(traceback.format_exc())
+    finally:
+        sys.argv = saved_argv
+    return status, output.getvalue()
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Start every example at once; return {name: (returncode, stdout + stderr, out_dir)}."""
-    env = dict(os.environ, MPLBACKEND="Agg",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    started = {}
+    """Run every example; return {name: (returncode, stdout + stderr, out_dir)}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    results = {}
     for name, (script, *flags) in EXAMPLES.items():
         out_dir = tmp_path_factory.mktemp(name)
-        process = subprocess.Popen([sys.executable, str(REPO / "examples" / script), *flags,
-                                    "--out", str(out_dir)],
-                                   cwd=out_dir, env=env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True)
-        started[name] = (process, out_dir)
-    results = {}
-    for name, (process, out_dir) in started.items():
-        try:
-            output, _ = process.communicate(timeout=TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            output, _ = process.communicate()
-            output += f"\n[killed after {TIMEOUT_S} s]"
-        results[name] = (process.returncode, output, out_dir)
+        results[name] = (*run_script(script, flags, out_dir), out_dir)
     return results
 
 

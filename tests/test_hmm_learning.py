@@ -201,40 +201,55 @@ def best_permutation(fitted_values, true_values):
                key=lambda p: np.abs(np.asarray(fitted_values)[list(p)] - true_values).sum())
 
 
+def numpy_sample(rng, initial_probs, transition_matrix, num_sequences, num_steps):
+    """Hidden state paths drawn in NumPy (independently of ``hmm.sample``), vectorised over
+    the sequences: each state by inverse-CDF from a uniform."""
+    cumulative = np.cumsum(np.asarray(transition_matrix, np.float64), axis=1)
+    states = np.empty((num_sequences, num_steps), dtype=np.int64)
+    states[:, 0] = rng.choice(len(cumulative), size=num_sequences, p=np.asarray(initial_probs))
+    for t in range(1, num_steps):
+        rows = cumulative[states[:, t - 1]]
+        states[:, t] = np.sum(rows <= rng.random(num_sequences)[:, None] * rows[:, -1:], axis=1)
+    return states
+
+
 def test_recovers_categorical_parameters_from_200_sequences():
-    true = hmm.HMM(jnp.array([0.6, 0.3, 0.1]),
-                   jnp.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]]),
-                   hmm.Categorical(jnp.array([[0.7, 0.1, 0.1, 0.1], [0.1, 0.7, 0.1, 0.1],
-                                              [0.05, 0.05, 0.1, 0.8]])))
-    keys = jax.random.split(jax.random.key(0), 200)
-    _, x = jax.vmap(hmm.sample, in_axes=(0, None, None))(keys, true, 60)
-    lengths = jax.random.randint(jax.random.key(1), (200,), 30, 61)
-    start = hmm.HMM(jnp.array([0.4, 0.3, 0.3]), jnp.full((3, 3), 1 / 3) * 0.4 + 0.6 * jnp.eye(3),
-                    hmm.Categorical(jnp.array([[0.4, 0.2, 0.2, 0.2], [0.2, 0.4, 0.2, 0.2],
-                                               [0.2, 0.2, 0.2, 0.4]])))
-    fitted, history = hmm.baum_welch(start, x, lengths, max_iter=300, tol=1e-5)
+    pi = np.array([0.6, 0.3, 0.1])
+    A = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]])
+    B = np.array([[0.7, 0.1, 0.1, 0.1], [0.1, 0.7, 0.1, 0.1], [0.05, 0.05, 0.1, 0.8]])
+    rng = np.random.default_rng(0)
+    states = numpy_sample(rng, pi, A, 200, 60)
+    cumulative = np.cumsum(B, axis=1)[states]
+    x = np.sum(cumulative <= rng.random(states.shape)[..., None] * cumulative[..., -1:], axis=-1)
+    lengths = rng.integers(30, 61, 200)
+    start = hmm.HMM(jnp.asarray([0.4, 0.3, 0.3]), jnp.asarray(np.full((3, 3), 0.4 / 3) + 0.6 * np.eye(3)),
+                    hmm.Categorical(jnp.asarray([[0.4, 0.2, 0.2, 0.2], [0.2, 0.4, 0.2, 0.2],
+                                                 [0.2, 0.2, 0.2, 0.4]])))
+    fitted, history = hmm.baum_welch(start, jnp.asarray(x), jnp.asarray(lengths), max_iter=300,
+                                     tol=1e-5)
     assert np.all(np.isfinite(fitted.emissions.probs))
-    order = np.array(best_permutation(fitted.emissions.probs, np.asarray(true.emissions.probs)))
-    np.testing.assert_allclose(fitted.emissions.probs[order], true.emissions.probs, atol=0.05)
-    np.testing.assert_allclose(fitted.transition_matrix[np.ix_(order, order)], true.transition_matrix,
-                               atol=0.05)
-    np.testing.assert_allclose(fitted.initial_probs[order], true.initial_probs, atol=0.1)
+    order = np.array(best_permutation(fitted.emissions.probs, B))
+    np.testing.assert_allclose(fitted.emissions.probs[order], B, atol=0.05)
+    np.testing.assert_allclose(fitted.transition_matrix[np.ix_(order, order)], A, atol=0.05)
+    np.testing.assert_allclose(fitted.initial_probs[order], pi, atol=0.1)
 
 
 def test_recovers_gaussian_parameters_from_200_sequences():
-    true = hmm.HMM(jnp.array([0.5, 0.5]), jnp.array([[0.9, 0.1], [0.2, 0.8]]),
-                   hmm.Gaussian(jnp.array([[0.0, 0.0], [3.0, -2.0]]),
-                                jnp.array([[[1.0, 0.5], [0.5, 1.0]], [[0.5, 0.0], [0.0, 2.0]]])))
-    keys = jax.random.split(jax.random.key(2), 200)
-    _, x = jax.vmap(hmm.sample, in_axes=(0, None, None))(keys, true, 40)
-    start = hmm.HMM(jnp.array([0.5, 0.5]), jnp.array([[0.6, 0.4], [0.4, 0.6]]),
-                    hmm.Gaussian(jnp.array([[1.0, 1.0], [2.0, -1.0]]), jnp.stack([jnp.eye(2)] * 2)))
-    fitted, _ = hmm.baum_welch(start, x, max_iter=200, tol=1e-5)
-    order = np.array(best_permutation(fitted.emissions.means, np.asarray(true.emissions.means)))
-    np.testing.assert_allclose(fitted.emissions.means[order], true.emissions.means, atol=0.1)
-    np.testing.assert_allclose(fitted.emissions.covariances[order], true.emissions.covariances, atol=0.15)
-    np.testing.assert_allclose(fitted.transition_matrix[np.ix_(order, order)], true.transition_matrix,
-                               atol=0.03)
+    A = np.array([[0.9, 0.1], [0.2, 0.8]])
+    means = np.array([[0.0, 0.0], [3.0, -2.0]])
+    covariances = np.array([[[1.0, 0.5], [0.5, 1.0]], [[0.5, 0.0], [0.0, 2.0]]])
+    rng = np.random.default_rng(2)
+    states = numpy_sample(rng, [0.5, 0.5], A, 200, 40)
+    noise = rng.normal(size=states.shape + (2,))
+    x = means[states] + np.einsum("btde,bte->btd", np.linalg.cholesky(covariances)[states], noise)
+    start = hmm.HMM(jnp.asarray([0.5, 0.5]), jnp.asarray([[0.6, 0.4], [0.4, 0.6]]),
+                    hmm.Gaussian(jnp.asarray([[1.0, 1.0], [2.0, -1.0]]),
+                                 jnp.asarray(np.stack([np.eye(2)] * 2))))
+    fitted, _ = hmm.baum_welch(start, jnp.asarray(x, jnp.float32), max_iter=200, tol=1e-5)
+    order = np.array(best_permutation(fitted.emissions.means, means))
+    np.testing.assert_allclose(fitted.emissions.means[order], means, atol=0.1)
+    np.testing.assert_allclose(fitted.emissions.covariances[order], covariances, atol=0.15)
+    np.testing.assert_allclose(fitted.transition_matrix[np.ix_(order, order)], A, atol=0.03)
 
 
 def test_second_call_with_new_data_does_not_retrace():
@@ -268,9 +283,9 @@ def test_state_without_mass_keeps_its_parameters_and_nothing_is_nan():
     with jax.enable_x64(True):
         pi = jnp.array([1.0, 0.0])
         A = jnp.array([[1.0, 0.0], [0.3, 0.7]])
-        gaussian = hmm.Gaussian(jnp.array([[0.0, 0.0], [9.0, 9.0]]), jnp.stack([jnp.eye(2)] * 2))
+        gaussian = hmm.Gaussian(jnp.asarray([[0.0, 0.0], [9.0, 9.0]]), jnp.asarray(np.stack([np.eye(2)] * 2)))
         model = hmm.HMM(pi, A, gaussian)
-        x = jax.random.normal(jax.random.key(5), (BATCH, STEPS, D), jnp.float64) + 1.5
+        x = jnp.asarray(np.random.default_rng(5).normal(size=(BATCH, STEPS, D)) + 1.5)
         fitted, history = hmm.baum_welch(model, x, max_iter=MAX_ITER)
         for leaf in jax.tree.leaves(fitted):
             assert np.all(np.isfinite(leaf))
@@ -288,17 +303,17 @@ def test_state_without_mass_keeps_its_parameters_and_nothing_is_nan():
 
 def test_variances_are_floored_at_min_covar():
     with jax.enable_x64(True):
-        line = jnp.stack([jnp.arange(STEPS, dtype=jnp.float64) / 6 - 1.5] * 2, axis=1)  # rank 1
-        constant = jnp.full((STEPS, D), 5.0, jnp.float64)
-        x = jnp.stack([constant] * (BATCH // 2) + [line] * (BATCH // 2))
+        line = np.stack([np.arange(STEPS) / 6 - 1.5] * 2, axis=1)  # rank-deficient scatter
+        constant = np.full((STEPS, D), 5.0)
+        x = jnp.asarray(np.stack([constant] * (BATCH // 2) + [line] * (BATCH // 2)))
         diagonal = hmm.HMM(jnp.array([0.5, 0.5]), jnp.array([[0.9, 0.1], [0.1, 0.9]]),
-                           hmm.DiagonalGaussian(jnp.array([[4.0, 4.0], [0.0, 0.0]]), jnp.ones((2, 2))))
+                           hmm.DiagonalGaussian(jnp.asarray([[4.0, 4.0], [0.0, 0.0]]), jnp.asarray(np.ones((2, 2)))))
         fitted, _ = hmm.baum_welch(diagonal, x, max_iter=MAX_ITER, min_covar=0.01)
         np.testing.assert_allclose(fitted.emissions.variances[0], [0.01, 0.01], rtol=1e-5)
         np.testing.assert_allclose(fitted.emissions.variances[1], np.var(np.asarray(line)[:, 0]),
                                    rtol=1e-4)
         full = diagonal._replace(emissions=hmm.Gaussian(diagonal.emissions.means,
-                                                        jnp.stack([jnp.eye(2)] * 2)))
+                                                        jnp.asarray(np.stack([np.eye(2)] * 2))))
         fitted, _ = hmm.baum_welch(full, x, max_iter=MAX_ITER, min_covar=0.01)
         eigenvalues = np.linalg.eigvalsh(np.asarray(fitted.emissions.covariances, np.float64))
         np.testing.assert_allclose(eigenvalues[0], [0.01, 0.01], rtol=1e-4)
@@ -316,7 +331,7 @@ def test_gradient_ascent_on_logits_increases_the_likelihood():
         return jnp.mean(jax.vmap(hmm.log_likelihood, in_axes=(None, 0))(model, x))
 
     value_and_grad = jax.jit(jax.value_and_grad(mean_log_likelihood))
-    logits = {"initial": jnp.zeros(K), "transition": jnp.asarray(rng.normal(size=(K, K))),
+    logits = {"initial": jnp.asarray(np.zeros(K, np.float32)), "transition": jnp.asarray(rng.normal(size=(K, K))),
               "emission": jnp.asarray(rng.normal(size=(K, V)))}
     values = []
     for _ in range(20):
