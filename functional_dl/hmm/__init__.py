@@ -20,12 +20,12 @@ on the data).  The low-level functions on ``(T, K)`` matrices check shapes only.
 from functional_dl.hmm import parallel
 from functional_dl.hmm.emissions import Categorical, DiagonalGaussian, Gaussian
 from functional_dl.hmm.inference import (Posteriors, backward_filter, forward, forward_filter,
-                                         log_likelihood, most_likely_states, posteriors, smoother,
-                                         viterbi)
+                                         log_likelihood, posteriors, smoother)
 from functional_dl.hmm.learning import (BaumWelchResult, SufficientStats, baum_welch,
                                         baum_welch_fit, e_step, m_step)
 from functional_dl.hmm.model import HMM, check
 from functional_dl.hmm.sampling import sample
+from functional_dl.hmm.viterbi import most_likely_states, viterbi
 
 __all__ = [
     "HMM", "Categorical", "Gaussian", "DiagonalGaussian", "check",

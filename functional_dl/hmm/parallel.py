@@ -49,12 +49,13 @@ from functional_dl._types import Array
 from functional_dl.hmm._blocked_scan import blocked_vector_scan
 from functional_dl.hmm._numerics import (UNROLLED_MAX_STATES, finite_or_zero, normalize, safe_log,
                                          state_index_dtype, valid_mask)
-from functional_dl.hmm.inference import check_inference_shapes, model_log_likelihoods, path_log_prob
+from functional_dl.hmm.inference import check_inference_shapes, model_log_likelihoods
+from functional_dl.hmm.viterbi import path_log_prob
 from functional_dl.hmm.model import HMM, check_one_sequence
 
 
 def _shifted_weights(weights: Array, log_factors: Array) -> tuple[Array, Array]:
-    """``(w[i, k] exp(f_k − a_i), a)``, ``a_i`` the largest ``f_k`` among the k with ``w[i, k] > 0``.
+    """``(w[i, k] exp(f_k − a_i), a)``, ``a_i`` the largest ``f_k`` over the k with ``w[i, k] > 0``.
 
     The largest term of each row is then ``w[i, k]·1``: a row cannot underflow to 0 while its
     true value is positive.  ``weights`` and ``log_factors`` broadcast against each other.
@@ -98,7 +99,7 @@ def _sum_product(earlier: tuple[Array, Array], later: tuple[Array, Array]) -> tu
 
 
 def _matrix_times_log_vector(matrix: tuple[Array, Array], log_vector: Array) -> Array:
-    """``log (M exp(log_vector))`` for ``M = (P, s)``: ``log β_{t−1}`` from ``log β_t`` and ``E_t``."""
+    """``log(M exp(log_vector))`` for ``M = (P, s)``: ``log β_{t−1}`` from ``log β_t``, ``E_t``."""
     probs, scales = matrix
     weighted, shifts = _shifted_weights(probs, log_vector)
     return scales + shifts + safe_log(jnp.sum(weighted, axis=-1))
