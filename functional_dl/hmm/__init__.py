@@ -25,7 +25,7 @@ from functional_dl.hmm.learning import (BaumWelchResult, SufficientStats, baum_w
                                         baum_welch_fit, e_step, m_step)
 from functional_dl.hmm.model import HMM, check
 from functional_dl.hmm.sampling import sample
-from functional_dl.hmm.viterbi import most_likely_states, viterbi
+from functional_dl.hmm.decoding import most_likely_states, viterbi
 
 __all__ = [
     "HMM", "Categorical", "Gaussian", "DiagonalGaussian", "check",

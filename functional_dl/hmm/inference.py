@@ -3,7 +3,7 @@
 Low-level functions take ``(initial_probs, transition_matrix, log_likelihoods, length=None)``
 with ``log_likelihoods[t, k] = log p(x_t | z_t = k)`` of shape ``(T, K)``, so any emission model
 or a neural network can feed them.  The high-level ``forward``, ``log_likelihood`` and
-``posteriors`` take ``(model, observations, length=None)``; Viterbi is in ``viterbi``.
+``posteriors`` take ``(model, observations, length=None)``; Viterbi is in ``decoding``.
 
 Numerics (the loops are in ``_scans``).  The forward pass is scaled (Rabiner 1989),
 ``α̂_t ∝ (α̂_{t−1}ᵀ A) ⊙ exp(ll_t − m_t)``, ``log p = Σ_t (log c_t + m_t)``; shifts,

@@ -50,7 +50,7 @@ from functional_dl.hmm._blocked_scan import blocked_vector_scan
 from functional_dl.hmm._numerics import (UNROLLED_MAX_STATES, finite_or_zero, normalize, safe_log,
                                          state_index_dtype, valid_mask)
 from functional_dl.hmm.inference import check_inference_shapes, model_log_likelihoods
-from functional_dl.hmm.viterbi import path_log_prob
+from functional_dl.hmm.decoding import path_log_prob
 from functional_dl.hmm.model import HMM, check_one_sequence
 
 

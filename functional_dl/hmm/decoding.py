@@ -29,6 +29,26 @@ def _max_plus(scores: Array, log_transition: Array) -> Array:
     return best
 
 
+def _back_pointers(scores: Array, log_transition: Array, index_dtype) -> Array:
+    """``argmax_i scores[t, i] + log_transition[i, j]`` for every t and j, lowest i on ties.
+
+    For small K a running comparison over i (elementwise work XLA fuses into one loop, with
+    the sums ``_max_plus`` forms), rather than a variadic argmax reduction.
+    """
+    num_states = log_transition.shape[0]
+    if num_states > UNROLLED_MAX_STATES:
+        candidates = scores[:, :, None] + log_transition[None, :, :]
+        return jnp.argmax(candidates, axis=1).astype(index_dtype)
+    best = scores[:, :1] + log_transition[:1]
+    pointers = jnp.zeros(best.shape, index_dtype)
+    for i in range(1, num_states):
+        candidate = scores[:, i:i + 1] + log_transition[i:i + 1]
+        better = candidate > best  # strictly: ties keep the lower index
+        best = jnp.where(better, candidate, best)
+        pointers = jnp.where(better, jnp.asarray(i, index_dtype), pointers)
+    return pointers
+
+
 @jax.jit
 def most_likely_states(initial_probs: Array, transition_matrix: Array, log_likelihoods: Array,
                        length: Array | None = None) -> tuple[Array, Array]:
@@ -62,8 +82,7 @@ def most_likely_states(initial_probs: Array, transition_matrix: Array, log_likel
     # the narrowest integer type that holds a state: the backtracking loop below then touches
     # few enough bytes per step for XLA to compile it as one kernel (several times faster)
     index_dtype = state_index_dtype(num_states)
-    pointers = jnp.argmax(scores[:-1, :, None] + log_transition[None, :, :], axis=1)
-    pointers = pointers.astype(index_dtype)
+    pointers = _back_pointers(scores[:-1], log_transition, index_dtype)
     state_indices = jnp.arange(num_states, dtype=index_dtype)
     if valid is None:
         last = jnp.argmax(scores[-1]).astype(index_dtype)
