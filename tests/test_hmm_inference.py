@@ -246,6 +246,23 @@ def test_reachable_states_far_worse_than_an_unreachable_one_do_not_underflow():
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(result["grads"]))
 
 
+def test_a_batch_runs_the_careful_pass_only_as_a_whole_and_agrees_with_single_runs():
+    """Under vmap the fast/careful choice is made for the batch (``any_in_batch``): a stuck
+    chain next to an ordinary sequence gives each the result it gets on its own."""
+    model = two_state_chain([1.0, 0.0], [[1.0, 0.0], [0.5, 0.5]], [[0.0], [30.0]])
+    stuck = jnp.full((STUCK_STEPS, 1), 30.0, jnp.float32)  # needs the careful pass
+    ordinary = jnp.asarray(np.random.default_rng(8).normal(size=(STUCK_STEPS, 1)), jnp.float32)
+    batched = jax.jit(jax.vmap(_everything, in_axes=(None, 0, None)))(
+        model, jnp.stack([stuck, ordinary]), STUCK_STEPS)
+    for index, x in enumerate((stuck, ordinary)):
+        single = run_all(model, x, STUCK_STEPS)
+        for name in ("log_lik", "forward_log_lik", "gamma", "counts", "log_prob"):
+            np.testing.assert_allclose(batched[name][index], single[name], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(batched["states"][index], single["states"])
+        for a, b in zip(jax.tree.leaves(batched["grads"]), jax.tree.leaves(single["grads"])):
+            np.testing.assert_allclose(a[index], b, rtol=1e-4, atol=1e-5)
+
+
 def pairwise_log_evidence_and_best_path(pi, A, ll):
     """log p(x) and max_z log p(z, x) in float64 NumPy for long sequences.
 
