@@ -101,15 +101,15 @@ run_all = jax.jit(_everything)
 
 
 def unjitted(model, x):
-    """The same functions with jit disabled (Python loops, op by op): each once."""
+    """The smoother (which contains the forward pass) and Viterbi with jit disabled: Python
+    loops, op by op, every ``lax.cond`` on a concrete flag."""
     with jax.disable_jit():
-        log_lik, _ = hmm.forward(model, x)
         lls = model.emissions.log_likelihoods(x)
         post = hmm.smoother(model.initial_probs, model.transition_matrix, lls)
         states, log_prob = hmm.viterbi(model, x)
-    return {"forward_log_lik": log_lik, "log_lik": log_lik, "gamma": post.smoothed_probs,
-            "smoother_gamma": post.smoothed_probs, "counts": post.transition_counts,
-            "states": states, "log_prob": log_prob}
+    return {"forward_log_lik": post.log_likelihood, "log_lik": post.log_likelihood,
+            "gamma": post.smoothed_probs, "smoother_gamma": post.smoothed_probs,
+            "counts": post.transition_counts, "states": states, "log_prob": log_prob}
 
 
 def assert_matches(result, reference, num_steps=T):
