@@ -34,9 +34,10 @@ one does O(K³ T) work in O(log T) dependent steps.  On an accelerator with one 
 (T in the thousands and more, small K) the depth dominates and the parallel version wins; on
 CPU, for short sequences, or for a large batch (which already fills the device through
 ``vmap``) the sequential scan wins (``benchmarks/hmm.py`` measures both).  Compiling takes
-seconds (1.5–5 s per function at T = 10³–10⁴ on one CPU core, growing with log T: every
-level of the associative scan is compiled on its own), which pays off only for repeated calls
-on long sequences.  These functions are not meant to be differentiated (use the sequential
+seconds, growing with log T because every level of the associative scan is compiled on its
+own: measured on a 2-core CPU, K = 8, about 1–3 s per function at T = 10³ and 3–7 s at
+T = 10⁵ (the blocks cut 2 log₂ 32 = 10 levels; before them 4–9 s at T = 10³–10⁴).  That pays
+off only for repeated calls on long sequences.  These functions are not meant to be differentiated (use the sequential
 ``log_likelihood``).
 """
 from __future__ import annotations
