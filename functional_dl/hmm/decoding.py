@@ -14,7 +14,7 @@ from functional_dl._types import Array
 from functional_dl.hmm._numerics import (UNROLLED_MAX_STATES, finite_or_zero, safe_log,
                                          state_index_dtype)
 from functional_dl.hmm._scans import masked
-from functional_dl.hmm.inference import check_inference_shapes, model_log_likelihoods
+from functional_dl.hmm.inference import check_inference_shapes, on_model
 from functional_dl.hmm.model import HMM, check_one_sequence
 
 
@@ -119,10 +119,7 @@ def path_log_prob(initial_probs: Array, log_transition: Array, log_likelihoods: 
             + jnp.sum(jnp.where(valid[1:], steps, 0.0)))
 
 
-@jax.jit
-def _model_viterbi(model, observations, length):
-    lls = model_log_likelihoods(model, observations, length)
-    return most_likely_states(model.initial_probs, model.transition_matrix, lls, length)
+_model_viterbi = on_model(most_likely_states)
 
 
 def viterbi(model: HMM, observations: Array, length: Array | None = None) -> tuple[Array, Array]:

@@ -176,23 +176,26 @@ def model_log_likelihoods(model: HMM, observations: Array, length: Array | None 
     return model.emissions.log_likelihoods(replace_padding(observations, length))
 
 
-@jax.jit
-def _model_forward(model, observations, length):
-    lls = model_log_likelihoods(model, observations, length)
-    return forward_filter(model.initial_probs, model.transition_matrix, lls, length)
+def on_model(low_level):
+    """Jitted ``(model, observations, length) -> low_level(π, A, log-likelihoods, length)``:
+    the bridge from an ``HMM`` to the functions on the ``(T, K)`` log-likelihood matrix."""
+
+    @jax.jit
+    def run(model, observations, length):
+        lls = model_log_likelihoods(model, observations, length)
+        return low_level(model.initial_probs, model.transition_matrix, lls, length)
+
+    return run
 
 
-@jax.jit
-def _model_log_likelihood(model, observations, length):
-    lls = model_log_likelihoods(model, observations, length)
-    check_inference_shapes(model.initial_probs, model.transition_matrix, lls, length)
-    return _log_likelihood(model.initial_probs, model.transition_matrix, lls, length)
+def _checked_log_likelihood(initial_probs, transition_matrix, log_likelihoods, length):
+    check_inference_shapes(initial_probs, transition_matrix, log_likelihoods, length)
+    return _log_likelihood(initial_probs, transition_matrix, log_likelihoods, length)
 
 
-@jax.jit
-def _model_smoother(model, observations, length):
-    lls = model_log_likelihoods(model, observations, length)
-    return smoother(model.initial_probs, model.transition_matrix, lls, length)
+_model_forward = on_model(forward_filter)
+_model_log_likelihood = on_model(_checked_log_likelihood)
+_model_smoother = on_model(smoother)
 
 
 def forward(model: HMM, observations: Array, length: Array | None = None) -> tuple[Array, Array]:
