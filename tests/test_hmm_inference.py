@@ -382,3 +382,28 @@ def test_low_level_functions_accept_any_log_likelihood_matrix():
         np.testing.assert_allclose(log_prob, best, rtol=1e-10)
         np.testing.assert_allclose(batched[0], log_evidence, rtol=1e-10)
         np.testing.assert_allclose(batched[1], brute_force(pi, A, lls[:3])[0], rtol=1e-10)
+
+
+@pytest.mark.parametrize("num_states, num_steps", [(3, 20_000), (16, 2_000)])
+def test_viterbi_float64_long_and_many_states_matches_max_plus_oracle(num_states, num_steps):
+    """float64 Viterbi keeps δ unshifted (it resolves 1e-10 nats at −1e6); K = 16 takes the
+    argmax-reduction branch instead of the unrolled comparisons.  Oracle: the best path
+    score by pairwise max-plus products; padding with garbage changes nothing."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(num_states)
+        pi = rng.dirichlet(np.ones(num_states))
+        A = rng.dirichlet(np.full(num_states, 0.5), size=num_states)
+        lls = rng.normal(scale=3.0, size=(num_steps, num_states)) - 5.0
+        states, log_prob = hmm.most_likely_states(jnp.asarray(pi), jnp.asarray(A), jnp.asarray(lls))
+        _, best = pairwise_log_evidence_and_best_path(pi, A, lls)
+        s = np.asarray(states)
+        path_score = (np.log(pi)[s[0]] + lls[np.arange(num_steps), s].sum()
+                      + np.log(A)[s[:-1], s[1:]].sum())
+        np.testing.assert_allclose(path_score, best, rtol=1e-12)
+        np.testing.assert_allclose(log_prob, best, rtol=1e-12)
+        padded = np.concatenate([lls, rng.normal(scale=50.0, size=(7, num_states))])
+        padded_states, padded_log_prob = hmm.most_likely_states(
+            jnp.asarray(pi), jnp.asarray(A), jnp.asarray(padded), num_steps)
+        np.testing.assert_array_equal(padded_states[:num_steps], s)
+        np.testing.assert_array_equal(padded_states[num_steps:], -1)
+        np.testing.assert_allclose(padded_log_prob, log_prob, rtol=1e-14)
