@@ -98,6 +98,29 @@ def test_round_trip_with_like_takes_like_types_and_sharding(tmp_path):
     assert_bit_identical(params, {k: tree["params"][k] for k in sorted(tree["params"])})
 
 
+def test_restored_leaves_are_placed_as_likes_so_jit_reuses_its_program(tmp_path):
+    """A fresh tree (uncommitted: jit may place it) restores uncommitted, a tree committed to a
+    device restores committed to it, dtypes and weak types kept: a jitted function called on
+    ``like`` and then on the restored tree runs one compiled program, not two."""
+    fresh = {"w": jnp.arange(3.0), "half": jnp.arange(2) * 0.5,  # weakly typed float32
+             "count": jnp.asarray(3, jnp.int32), "b": jnp.zeros(2, jnp.bfloat16),
+             "key": jax.random.key(1)}
+    pinned = jax.device_put(fresh, jax.devices()[0])
+    checkpoint.save(tmp_path / "state.npz", fresh)
+    for like in (fresh, pinned):
+        restored = checkpoint.restore(tmp_path / "state.npz", like=like)
+        assert_bit_identical(restored, fresh)
+        for name in fresh:
+            assert restored[name].committed == like[name].committed, name
+            assert restored[name].sharding == like[name].sharding, name
+        combine = jax.jit(lambda tree: (tree["w"] * tree["half"][0] + tree["count"],
+                                       jax.random.key_data(tree["key"]),
+                                       tree["b"].astype(jnp.float32)))
+        combine(like)
+        combine(restored)
+        assert combine._cache_size() == 1
+
+
 def test_like_converts_between_numpy_and_jax(tmp_path):
     checkpoint.save(tmp_path / "a.npz", {"x": np.arange(3.0, dtype=np.float32)})
     as_jax = checkpoint.restore(tmp_path / "a.npz", like={"x": jnp.zeros(3)})

@@ -20,9 +20,11 @@ arrays are read with ``allow_pickle=False`` and no module named by a file is imp
     it comes back as a ``dict`` of its fields, with a ``UserWarning``.
   * ``like=tree`` takes containers and leaf types from ``like`` (dicts are matched by key,
     order aside). The file must hold the same structure, and each leaf the same kind (array,
-    typed key, Python scalar), shape and dtype. A JAX leaf of ``like`` (or a
-    ``jax.ShapeDtypeStruct`` with a sharding) gives an array with its sharding, so a
-    replicated or sharded training state is restored where it lives.
+    typed key, Python scalar), shape and dtype. A JAX leaf of ``like`` gives an array placed
+    as it is: with its sharding when it is committed (``device_put``, a replicated or
+    sharded training state; likewise a ``jax.ShapeDtypeStruct`` with a sharding), uncommitted
+    like ``jnp.asarray`` when it is not (a fresh ``init``), so ``jit`` reuses the program it
+    compiled for ``like``.
 
 A damaged or foreign file, a mismatch with ``like``, or a float64 leaf while 64-bit mode is
 off raise :class:`CheckpointError` (a ``ValueError``) saying which. ``save`` writes a

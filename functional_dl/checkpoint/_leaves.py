@@ -137,5 +137,21 @@ def _decode_leaf(path: str, spec: dict, stored: np.ndarray, like: Any = None) ->
         result = _weak_identity(value.shape, dtype)(jnp.asarray(value))
     else:
         result = jnp.asarray(value)
+    return _place_like(result, like)
+
+
+def _place_like(result: jax.Array, like: Any) -> jax.Array:
+    """``result`` (uncommitted, on the default device) placed as ``like`` is.
+
+    ``jit`` keys its compiled programs on each argument's sharding *and* on whether it is
+    committed; an uncommitted array (``jnp.asarray``, a fresh ``init``) lets ``jit`` place it,
+    a committed one pins the program to its devices.  A restored leaf therefore stays
+    uncommitted when ``like``'s leaf is (``device_put`` onto ``like.sharding`` would commit
+    it, and a train step fed the restored state would compile a second time), and takes
+    ``like``'s sharding when that leaf is committed or is a ``ShapeDtypeStruct`` with one.
+    ``device_put`` keeps dtype and weak type.
+    """
+    if isinstance(like, jax.Array) and not like.committed:
+        return result
     sharding = getattr(like, "sharding", None)
     return jax.device_put(result, sharding) if sharding is not None else result
