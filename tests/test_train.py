@@ -4,6 +4,7 @@ Oracles: a hand-written loop calling ``optimizer.update``/``apply_updates`` dire
 transcriptions of means and accuracy, index bookkeeping for batches, and closed-form
 trajectories of one-parameter problems for early stopping and divergence.
 """
+import contextlib
 import io
 import os
 import sys
@@ -71,6 +72,27 @@ def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
 
 def copy_tree(tree):
     return jax.tree.map(jnp.copy, tree)
+
+
+@contextlib.contextmanager
+def counting_compilations(function_name):
+    """Counts XLA compilations of the jitted function ``function_name`` while the block runs.
+
+    JAX reports each backend compilation as a monitoring event naming the function.  A trace
+    counter would miss a second compilation for a new placement of the same shapes: tracing
+    is cached on shapes and dtypes, compiled programs also on shardings and commitment.
+    """
+    compilations = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration" and \
+                kwargs.get("fun_name") == f"jit({function_name})":
+            compilations.append(duration)
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield compilations
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 X, Y = make_data(40)
@@ -568,7 +590,12 @@ def test_stop_and_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, monk
     with pytest.raises(KeyboardInterrupt):
         noisy_run(tmp_path / "b.npz")                      # killed in epoch 5: file at epoch 4
     monkeypatch.setattr(train.loop, "batches", real_batches)
-    resumed = noisy_run(tmp_path / "b.npz")
+    fit_step = train.loop._make_guarded_step(loss_fn, OPTIMIZER, False, True)
+    programs = fit_step._cache_size()
+    with counting_compilations("guarded_step") as compilations:
+        resumed = noisy_run(tmp_path / "b.npz")
+    # the restored state is placed like a fresh one: the resumed run reuses the compiled step
+    assert compilations == [] and fit_step._cache_size() == programs
 
     assert_trees_equal(resumed.params, uninterrupted.params)
     assert_trees_equal(resumed.opt_state, uninterrupted.opt_state)
