@@ -146,3 +146,83 @@ def test_bad_input():
         with pytest.raises(TypeError, match="key must be one PRNG key"):
             perceptron.fit(X, y, key=bad_key)
     perceptron.fit(X, y, key=jax.random.PRNGKey(0))  # a raw uint32 key is a key too
+
+
+def loops_in(jaxpr, depth=0):
+    """``(nesting depth, primitive, length)`` of every scan / while loop, sub-jaxprs included."""
+    found = []
+    for eqn in jaxpr.eqns:
+        is_loop = eqn.primitive.name in ("scan", "while")
+        if is_loop:
+            found.append((depth, eqn.primitive.name, eqn.params.get("length")))
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (tuple, list)) else [param]:
+                sub = getattr(sub, "jaxpr", sub)  # ClosedJaxpr -> Jaxpr
+                if hasattr(sub, "eqns"):
+                    found += loops_in(sub, depth + is_loop)
+    return found
+
+
+def test_the_whole_fit_is_one_jit_around_one_nested_scan():
+    X, y = jnp.zeros((13, 2)), jnp.ones(13, jnp.int32)
+    closed = jax.make_jaxpr(lambda X, y: perceptron.fit_with_history(
+        X, y, epochs=3, learning_rate=0.5, key=jax.random.key(0)))(X, y)
+    assert [eqn.primitive.name for eqn in closed.jaxpr.eqns].count("jit") == 1
+    # epochs outside, samples inside, and no other loop anywhere
+    assert loops_in(closed.jaxpr) == [(0, "scan", 3), (1, "scan", 13)]
+
+
+@pytest.mark.parametrize("one_vs_rest", [False, True], ids=["binary", "one-vs-rest"])
+def test_refitting_new_data_of_the_same_shape_neither_retraces_nor_recompiles(one_vs_rest):
+    """epochs (and n_classes) are static; X, y, learning_rate and key are traced."""
+    jitted = "_fit_one_vs_rest" if one_vs_rest else "_fit_binary"
+    n, d = (19, 4) if one_vs_rest else (17, 5)  # shapes no other test uses: not yet compiled
+    data = [(RNG.integers(-3, 4, (n, d)).astype(np.float32), RNG.integers(0, 3, n))
+            for _ in range(2)]
+    data = [(jnp.asarray(X), jnp.asarray(labels if one_vs_rest else 2 * (labels % 2) - 1,
+                                         jnp.int32)) for X, labels in data]
+    # binary: shuffled, a new key must not retrace; one-vs-rest: in the given order
+    keys = [None, None] if one_vs_rest else [jax.random.key(10), jax.random.key(11)]
+
+    def fit(X, y, learning_rate, key, epochs):
+        if one_vs_rest:
+            return perceptron.fit_one_vs_rest_with_history(X, y, 3, epochs=epochs,
+                                                           learning_rate=learning_rate, key=key)
+        return perceptron.fit_with_history(X, y, epochs=epochs, learning_rate=learning_rate,
+                                           key=key)
+
+    events = []
+
+    def record(name, duration, **kwargs):
+        if name.endswith(("jaxpr_trace_duration", "backend_compile_duration")):
+            events.append((name.rsplit("/", 1)[-1], kwargs.get("fun_name")))
+
+    def take_events():
+        taken = list(events)
+        events.clear()
+        return taken
+
+    jax.monitoring.register_event_duration_secs_listener(record)
+    try:
+        fit(*data[0], 1.0, keys[0], 3)
+        first = take_events()
+        params, mistakes = fit(*data[1], 0.5, keys[1], 3)
+        second = take_events()
+        fit(*data[1], 0.5, keys[1], 4)  # a new epoch count is a new program: the listener sees it
+        third = take_events()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(record)
+    compiled_once = [("jaxpr_trace_duration", jitted), ("backend_compile_duration", f"jit({jitted})")]
+    # the first call may also compile JAX's own helpers once (e.g. casting the learning rate)
+    assert [e for e in first if e[1] in (jitted, f"jit({jitted})")] == compiled_once
+    assert second == []
+    assert third == compiled_once
+    # ... and the cached program used the new values, not the first call's
+    X, y = (np.asarray(a) for a in data[1])
+    for c in range(3 if one_vs_rest else 1):
+        signs = np.where(y == c, 1, -1) if one_vs_rest else y
+        w, b, expected_mistakes = np_perceptron(X, signs, jax_orders(keys[1], 3, n), 0.5)
+        at = (c,) if one_vs_rest else ()
+        np.testing.assert_array_equal(params["w"][at], w)
+        assert float(params["b"][at]) == b
+        np.testing.assert_array_equal(mistakes[at], expected_mistakes)
