@@ -22,6 +22,12 @@ written by hand, no training engine::
     for batch in distributed.sharded_batches(shuffle_key, (x, y), 256, mesh):
         params, opt_state, metrics = step(params, opt_state, batch, step_key)
 
+``train.fit`` accepts replicated parameters too: it puts the optimizer state on the
+parameters' sharding, so its step compiles once per batch shape, and a checkpoint resumes
+onto the same placement.  Its batches come from ``train.batches``, which knows no mesh: they
+reach the step replicated, and every device computes the whole batch.  For data-parallel
+speed, write the loop above with ``sharded_batches``.
+
 Randomness inside the step (dropout) does not depend on the device count: JAX's random bits
 are generated partitionably, so a sharded step draws the same mask as an unsharded one and
 ``n`` devices follow the single-device trajectory up to floating-point summation order.

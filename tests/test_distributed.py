@@ -43,6 +43,60 @@ def _describe_shards(array) -> dict:
     }
 
 
+def _count_compilations(function_name: str, run) -> tuple[int, object]:
+    """``run()``'s result and how many XLA compilations of the jitted ``function_name`` it made.
+
+    Counted from JAX's backend-compile monitoring events: a trace counter would miss a
+    recompilation for a new placement of the same shapes (tracing is cached on shapes).
+    """
+    import jax
+    compilations = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration" and \
+                kwargs.get("fun_name") == f"jit({function_name})":
+            compilations.append(duration)
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        result = run()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    return len(compilations), result
+
+
+def _fit_checks(report, loss_fn, optimizer, initial, mesh, data) -> None:
+    """fit with replicated parameters: one compilation of its step per batch shape, resumed or
+    not, the optimizer state replicated like the parameters; the one-device run as oracle."""
+    import tempfile
+
+    import jax
+
+    from functional_dl import distributed, train
+
+    def run(params, epochs, **options):
+        return train.fit(loss_fn, optimizer, params, data, key=jax.random.key(2), epochs=epochs,
+                         batch_size=BATCH_SIZE, progress="none", **options)
+
+    report["fit_one_device_compilations"], single = _count_compilations(
+        "guarded_step", lambda: run(initial, 3))
+    report["fit_mesh_compilations"], sharded = _count_compilations(
+        "guarded_step", lambda: run(distributed.replicate(initial, mesh), 3))
+    report["fit_mesh_state_replicated"] = [
+        leaf.sharding == distributed.replicated_sharding(mesh)
+        for leaf in jax.tree.leaves((sharded.params, sharded.opt_state))]
+    report["fit_mesh_vs_one_device_difference"] = _max_abs_difference(
+        (sharded.params, sharded.opt_state), (single.params, single.opt_state))
+    with tempfile.TemporaryDirectory() as directory:
+        path = f"{directory}/run.npz"
+        run(distributed.replicate(initial, mesh), 2, checkpoint_path=path)
+        report["fit_mesh_resumed_compilations"], resumed = _count_compilations(
+            "guarded_step",
+            lambda: run(distributed.replicate(initial, mesh), 3, checkpoint_path=path,
+                        resume=True))
+    report["fit_mesh_resumed_vs_uninterrupted_difference"] = _max_abs_difference(
+        (resumed.params, resumed.opt_state), (sharded.params, sharded.opt_state))
+
+
 def _child_checks() -> dict:
     """Everything that needs 8 devices; returns plain numbers and strings for JSON."""
     import jax
@@ -105,6 +159,7 @@ def _child_checks() -> dict:
     report["replicate_left_its_input_intact"] = not any(
         leaf.is_deleted() for leaf in jax.tree.leaves(initial))   # despite 20 donated steps
     report["distance_travelled"] = _max_abs_difference(single_params, initial)
+    _fit_checks(report, loss_fn, optimizer, initial, mesh, (x, y))
 
     # ---- HMM log-likelihoods of a batch of padded sequences, sharded vs not
     model = hmm.HMM(jnp.array([0.5, 0.3, 0.2]),
@@ -179,6 +234,19 @@ def test_replicate_copies_so_donating_the_replica_keeps_the_original(report):
 
 def test_optimizer_state_stays_replicated(report):
     assert report["opt_state_replicated"] and all(report["opt_state_replicated"])
+
+
+def test_fit_compiles_its_step_once_on_one_device_and_on_the_mesh(report):
+    # 160 examples in batches of 32: one batch shape, so one program per placement
+    assert report["fit_one_device_compilations"] == 1
+    assert report["fit_mesh_compilations"] == 1
+    assert report["fit_mesh_state_replicated"] and all(report["fit_mesh_state_replicated"])
+    assert report["fit_mesh_vs_one_device_difference"] < 1e-5
+
+
+def test_fit_resumed_on_the_mesh_reuses_its_step_and_is_bit_identical(report):
+    assert report["fit_mesh_resumed_compilations"] == 0
+    assert report["fit_mesh_resumed_vs_uninterrupted_difference"] == 0.0
 
 
 @pytest.mark.parametrize("leaf, row_shape", [("batch_x", [12]), ("batch_y", [])])

@@ -387,6 +387,28 @@ def test_fit_again_with_the_same_loss_and_optimizer_does_not_retrace():
     assert len(traces) == 1
 
 
+def test_fit_with_params_committed_to_a_device_compiles_its_step_once_per_batch_shape():
+    """Parameters put on a device are committed; fit puts the optimizer state there too, so
+    the step's outputs are placed like its inputs from the first call.  Oracle: the plain
+    step on uncommitted arrays (``fit_oracle``), the same program on the same device."""
+    def pinned_loss(params, batch, key):     # a step of its own: its compilations start at 0
+        return loss_fn(params, batch, key)
+
+    device = jax.devices()[-1]
+    params = jax.device_put(init_mlp(jax.random.key(0)), device)
+    with counting_compilations("guarded_step") as compilations:
+        result = train.fit(pinned_loss, OPTIMIZER, params, (X, Y), key=jax.random.key(11),
+                           epochs=2, batch_size=BATCH_SIZE, progress="none")
+    assert len(compilations) == 2                   # batches of 16 and the last one of 8
+    placed = jax.tree.leaves((result.params, result.opt_state))
+    assert all(leaf.committed and leaf.sharding == params["out"]["w"].sharding
+               for leaf in placed)
+    expected_params, expected_state, _ = fit_oracle(
+        init_mlp(jax.random.key(0)), (X, Y), jax.random.key(11), epochs=2, batch_size=BATCH_SIZE)
+    assert_trees_equal(result.params, expected_params)
+    assert_trees_equal(result.opt_state, expected_state)
+
+
 class UnhashableLoss:
     __hash__ = None
 

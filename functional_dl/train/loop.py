@@ -135,6 +135,45 @@ def _private_copy(tree: PyTree) -> PyTree:
     return jax.tree.map(jnp.copy, tree)
 
 
+def _placed_like_params(opt_state: PyTree, params: PyTree) -> PyTree:
+    """``opt_state`` put on the parameters' sharding when they all share one fully replicated
+    committed sharding (one device, or a copy on every device of a mesh); else unchanged.
+
+    ``jit`` compiles one program per placement of its arguments (each array's sharding and
+    whether it is committed) and commits its outputs to the devices of its committed inputs.
+    ``optimizer.init`` builds its state uncommitted on the default device whatever the
+    parameters' placement (``zeros_like`` drops it; under ``jit`` the state's constants do
+    not depend on the inputs, so they come back uncommitted too).  Beside parameters
+    replicated over a mesh, the first step would then take an uncommitted state and return a
+    replicated one, and compile again for the same shapes.  Put where the step returns it,
+    the state has the same placement going in and coming out, so the step compiles once per
+    batch shape.
+
+    Why this and not explicit ``in_shardings``/``out_shardings`` on the step: those would bind
+    the memoized step to one mesh (one ``jit`` per placement, a mesh argument for ``fit``)
+    and reject inputs placed otherwise; here the caller's placement of ``params`` decides,
+    and the one step serves one device and any mesh.  It also mirrors how a data-parallel
+    state is built by hand (``distributed.replicate(optimizer.init(params), mesh)``).
+    Uncommitted parameters leave the state as it is (everything then stays uncommitted);
+    parameters split over devices (model parallelism, per-leaf shardings) need a state
+    placed by the caller.
+    """
+    leaves = jax.tree.leaves(params)
+    if not leaves or not all(isinstance(leaf, jax.Array) and leaf.committed for leaf in leaves):
+        return opt_state
+    shardings = {leaf.sharding for leaf in leaves}
+    if len(shardings) != 1:
+        return opt_state
+    (sharding,) = shardings
+    if not sharding.is_fully_replicated:
+        return opt_state
+
+    def place(leaf):
+        is_array = isinstance(leaf, (jax.Array, np.ndarray, np.generic))
+        return jax.device_put(leaf, sharding) if is_array else leaf
+    return jax.tree.map(place, opt_state)
+
+
 def _check_fit_arguments(epochs, patience, mode, min_delta, checkpoint_every, checkpoint_path,
                          resume):
     if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
@@ -179,6 +218,8 @@ def fit(loss_fn: LossFn, optimizer: Any, params: PyTree, train_data: PyTree, *,
       batch_size: examples per step; ``drop_last`` drops the short final batch (an error
         when that leaves no batch).
       opt_state: optimizer state to continue from (default ``optimizer.init(params)``).
+        With ``params`` replicated over a mesh (``distributed.replicate``) or committed to
+        one device, the state is put there too, so the step compiles once per batch shape.
       validation_data, eval_fn: data for ``evaluate(eval_fn, params, validation_data, b)``
         after each epoch, logged with prefix ``val_``; the default ``eval_fn`` is ``loss_fn``
         with ``key=None`` (``{"loss": L, **aux}``).
@@ -233,6 +274,7 @@ def fit(loss_fn: LossFn, optimizer: Any, params: PyTree, train_data: PyTree, *,
                                                         saved.epoch, saved.history)
         stopping = _EarlyStopping(saved.best, saved.best_epoch, saved.wait)
         best_params = saved.best_params
+    opt_state = _placed_like_params(opt_state, params)
     if donate:
         params, opt_state = _private_copy((params, opt_state))
 
