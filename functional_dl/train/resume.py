@@ -42,8 +42,10 @@ def load(path: str | os.PathLike, params_like: PyTree, opt_state_like: PyTree) -
     """Read a checkpoint written by ``save``.
 
     Parameters, optimizer state and best parameters are restored against ``params_like`` /
-    ``opt_state_like`` (same structure, shapes and dtypes, and their shardings), so a
-    checkpoint of a different model raises ``checkpoint.CheckpointError`` saying where.
+    ``opt_state_like`` (same structure, shapes and dtypes, placed as they are: committed
+    leaves on their sharding, uncommitted ones uncommitted, so the train step compiled for
+    a fresh state is reused), and a checkpoint of a different model raises
+    ``checkpoint.CheckpointError`` saying where.
     """
     saved = checkpoint.restore(path)
     if not isinstance(saved, TrainingCheckpoint):
