@@ -13,6 +13,9 @@ Without several accelerators, fake 8 CPU devices (the flags must be set before J
     XLA_FLAGS=--xla_force_host_platform_device_count=8 JAX_PLATFORMS=cpu \
         python examples/data_parallel.py
 
+``--compare-single-device`` trains a second time on one device with the same global batches
+and prints both results: they agree up to floating-point summation order.
+
 On several hosts, run the same script on each after adding ``jax.distributed.initialize()``
 at the top and give ``shard_batch`` each host's own slice of the data (see the docstring of
 ``functional_dl.distributed``).
@@ -45,22 +48,14 @@ def describe(name, array):
           f"{len(array.addressable_shards)} shards of shape {shapes}")
 
 
-def main(epochs, examples_per_device):
-    mesh = distributed.make_mesh()
-    num_devices = mesh.devices.size
-    print(f"{num_devices} device(s): {', '.join(str(d) for d in mesh.devices.flat)}")
-    print(f"mesh: {dict(mesh.shape)}")
-
-    digits = datasets.load_digits()
-    x_train, x_test, y_train, y_test = datasets.train_test_split(
-        jax.random.key(0), digits.data / 16.0, digits.target, test_size=0.25)
-
+def train_and_test(mesh, data, epochs, batch_size):
+    """Train from the same start on ``mesh``; return (last epoch's mean loss, test accuracy)."""
+    x_train, x_test, y_train, y_test = data
     optimizer = optim.adam(3e-3)
     initial = NETWORK.init(jax.random.key(1), (-1, x_train.shape[1]))[1]
     params = distributed.replicate(initial, mesh)
     opt_state = distributed.replicate(optimizer.init(initial), mesh)
     step = train.make_train_step(loss_fn, optimizer)
-    batch_size = examples_per_device * distributed.num_batch_parts(mesh)
 
     run_key = jax.random.key(2)
     for epoch in range(epochs):
@@ -69,16 +64,17 @@ def main(epochs, examples_per_device):
         for i, batch in enumerate(distributed.sharded_batches(shuffle_key, (x_train, y_train),
                                                               batch_size, mesh)):
             if epoch == 0 and i == 0:
-                print(f"global batch {batch_size} = {examples_per_device} per device:")
+                per_device = batch_size // distributed.num_batch_parts(mesh)
+                print(f"global batch {batch_size} = {per_device} per device:")
                 describe("batch images", batch[0])
                 describe("batch labels", batch[1])
                 describe("dense_0 weights", params["dense_0"]["w"])
             params, opt_state, metrics = step(params, opt_state, batch,
                                               jax.random.fold_in(step_key, i))
             epoch_losses.append(metrics["loss"])
+        mean_loss = float(np.mean(jax.device_get(epoch_losses)))
         if (epoch + 1) % 10 == 0 or epoch + 1 == epochs:
-            print(f"epoch {epoch + 1:3d}: mean training loss "
-                  f"{float(np.mean(jax.device_get(epoch_losses))):.4f}")
+            print(f"epoch {epoch + 1:3d}: mean training loss {mean_loss:.6f}")
 
     print("after training:")
     describe("dense_0 weights", params["dense_0"]["w"])
@@ -86,6 +82,28 @@ def main(epochs, examples_per_device):
     test_accuracy = train.evaluate(accuracy_fn, params,
                                    distributed.replicate((x_test, y_test), mesh), 512)
     print(f"test accuracy: {test_accuracy:.4f} on {len(y_test)} digits")
+    return mean_loss, test_accuracy
+
+
+def main(epochs, examples_per_device, compare_single_device):
+    mesh = distributed.make_mesh()
+    print(f"{mesh.devices.size} device(s): {', '.join(str(d) for d in mesh.devices.flat)}")
+    print(f"mesh: {dict(mesh.shape)}")
+
+    digits = datasets.load_digits()
+    data = datasets.train_test_split(jax.random.key(0), digits.data / 16.0, digits.target,
+                                     test_size=0.25)
+    batch_size = examples_per_device * distributed.num_batch_parts(mesh)
+    loss, accuracy = train_and_test(mesh, data, epochs, batch_size)
+
+    if compare_single_device:
+        # The same batches, dropout masks and updates on one device: the data-parallel run
+        # differs only by the order in which the gradient sums are added up.
+        print("\nthe same training on one device:")
+        loss_1, accuracy_1 = train_and_test(distributed.make_mesh(jax.devices()[:1]), data,
+                                            epochs, batch_size)
+        print(f"\n{mesh.devices.size} devices vs one: training loss {loss:.6f} vs "
+              f"{loss_1:.6f}, test accuracy {accuracy:.4f} vs {accuracy_1:.4f}")
 
 
 if __name__ == "__main__":
@@ -93,5 +111,8 @@ if __name__ == "__main__":
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--examples-per-device", type=int, default=16,
                         help="the global batch is this times the number of devices")
+    parser.add_argument("--compare-single-device", action="store_true",
+                        help="train again on one device with the same global batches and "
+                             "print both results side by side")
     arguments = parser.parse_args()
-    main(arguments.epochs, arguments.examples_per_device)
+    main(arguments.epochs, arguments.examples_per_device, arguments.compare_single_device)
