@@ -124,3 +124,71 @@ def test_piecewise_boundaries_are_exact_beyond_float32_integers():
 def test_bad_schedule_arguments(build, argument):
     with pytest.raises(ValueError, match=argument):
         build()
+
+
+# ---------------------------------------------------------------- steps beyond 2**24
+# float32 holds integers exactly only up to 2**24; steps are int32 and reach 2**31 - 1.
+# Every oracle below works on Python integers (exact) and then in float64.
+
+BIG_BEGIN = 2 ** 24 + 1        # not a float32 number: rounds to 2**24
+BIG_PERIOD = 2 ** 25 + 3       # not a float32 number either
+
+
+def steps_around(*points):
+    """``p - 1, p, p + 1`` for each point, plus the ends of the int32 range."""
+    near = {p + d for p in points for d in (-1, 0, 1)} | {0, 1, 2 ** 24 + 1, 2 ** 30 + 7}
+    return sorted(t for t in near | {2 ** 31 - 1} if 0 <= t < 2 ** 31)
+
+
+LARGE_CASES = {
+    # 0.5**n is exact in float32 (n <= 63 here): the staircase must match bit for bit
+    "staircase_big_period": (
+        lambda: S.exponential_decay(1.0, BIG_PERIOD, 0.5, transition_begin=BIG_BEGIN,
+                                    staircase=True),
+        lambda t: 0.5 ** (max(t - BIG_BEGIN, 0) // BIG_PERIOD),
+        steps_around(BIG_BEGIN, *(BIG_BEGIN + k * BIG_PERIOD for k in (1, 2, 31, 63))), 0.0),
+    # stairs of 2**16 steps: near 2**30 float32 steps are 128 apart and cross the stair edge
+    "staircase_small_period": (
+        lambda: S.exponential_decay(1.0, 2 ** 16, 1 - 2 ** -10, staircase=True),
+        lambda t: (1 - 2 ** -10) ** (t // 2 ** 16),
+        steps_around(*(k * 2 ** 16 for k in (2 ** 8, 2 ** 14, 2 ** 15 - 1))), 1e-6),
+    # late start, short period: t − t₀ of two rounded float32 numbers would be off by ~64
+    "exponential_late_begin": (
+        lambda: S.exponential_decay(1.0, 100, 0.5, transition_begin=2 ** 30 + 7),
+        lambda t: 0.5 ** (max(t - (2 ** 30 + 7), 0) / 100),
+        steps_around(*(2 ** 30 + 7 + k for k in (0, 37, 100, 777, 1234))), 1e-6),
+    "exponential_begin_past_int32": (
+        lambda: S.exponential_decay(0.25, 10, 0.5, transition_begin=2 ** 40),
+        lambda t: 0.25, steps_around(2 ** 31 - 1), 0.0),
+    # a short cosine after a long warm-up: the step since the warm-up must be exact
+    "warmup_cosine_long_warmup": (
+        lambda: S.warmup_cosine_decay(0.0, 1.0, BIG_BEGIN, BIG_BEGIN + 100, end_value=0.1),
+        lambda t: np_warmup_cosine(t, 0.0, 1.0, BIG_BEGIN, BIG_BEGIN + 100, 0.1),
+        steps_around(BIG_BEGIN, BIG_BEGIN + 2, BIG_BEGIN + 37, BIG_BEGIN + 100), 1e-6),
+    # float32 rounds t and T here only relatively: a check that nothing worse happens
+    "cosine_long": (
+        lambda: S.cosine_decay(1.0, 2 ** 30 + 7, end_value=0.1),
+        lambda t: np_cosine(t, 1.0, 2 ** 30 + 7, 0.1),
+        steps_around(2 ** 24 + 1, 2 ** 29 + 3, 2 ** 30 + 7), 1e-6),
+    "piecewise_big_boundaries": (
+        lambda: S.piecewise_constant([BIG_BEGIN, BIG_BEGIN + 2, 2 ** 31 - 1], [4.0, 3.0, 2.0, 1.0]),
+        lambda t: np_piecewise(t, [BIG_BEGIN, BIG_BEGIN + 2, 2 ** 31 - 1], [4.0, 3.0, 2.0, 1.0]),
+        steps_around(BIG_BEGIN, BIG_BEGIN + 2, 2 ** 31 - 1), 0.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LARGE_CASES))
+def test_schedule_is_exact_at_int32_steps_beyond_float32_integers(name):
+    build, formula, steps, rtol32 = LARGE_CASES[name]
+    schedule = build()
+    want = np.array([formula(t) for t in steps])
+    steps32 = jnp.asarray(steps, jnp.int32)
+    assert np.array_equal(np.asarray(steps32), steps)  # no step wrapped around
+    for got in (schedule(steps32), jax.jit(schedule)(steps32)):
+        assert got.dtype == jnp.float32
+        np.testing.assert_allclose(np.asarray(got), want, rtol=rtol32, atol=0)
+    np.testing.assert_allclose(float(schedule(steps[-2])), want[-2], rtol=rtol32, atol=0)  # an int
+    with jax.enable_x64(True):
+        got = jax.jit(schedule)(steps32)
+        assert got.dtype == jnp.float64
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12, atol=0)

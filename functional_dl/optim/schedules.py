@@ -6,6 +6,11 @@ incremented), so the first update uses ``schedule(0)``, as in optax and in PyTor
 Python int or an int32 array, under ``jit`` and ``vmap``, and returns a float array of the
 default float dtype (float64 when x64 is enabled).  Arguments are checked when the schedule
 is built; rates are never negative.
+
+Integer steps are counted in integers: float32 holds integers exactly only up to ``2**24``,
+while an int32 step reaches ``2**31 − 1``.  Differences of steps, stair indices
+``⌊(t − t₀) / T⌋`` and the piecewise boundaries are exact for every step of the step's
+dtype, and only the (bounded) results are converted to floats.  Steps before 0 count as 0.
 """
 from __future__ import annotations
 
@@ -21,8 +26,31 @@ from functional_dl._types import Array, Schedule
 from functional_dl.optim._tree import check_finite_non_negative
 
 
+def _float_dtype():
+    """float64 when x64 is enabled, else float32."""
+    return jax.dtypes.canonicalize_dtype(jnp.float64)
+
+
 def _as_float(step) -> Array:
-    return jnp.asarray(step).astype(jax.dtypes.canonicalize_dtype(jnp.float64))
+    return jnp.asarray(step).astype(_float_dtype())
+
+
+def _steps_since(step, start: int, stop: int | None = None) -> Array:
+    """``clip(t, start, stop) − start``: an exact integer for integer steps, else a float.
+
+    ``start`` and ``stop`` are Python ints that may exceed the step dtype's range (a point the
+    step can never reach).
+    """
+    t = jnp.asarray(step)
+    if not jnp.issubdtype(t.dtype, jnp.integer):
+        t = _as_float(t)
+        return jnp.clip(t, start, stop) - start
+    largest = int(np.iinfo(t.dtype).max)
+    if start > largest:
+        return jnp.zeros_like(t)
+    upper = largest if stop is None else min(stop, largest)
+    low, high = (np.asarray(v, t.dtype) for v in (start, upper))
+    return jnp.clip(t, low, high) - low
 
 
 def _half_cosine(progress: Array) -> Array:
@@ -54,6 +82,10 @@ def exponential_decay(init_value: float, transition_steps: int, decay_rate: floa
     With ``staircase=True`` the exponent is rounded down (the rate drops every
     ``transition_steps`` steps).  ``end_value`` bounds the rate: a floor when
     ``decay_rate < 1``, a ceiling when ``decay_rate > 1``.
+
+    For integer steps the exponent is ``q + r / T`` with ``(q, r) = divmod(max(t − t₀, 0), T)``
+    computed in integers: the stair ``q`` is exact for every step, and the float exponent
+    is ``q + r / T`` rounded once (not a quotient of rounded steps).
     """
     check_finite_non_negative("exponential_decay: init_value", init_value)
     _check_step_count("exponential_decay: transition_steps", transition_steps, allow_zero=False)
@@ -63,9 +95,21 @@ def exponential_decay(init_value: float, transition_steps: int, decay_rate: floa
         check_finite_non_negative("exponential_decay: end_value", end_value)
 
     def schedule(step) -> Array:
-        exponent = jnp.maximum(_as_float(step) - transition_begin, 0.0) / transition_steps
-        if staircase:
-            exponent = jnp.floor(exponent)
+        float_dtype = _float_dtype()
+        elapsed = _steps_since(step, transition_begin)
+        if jnp.issubdtype(elapsed.dtype, jnp.integer):
+            if transition_steps > np.iinfo(elapsed.dtype).max:
+                stairs, remainder = jnp.zeros_like(elapsed), elapsed
+            else:
+                period = np.asarray(transition_steps, elapsed.dtype)
+                stairs, remainder = elapsed // period, elapsed % period
+            exponent = stairs.astype(float_dtype)
+            if not staircase:
+                exponent = exponent + remainder.astype(float_dtype) / transition_steps
+        else:
+            exponent = elapsed / transition_steps
+            if staircase:
+                exponent = jnp.floor(exponent)
         rate = init_value * decay_rate ** exponent
         if end_value is not None:
             rate = jnp.maximum(rate, end_value) if decay_rate < 1 else jnp.minimum(rate, end_value)
@@ -86,7 +130,8 @@ def cosine_decay(init_value: float, decay_steps: int, *, end_value: float = 0.0)
     check_finite_non_negative("cosine_decay: end_value", end_value)
 
     def schedule(step) -> Array:
-        progress = jnp.minimum(_as_float(step), decay_steps) / decay_steps
+        float_dtype = _float_dtype()
+        progress = _steps_since(step, 0, decay_steps).astype(float_dtype) / decay_steps
         return end_value + (init_value - end_value) * _half_cosine(progress)
 
     return schedule
@@ -115,11 +160,13 @@ def warmup_cosine_decay(init_value: float, peak_value: float, warmup_steps: int,
     cosine_steps = decay_steps - warmup_steps
 
     def schedule(step) -> Array:
-        t = _as_float(step)
-        warmup = init_value + (peak_value - init_value) * t / max(warmup_steps, 1)
-        progress = jnp.clip(t - warmup_steps, 0.0, cosine_steps) / cosine_steps
-        decay = end_value + (peak_value - end_value) * _half_cosine(progress)
-        return jnp.where(t < warmup_steps, warmup, decay)
+        float_dtype = _float_dtype()
+        warmed = _steps_since(step, 0, warmup_steps).astype(float_dtype)
+        warmup = init_value + (peak_value - init_value) * warmed / max(warmup_steps, 1)
+        cooled = _steps_since(step, warmup_steps, decay_steps).astype(float_dtype)
+        decay = end_value + (peak_value - end_value) * _half_cosine(cooled / cosine_steps)
+        # both branches give peak_value at t = W: a float comparison that rounds is harmless
+        return jnp.where(_as_float(step) < warmup_steps, warmup, decay)
 
     return schedule
 
