@@ -28,6 +28,11 @@ onto the same placement.  Its batches come from ``train.batches``, which knows n
 reach the step replicated, and every device computes the whole batch.  For data-parallel
 speed, write the loop above with ``sharded_batches``.
 
+The placement functions (``data_sharding``, ``replicated_sharding``, ``num_batch_parts``,
+``shard_batch``, ``replicate``) are defined in ``functional_dl.train.placement``, so that
+``fit`` can use them without importing this module (which builds on ``train``), and are
+re-exported here.
+
 Randomness inside the step (dropout) does not depend on the device count: JAX's random bits
 are generated partitionably, so a sharded step draws the same mask as an unsharded one and
 ``n`` devices follow the single-device trajectory up to floating-point summation order.
@@ -67,10 +72,13 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Optional
 
 import jax
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+from jax.sharding import AxisType, Mesh
 
 from functional_dl._types import PRNGKey, PyTree
-from functional_dl.train.data import batches, num_examples
+from functional_dl.train.data import batches
+from functional_dl.train.placement import (check_batch_size_divides, check_mesh, data_sharding,
+                                           num_batch_parts, replicate, replicated_sharding,
+                                           shard_batch)
 
 __all__ = ["make_mesh", "data_sharding", "replicated_sharding", "shard_batch", "replicate",
            "sharded_batches", "num_batch_parts"]
@@ -98,93 +106,6 @@ def make_mesh(devices: Optional[Sequence[Any]] = None, axis_name: str = "data") 
                          devices=devices)
 
 
-def _check_mesh(mesh: Any) -> None:
-    if not isinstance(mesh, Mesh):
-        raise TypeError(f"mesh must be a jax.sharding.Mesh (see make_mesh), got "
-                        f"{type(mesh).__name__}")
-
-
-def _data_axis(mesh: Mesh, axis_name: Optional[str]) -> str:
-    if axis_name is None:
-        return mesh.axis_names[0]
-    if axis_name not in mesh.axis_names:
-        raise ValueError(f"axis_name {axis_name!r} is not an axis of mesh, whose axes are "
-                         f"{mesh.axis_names}")
-    return axis_name
-
-
-def data_sharding(mesh: Mesh, axis_name: Optional[str] = None) -> NamedSharding:
-    """``NamedSharding(mesh, P(axis_name))``: the leading axis split over ``axis_name``.
-
-    Other mesh axes, if any, hold copies.  ``axis_name`` defaults to the mesh's first axis.
-    """
-    _check_mesh(mesh)
-    return NamedSharding(mesh, PartitionSpec(_data_axis(mesh, axis_name)))
-
-
-def replicated_sharding(mesh: Mesh) -> NamedSharding:
-    """``NamedSharding(mesh, P())``: a full copy on every device of ``mesh``."""
-    _check_mesh(mesh)
-    return NamedSharding(mesh, PartitionSpec())
-
-
-def num_batch_parts(mesh: Mesh, axis_name: Optional[str] = None) -> int:
-    """How many slices this process cuts a (process-local) batch into: its devices along the axis.
-
-    ``mesh.shape[axis] · local_devices / all_devices``: the mesh axis size on one host, that
-    size divided by the number of hosts on a mesh spread evenly over several.
-    """
-    _check_mesh(mesh)
-    axis = _data_axis(mesh, axis_name)
-    return mesh.shape[axis] * len(mesh.local_devices) // mesh.devices.size
-
-
-def shard_batch(batch: PyTree, mesh: Mesh, axis_name: Optional[str] = None) -> PyTree:
-    """Put ``batch`` on ``mesh`` split along its leading axis: device ``d`` gets rows ``d·b/n …``.
-
-    Args:
-      batch: pytree of arrays (NumPy or JAX) sharing a leading example axis of length ``b``;
-        on several hosts, this process's part of the global batch.
-      mesh: the device mesh (``make_mesh``).
-      axis_name: the mesh axis to split over (default the mesh's first axis).
-
-    Returns:
-      The same structure of ``jax.Array``s with sharding ``data_sharding(mesh, axis_name)``
-      (global leading length ``b · jax.process_count()`` on an evenly spread mesh), built with
-      ``jax.make_array_from_process_local_data``.
-
-    Raises:
-      ValueError: leaves without a leading axis or of different lengths, or ``b`` not a
-        multiple of the number of devices along the axis (the message names both numbers).
-    """
-    _check_mesh(mesh)
-    size = num_examples(batch, "batch")
-    parts = num_batch_parts(mesh, axis_name)
-    if size % parts:
-        below = size - size % parts
-        nearest = " or ".join(str(n) for n in (below, below + parts) if n > 0)
-        raise ValueError(
-            f"batch has {size} examples (leading axis), which does not divide by the {parts} "
-            f"devices of mesh axis {_data_axis(mesh, axis_name)!r}; use a batch size that is "
-            f"a multiple of {parts} (e.g. {nearest}), or drop the short last batch "
-            "(sharded_batches does)")
-    return jax.make_array_from_process_local_data(data_sharding(mesh, axis_name), batch)
-
-
-def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
-    """A full copy of every leaf of ``tree`` on every device of ``mesh`` (params, optimizer state).
-
-    Leaves may be arrays, Python scalars or PRNG keys.  The result never shares a buffer
-    with ``tree``, so a train step that donates the replicated copy leaves ``tree`` valid
-    (``device_put`` alone would reuse a single-device leaf's buffer as the copy on that
-    device, even with ``may_alias=False``).  On several hosts every process must pass the
-    same values.
-    """
-    _check_mesh(mesh)
-    fresh = jax.tree.map(lambda leaf: leaf.copy() if isinstance(leaf, jax.Array) else leaf, tree)
-    return jax.device_put(fresh, replicated_sharding(mesh))
-
-
 def sharded_batches(key: PRNGKey, arrays: PyTree, batch_size: int, mesh: Mesh,
                     axis_name: Optional[str] = None) -> Iterator[PyTree]:
     """``train.batches(key, arrays, batch_size, drop_last=True)``, each batch ``shard_batch``-ed.
@@ -192,10 +113,7 @@ def sharded_batches(key: PRNGKey, arrays: PyTree, batch_size: int, mesh: Mesh,
     Every batch has ``batch_size`` examples, so the train step compiles once; ``batch_size``
     must be a multiple of ``num_batch_parts(mesh)`` (checked here, before the first batch).
     """
-    _check_mesh(mesh)
-    parts = num_batch_parts(mesh, axis_name)
+    check_mesh(mesh)
     epoch = batches(key, arrays, batch_size, drop_last=True)  # checks batch_size and arrays
-    if batch_size % parts:
-        raise ValueError(f"batch_size={batch_size} must be a multiple of the {parts} devices of "
-                         f"mesh axis {_data_axis(mesh, axis_name)!r}")
+    check_batch_size_divides(batch_size, mesh, axis_name)
     return (shard_batch(batch, mesh, axis_name) for batch in epoch)
