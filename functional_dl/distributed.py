@@ -22,11 +22,20 @@ written by hand, no training engine::
     for batch in distributed.sharded_batches(shuffle_key, (x, y), 256, mesh):
         params, opt_state, metrics = step(params, opt_state, batch, step_key)
 
-``train.fit`` accepts replicated parameters too: it puts the optimizer state on the
-parameters' sharding, so its step compiles once per batch shape, and a checkpoint resumes
-onto the same placement.  Its batches come from ``train.batches``, which knows no mesh: they
-reach the step replicated, and every device computes the whole batch.  For data-parallel
-speed, write the loop above with ``sharded_batches``.
+``train.fit`` runs this loop for you when given the mesh::
+
+    result = train.fit(loss_fn, optimizer, params, (x, y), key=key, epochs=10,
+                       batch_size=256, mesh=mesh, validation_data=(x_val, y_val))
+
+It replicates the parameters and the optimizer state over the mesh, splits every batch along
+the mesh's data axis (``batch_size`` must be a multiple of ``num_batch_parts(mesh)``, checked
+before training), evaluates the validation data split the same way, and returns replicated
+parameters; its step compiles once per batch shape, and checkpoint/resume and early stopping
+work as on one device.  The one batch of an epoch that may not divide, the short final batch
+of ``drop_last=False`` (and of the validation data), is computed whole on every device, so
+every mean is the unsharded run's, up to floating-point summation order
+(``train.placement.split_or_replicate``).  ``fit`` places data for one process; on several
+hosts write the loop above.
 
 The placement functions (``data_sharding``, ``replicated_sharding``, ``num_batch_parts``,
 ``shard_batch``, ``replicate``) are defined in ``functional_dl.train.placement``, so that

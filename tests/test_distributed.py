@@ -3,8 +3,8 @@
 JAX fixes its device count when it starts, so the checks run once in a subprocess started
 with ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (this file, run as a script,
 prints a JSON report) and the tests below assert on that report.  Oracles: the same train
-step run on unsharded arrays (one device), the batch rows themselves for the shard
-contents, and the unsharded vmap for HMM inference.
+step run on unsharded arrays (one device), ``fit`` without a mesh for ``fit(mesh=...)``, the
+batch rows themselves for the shard contents, and the unsharded vmap for HMM inference.
 """
 import json
 import os
@@ -97,6 +97,95 @@ def _fit_checks(report, loss_fn, optimizer, initial, mesh, data) -> None:
         (resumed.params, resumed.opt_state), (sharded.params, sharded.opt_state))
 
 
+def _fit_with_mesh_checks(report, loss_fn, optimizer, initial, mesh, rng) -> None:
+    """fit(mesh=...) against fit without a mesh (the oracle): 150 training examples in batches
+    of 32 (four split batches and a short one of 22 that 8 devices cannot split), 45
+    validation examples (32 split, 13 not), dropout on.  The sharding XLA chose for each
+    batch the loss sees is recorded when the step compiles (``inspect_array_sharding``)."""
+    import tempfile
+
+    import jax
+    import numpy as np
+
+    from functional_dl import distributed, train
+
+    shardings_seen = []
+
+    def recording_loss(params, batch, key):
+        rows = batch[0].shape[0]
+
+        def record(sharding):
+            shardings_seen.append({
+                "rows": rows, "training": key is not None,
+                "devices": len(sharding.device_set),
+                "replicated": bool(sharding.is_fully_replicated),
+                "shard_rows": sharding.shard_shape(batch[0].shape)[0]})
+        jax.debug.inspect_array_sharding(batch[0], callback=record)
+        return loss_fn(params, batch, key)
+
+    x = rng.normal(size=(150 + 45, 12)).astype(np.float32)
+    y = rng.integers(0, 4, size=150 + 45).astype(np.int32)
+
+    def run(epochs, **options):
+        return train.fit(recording_loss, optimizer, initial, (x[:150], y[:150]),
+                         validation_data=(x[150:], y[150:]), key=jax.random.key(3),
+                         epochs=epochs, batch_size=BATCH_SIZE, progress="none", **options)
+
+    def history_difference(a, b):
+        if sorted(a) != sorted(b) or any(len(a[k]) != len(b[k]) for k in a):
+            return float("inf")
+        return max(abs(u - v) / abs(v) for k in a for u, v in zip(a[k], b[k]))
+
+    without = run(3)
+    del shardings_seen[:]                     # keep the mesh run's compilations only
+    report["fit_mesh_argument_compilations"], with_mesh = _count_compilations(
+        "guarded_step", lambda: run(3, mesh=mesh))
+    report["fit_mesh_argument_shardings"] = list(shardings_seen)
+    report["fit_mesh_argument_params_difference"] = _max_abs_difference(
+        (with_mesh.params, with_mesh.opt_state), (without.params, without.opt_state))
+    report["fit_mesh_argument_distance_travelled"] = _max_abs_difference(without.params, initial)
+    report["fit_mesh_argument_history_difference"] = history_difference(with_mesh.history,
+                                                                        without.history)
+    report["fit_mesh_argument_history_keys"] = sorted(with_mesh.history)
+    report["fit_mesh_argument_state_replicated"] = [
+        leaf.sharding == distributed.replicated_sharding(mesh)
+        for leaf in jax.tree.leaves((with_mesh.params, with_mesh.opt_state))]
+    report["fit_mesh_argument_left_its_input_intact"] = not any(
+        leaf.is_deleted() for leaf in jax.tree.leaves(initial))
+
+    # early stopping: val_loss falls, so mode="max" stops after epoch 2 and restores epoch 1
+    stopped = {name: run(4, early_stopping_patience=1, mode="max", **options)
+               for name, options in [("without", {}), ("with", dict(mesh=mesh))]}
+    report["fit_mesh_early_stopping"] = [
+        (result.stop_reason, result.best_epoch) for result in stopped.values()]
+    report["fit_mesh_early_stopping_difference"] = max(
+        _max_abs_difference(stopped["with"].params, stopped["without"].params),
+        history_difference(stopped["with"].history, stopped["without"].history))
+
+    with tempfile.TemporaryDirectory() as directory:
+        path = f"{directory}/run.npz"
+        run(2, mesh=mesh, checkpoint_path=path)
+        report["fit_mesh_argument_resumed_compilations"], resumed = _count_compilations(
+            "guarded_step", lambda: run(3, mesh=mesh, checkpoint_path=path, resume=True))
+    report["fit_mesh_argument_resumed_vs_uninterrupted_difference"] = max(
+        _max_abs_difference((resumed.params, resumed.opt_state),
+                            (with_mesh.params, with_mesh.opt_state)),
+        history_difference(resumed.history, with_mesh.history))
+    report["fit_mesh_argument_resumed_state_replicated"] = [
+        leaf.sharding == distributed.replicated_sharding(mesh)
+        for leaf in jax.tree.leaves((resumed.params, resumed.opt_state))]
+
+    for name, options in [("batch_size", dict(batch_size=12)),
+                          ("axis_name", dict(axis_name="model"))]:
+        try:
+            train.fit(recording_loss, optimizer, initial, (x, y), key=jax.random.key(3),
+                      epochs=1, progress="none", mesh=mesh, **{"batch_size": BATCH_SIZE,
+                                                               **options})
+            report[f"fit_mesh_{name}_error"] = None
+        except ValueError as error:
+            report[f"fit_mesh_{name}_error"] = str(error)
+
+
 def _child_checks() -> dict:
     """Everything that needs 8 devices; returns plain numbers and strings for JSON."""
     import jax
@@ -160,6 +249,7 @@ def _child_checks() -> dict:
         leaf.is_deleted() for leaf in jax.tree.leaves(initial))   # despite 20 donated steps
     report["distance_travelled"] = _max_abs_difference(single_params, initial)
     _fit_checks(report, loss_fn, optimizer, initial, mesh, (x, y))
+    _fit_with_mesh_checks(report, loss_fn, optimizer, initial, mesh, rng)
 
     # ---- HMM log-likelihoods of a batch of padded sequences, sharded vs not
     model = hmm.HMM(jnp.array([0.5, 0.3, 0.2]),
@@ -247,6 +337,54 @@ def test_fit_compiles_its_step_once_on_one_device_and_on_the_mesh(report):
 def test_fit_resumed_on_the_mesh_reuses_its_step_and_is_bit_identical(report):
     assert report["fit_mesh_resumed_compilations"] == 0
     assert report["fit_mesh_resumed_vs_uninterrupted_difference"] == 0.0
+
+
+def test_fit_with_a_mesh_equals_fit_without_one(report):
+    assert report["fit_mesh_argument_distance_travelled"] > 1e-2    # training moved them
+    assert report["fit_mesh_argument_params_difference"] < 1e-6
+    assert report["fit_mesh_argument_history_keys"] == ["loss", "val_loss"]
+    assert report["fit_mesh_argument_history_difference"] < 1e-6
+    assert report["fit_mesh_argument_left_its_input_intact"]
+
+
+def test_fit_with_a_mesh_splits_every_batch_that_divides_and_replicates_the_short_ones(report):
+    # sorted by (training, rows): validation 13 and 32, then training 22 and 32
+    seen = sorted(report["fit_mesh_argument_shardings"],
+                  key=lambda s: (s["training"], s["rows"]))
+    assert [(s["training"], s["rows"]) for s in seen] == [
+        (False, 13), (False, 32), (True, 22), (True, 32)]
+    for shards in seen:
+        assert shards["devices"] == NUM_DEVICES
+        if shards["rows"] == BATCH_SIZE:
+            assert not shards["replicated"]
+            assert shards["shard_rows"] == BATCH_SIZE // NUM_DEVICES
+        else:                          # 22 and 13 do not divide by 8: whole on every device
+            assert shards["replicated"] and shards["shard_rows"] == shards["rows"]
+
+
+def test_fit_with_a_mesh_compiles_its_step_once_per_batch_shape_and_returns_replicas(report):
+    assert report["fit_mesh_argument_compilations"] == 2           # batches of 32 and of 22
+    for replicated in ("fit_mesh_argument_state_replicated",
+                       "fit_mesh_argument_resumed_state_replicated"):
+        assert report[replicated] and all(report[replicated])
+
+
+def test_fit_with_a_mesh_resumes_bit_identically_without_recompiling(report):
+    assert report["fit_mesh_argument_resumed_compilations"] == 0
+    assert report["fit_mesh_argument_resumed_vs_uninterrupted_difference"] == 0.0
+
+
+def test_fit_with_a_mesh_stops_early_like_fit_without_one(report):
+    assert report["fit_mesh_early_stopping"] == [["early_stopping", 1]] * 2
+    assert report["fit_mesh_early_stopping_difference"] < 1e-6
+
+
+def test_fit_with_a_mesh_rejects_a_batch_size_that_does_not_divide_and_unknown_axes(report):
+    message = report["fit_mesh_batch_size_error"]
+    assert message is not None
+    assert "batch_size=12" in message and f"{NUM_DEVICES} devices of mesh axis 'data'" in message
+    assert "use batch_size=8 or 16" in message
+    assert "'model' is not an axis of mesh" in report["fit_mesh_axis_name_error"]
 
 
 @pytest.mark.parametrize("leaf, row_shape", [("batch_x", [12]), ("batch_y", [])])

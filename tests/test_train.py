@@ -7,7 +7,6 @@ trajectories of one-parameter problems for early stopping and divergence.
 import contextlib
 import io
 import os
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -103,6 +102,8 @@ OPTIMIZER = optim.adam(0.05)
 BATCH_SIZE = 16
 STEP = train.make_train_step(loss_fn, OPTIMIZER)
 STEP_NOT_DONATED = train.make_train_step(loss_fn, OPTIMIZER, donate=False)
+# data parallelism on 8 devices is tested in test_distributed.py; here: argument checks
+ONE_DEVICE_MESH = jax.make_mesh((1,), ("data",), devices=jax.devices()[:1])
 
 
 # ---------------------------------------------------------------- make_train_step
@@ -575,12 +576,41 @@ def test_progress_auto_prints_lines_when_not_a_terminal():
      "batch_size=41 with drop_last=True leaves no batch of the 40 training examples"),
     (dict(early_stopping_patience=1, monitor="val_loss"), ValueError,
      r"monitor='val_loss' is not a logged metric; available: \['loss'\]"),
+    (dict(mesh="data"), TypeError, "mesh must be a jax.sharding.Mesh .*, got str"),
+    (dict(mesh=jax.devices()), TypeError, "mesh must be a jax.sharding.Mesh .*, got list"),
+    (dict(axis_name="data"), ValueError, "axis_name='data' names an axis of a mesh; pass mesh"),
+    (dict(mesh=ONE_DEVICE_MESH, axis_name="model"), ValueError,
+     r"axis_name 'model' is not an axis of mesh, whose axes are \('data',\)"),
 ])
 def test_fit_bad_arguments(kwargs, error, match):
     arguments = dict(key=jax.random.key(0), epochs=1, batch_size=8, progress="none")
     arguments.update(kwargs)
     with pytest.raises(error, match=match):
         train.fit(loss_fn, OPTIMIZER, init_mlp(jax.random.key(0)), (X, Y), **arguments)
+
+
+@pytest.mark.parametrize("call", ["fit", "evaluate"])
+def test_a_mesh_is_refused_on_several_processes_before_any_work(monkeypatch, call):
+    # fit and evaluate place whole batches from this process's arrays (the short final batch
+    # replicated), which is only right when one process holds all the data
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    with pytest.raises(NotImplementedError, match="mesh: .*one process, this is one of 2"):
+        if call == "fit":
+            train.fit(loss_fn, OPTIMIZER, init_mlp(jax.random.key(0)), (X, Y),
+                      key=jax.random.key(0), epochs=1, batch_size=8, progress="none",
+                      mesh=ONE_DEVICE_MESH)
+        else:
+            train.evaluate(eval_metrics, init_mlp(jax.random.key(0)), (X, Y), 8,
+                           mesh=ONE_DEVICE_MESH)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(mesh="data"), TypeError, "mesh must be a jax.sharding.Mesh"),
+    (dict(axis_name="data"), ValueError, "axis_name='data' names an axis of a mesh"),
+])
+def test_evaluate_bad_mesh_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        train.evaluate(eval_metrics, init_mlp(jax.random.key(0)), (X, Y), 8, **kwargs)
 
 
 # ---------------------------------------------------------------- checkpoint and resume

@@ -8,6 +8,8 @@
 
 ``fit`` is that loop with a progress bar, history, validation, early stopping, a NaN guard
 and checkpoint/resume; read it in ``loop.py`` and copy it when you need something else.
+``fit(..., mesh=distributed.make_mesh())`` is the same loop data-parallel: parameters
+replicated over the devices, every batch split over them (``placement.py``).
 
 Per-example gradients are ``vmap`` of ``grad`` over the batch axis, the parameters shared::
 

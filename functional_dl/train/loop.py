@@ -12,6 +12,11 @@ stopped.  The step it runs is ``make_train_step``'s with one addition: a device-
 ``healthy`` that turns false at the first non-finite loss or parameter, after which every
 update is skipped; the loop reads the flag once per epoch (no per-step host sync) and stops
 with the parameters from before the bad step.
+
+With ``mesh=`` the loop is data-parallel and otherwise unchanged: parameters and optimizer
+state are replicated over the mesh once, and each batch is split along the mesh's data axis
+(``placement.split_or_replicate``) before it reaches the same jitted step, whose SPMD
+partitioning then averages the per-device gradients.
 """
 from __future__ import annotations
 
@@ -24,9 +29,11 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from functional_dl._types import PRNGKey, PyTree
 from functional_dl.optim import apply_updates
+from functional_dl.train import placement
 from functional_dl.train import resume as resume_lib
 from functional_dl.train.data import _check_batch_size, batches, num_batches, num_examples
 from functional_dl.train.metrics import evaluate
@@ -150,10 +157,11 @@ def _placed_like_params(opt_state: PyTree, params: PyTree) -> PyTree:
     batch shape.
 
     Why this and not explicit ``in_shardings``/``out_shardings`` on the step: those would bind
-    the memoized step to one mesh (one ``jit`` per placement, a mesh argument for ``fit``)
-    and reject inputs placed otherwise; here the caller's placement of ``params`` decides,
-    and the one step serves one device and any mesh.  It also mirrors how a data-parallel
-    state is built by hand (``distributed.replicate(optimizer.init(params), mesh)``).
+    the memoized step to one mesh (one ``jit`` per placement) and reject inputs placed
+    otherwise; here the placement of ``params`` decides (``fit(mesh=...)`` replicates them,
+    or the caller did), and the one step serves one device and any mesh.  It also mirrors how
+    a data-parallel state is built by hand (``distributed.replicate(optimizer.init(params),
+    mesh)``).
     Uncommitted parameters leave the state as it is (everything then stays uncommitted);
     parameters split over devices (model parallelism, per-leaf shardings) need a state
     placed by the caller.
@@ -202,7 +210,8 @@ def fit(loss_fn: LossFn, optimizer: Any, params: PyTree, train_data: PyTree, *,
         early_stopping_patience: int | None = None, monitor: str | None = None,
         mode: str = "min", min_delta: float = 0.0, restore_best: bool = True,
         checkpoint_path: str | os.PathLike | None = None, checkpoint_every: int | None = None,
-        resume: bool = False, progress: str = "auto", donate: bool = True) -> FitResult:
+        resume: bool = False, progress: str = "auto", donate: bool = True,
+        mesh: Mesh | None = None, axis_name: str | None = None) -> FitResult:
     """Train ``params`` for ``epochs`` passes over ``train_data`` with minibatch steps.
 
     Args:
@@ -236,11 +245,27 @@ def fit(loss_fn: LossFn, optimizer: Any, params: PyTree, train_data: PyTree, *,
         ``"lines"`` or ``"none"``.
       donate: donate params and optimizer state to each step (in-place update; costs one
         copy of both when ``fit`` starts).
+      mesh, axis_name: data parallelism over a ``jax.sharding.Mesh`` of this process
+        (``distributed.make_mesh()``).  ``params`` and ``opt_state`` are replicated over
+        ``mesh`` (as ``distributed.replicate``) and every training and validation batch is
+        split along the mesh axis ``axis_name`` (default the first) before the step (as
+        ``distributed.shard_batch``): each device computes its rows and XLA inserts the mean
+        of the gradients.  ``batch_size`` must be a multiple of the devices on that axis.
+        An epoch's short final batch (``drop_last=False``, and of the validation data) that
+        does not divide is computed whole on every device, so losses, metrics and
+        parameters are those without a mesh up to floating-point summation order.  The
+        returned parameters and optimizer state are replicated; the step compiles once per
+        batch shape, and checkpoints resume onto the mesh.
 
     Returns:
       ``FitResult(params, opt_state, history, stop_reason, message, best_epoch)``.  A
       non-finite loss (or parameter) stops training with a ``RuntimeWarning`` naming the epoch
       and step; the returned parameters are those from before that step.
+
+    Raises:
+      ValueError: a bad argument (the message names it), e.g. a ``batch_size`` that is not a
+        multiple of the devices on the mesh axis (it names both and the nearest multiples).
+      TypeError: ``mesh`` is not a ``jax.sharding.Mesh``, or ``batch_size`` not an int.
     """
     _check_optimizer(optimizer)
     _check_fit_arguments(epochs, early_stopping_patience, mode, min_delta, checkpoint_every,
@@ -248,6 +273,7 @@ def fit(loss_fn: LossFn, optimizer: Any, params: PyTree, train_data: PyTree, *,
     if key is None:
         raise ValueError("key: fit needs a PRNG key; pass key=jax.random.key(0)")
     batch_size = _check_batch_size(batch_size)
+    placement.check_data_parallel_arguments(mesh, axis_name, batch_size)
     num_train = num_examples(train_data, "train_data")
     if num_batches(num_train, batch_size, drop_last=drop_last) == 0:
         raise ValueError(f"batch_size={batch_size} with drop_last=True leaves no batch of the "
@@ -261,6 +287,8 @@ def fit(loss_fn: LossFn, optimizer: Any, params: PyTree, train_data: PyTree, *,
         monitor = "val_loss" if validation_data is not None else "loss"
     if checkpoint_path is not None and checkpoint_every is None:
         checkpoint_every = 1
+    if mesh is not None:   # placed, not copied: with donate, _private_copy below copies once
+        params, opt_state = jax.device_put((params, opt_state), placement.replicated_sharding(mesh))
     if opt_state is None:
         opt_state = optimizer.init(params)
     step = _make_guarded_step(loss_fn, optimizer, has_aux, donate)
@@ -298,6 +326,8 @@ def fit(loss_fn: LossFn, optimizer: Any, params: PyTree, train_data: PyTree, *,
             step_metrics, sizes, health = [], [], []
             for i, batch in enumerate(batches(shuffle_key, train_data, batch_size,
                                               drop_last=drop_last)):
+                if mesh is not None:
+                    batch = placement.split_or_replicate(batch, mesh, axis_name)
                 params, opt_state, metrics, healthy = step(
                     params, opt_state, batch, jax.random.fold_in(step_key, i), healthy)
                 step_metrics.append(metrics)
@@ -316,7 +346,8 @@ def fit(loss_fn: LossFn, optimizer: Any, params: PyTree, train_data: PyTree, *,
 
             logs = _epoch_means(step_metrics, sizes)
             if validation_data is not None:
-                val = _as_metric_dict(evaluate(eval_fn, params, validation_data, batch_size))
+                val = _as_metric_dict(evaluate(eval_fn, params, validation_data, batch_size,
+                                               mesh=mesh, axis_name=axis_name))
                 logs.update({f"val_{name}": value for name, value in val.items()})
             for name, value in logs.items():
                 history.setdefault(name, []).append(value)

@@ -12,9 +12,11 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from functional_dl._types import Array, PyTree
-from functional_dl.train.data import num_examples, sequential_batches
+from functional_dl.train import placement
+from functional_dl.train.data import _check_batch_size, num_examples, sequential_batches
 
 
 def accuracy(logits: Array, labels: Array) -> Array:
@@ -56,7 +58,7 @@ def _weighted_batch_sums(apply_fn: Callable, params: PyTree, batch: PyTree) -> P
 
 
 def evaluate(apply_fn: Callable[[PyTree, PyTree], Any], params: PyTree, arrays: PyTree,
-             batch_size: int) -> Any:
+             batch_size: int, *, mesh: Mesh | None = None, axis_name: str | None = None) -> Any:
     """Data-set means of ``apply_fn(params, batch)`` computed batch by batch, in order.
 
     Args:
@@ -68,6 +70,12 @@ def evaluate(apply_fn: Callable[[PyTree, PyTree], Any], params: PyTree, arrays: 
       arrays: pytree of arrays sharing the leading example axis, in the structure
         ``apply_fn`` expects for ``batch``.
       batch_size: examples per batch (memory bound only: the result does not depend on it).
+      mesh, axis_name: data parallelism (``jax.sharding.Mesh``, one process): ``params`` are
+        replicated over ``mesh`` and every batch is split along its axis ``axis_name``
+        (default its first), so ``batch_size`` must be a multiple of the devices on that
+        axis; a short final batch that does not divide is computed whole on every device
+        (``placement.split_or_replicate``).  The means are those without a mesh, up to
+        floating-point summation order.
 
     Returns:
       The structure of ``apply_fn``'s output holding Python floats, each the mean over all
@@ -82,8 +90,13 @@ def evaluate(apply_fn: Callable[[PyTree, PyTree], Any], params: PyTree, arrays: 
         raise TypeError("apply_fn must be hashable (it is a static argument of the jitted "
                         "batch function); wrap the callable object in a plain function") from None
     num = num_examples(arrays)
+    placement.check_data_parallel_arguments(mesh, axis_name, _check_batch_size(batch_size))
+    if mesh is not None:
+        params = jax.device_put(params, placement.replicated_sharding(mesh))
     totals = None
     for batch in sequential_batches(arrays, batch_size):
+        if mesh is not None:
+            batch = placement.split_or_replicate(batch, mesh, axis_name)
         sums = _weighted_batch_sums(apply_fn, params, batch)
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     return jax.tree.map(lambda total: float(np.asarray(total, dtype=np.float64) / num),
