@@ -44,24 +44,11 @@ def _describe_shards(array) -> dict:
 
 
 def _count_compilations(function_name: str, run) -> tuple[int, object]:
-    """``run()``'s result and how many XLA compilations of the jitted ``function_name`` it made.
-
-    Counted from JAX's backend-compile monitoring events: a trace counter would miss a
-    recompilation for a new placement of the same shapes (tracing is cached on shapes).
-    """
-    import jax
-    compilations = []
-
-    def listener(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration" and \
-                kwargs.get("fun_name") == f"jit({function_name})":
-            compilations.append(duration)
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    """``run()``'s result and how many XLA compilations of the jitted ``function_name`` it made."""
+    from _jax_events import compilations_of, recording_jax_events
+    with recording_jax_events() as events:
         result = run()
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
-    return len(compilations), result
+    return compilations_of(events, function_name), result
 
 
 def _fit_checks(report, loss_fn, optimizer, initial, mesh, data) -> None:

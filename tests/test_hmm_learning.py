@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax import monitoring
 
+from _jax_events import recording_jax_events, traces
 from functional_dl import hmm
 
 K, V, D = 2, 3, 2
@@ -254,27 +254,18 @@ def test_recovers_gaussian_parameters_from_200_sequences():
 
 def test_second_call_with_new_data_does_not_retrace():
     """New data, lengths, tol and pseudo_count of the same shapes: no new trace or compile."""
-    traces = []
-
-    def count_traces(name, *args, **kwargs):
-        if name.endswith("jaxpr_trace_duration"):
-            traces.append(name)
-
     with jax.enable_x64(True):
         rng = np.random.default_rng(4)
         model, x1 = small_problem("categorical", rng)  # the oracle test's shapes
         x2 = jnp.asarray(rng.integers(0, V, x1.shape))
         lengths1, lengths2 = jnp.asarray(LENGTHS), jnp.asarray(rng.integers(1, x1.shape[1] + 1, 3))
-        monitoring.register_event_duration_secs_listener(count_traces)
-        try:
+        with recording_jax_events() as events:
             hmm.baum_welch(model, x1, lengths1, max_iter=1, tol=1e-3)  # compiles unless cached
             jax.jit(lambda v: v + 1)(jnp.arange(3.0))  # a new function: the listener sees it
-            assert len(traces) >= 1
-            before = len(traces)
+            assert traces(events) >= 1
+            before = traces(events)
             fitted, _ = hmm.baum_welch(model, x2, lengths2, max_iter=1, tol=2e-3, pseudo_count=0.1)
-        finally:
-            monitoring.unregister_event_duration_listener(count_traces)
-    assert len(traces) == before
+    assert traces(events) == before
     assert np.all(np.isfinite(fitted.emissions.probs))
 
 

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from _jax_events import COMPILE, TRACE, recording_jax_events
 from functional_dl import perceptron
 
 RNG = np.random.default_rng(5)
@@ -191,28 +192,14 @@ def test_refitting_new_data_of_the_same_shape_neither_retraces_nor_recompiles(on
         return perceptron.fit_with_history(X, y, epochs=epochs, learning_rate=learning_rate,
                                            key=key)
 
-    events = []
-
-    def record(name, duration, **kwargs):
-        if name.endswith(("jaxpr_trace_duration", "backend_compile_duration")):
-            events.append((name.rsplit("/", 1)[-1], kwargs.get("fun_name")))
-
-    def take_events():
-        taken = list(events)
-        events.clear()
-        return taken
-
-    jax.monitoring.register_event_duration_secs_listener(record)
-    try:
+    with recording_jax_events() as events:
         fit(*data[0], 1.0, keys[0], 3)
-        first = take_events()
+        first, events[:] = list(events), []
         params, mistakes = fit(*data[1], 0.5, keys[1], 3)
-        second = take_events()
+        second, events[:] = list(events), []
         fit(*data[1], 0.5, keys[1], 4)  # a new epoch count is a new program: the listener sees it
-        third = take_events()
-    finally:
-        jax.monitoring.unregister_event_duration_listener(record)
-    compiled_once = [("jaxpr_trace_duration", jitted), ("backend_compile_duration", f"jit({jitted})")]
+        third = list(events)
+    compiled_once = [(TRACE, jitted), (COMPILE, f"jit({jitted})")]
     # the first call may also compile JAX's own helpers once (e.g. casting the learning rate)
     assert [e for e in first if e[1] in (jitted, f"jit({jitted})")] == compiled_once
     assert second == []

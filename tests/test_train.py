@@ -4,7 +4,6 @@ Oracles: a hand-written loop calling ``optimizer.update``/``apply_updates`` dire
 transcriptions of means and accuracy, index bookkeeping for batches, and closed-form
 trajectories of one-parameter problems for early stopping and divergence.
 """
-import contextlib
 import io
 import os
 
@@ -13,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from _jax_events import compilations_of, recording_jax_events
 from functional_dl import optim, train
 
 NUM_FEATURES, NUM_CLASSES, NUM_HIDDEN = 4, 3, 8
@@ -71,27 +71,6 @@ def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
 
 def copy_tree(tree):
     return jax.tree.map(jnp.copy, tree)
-
-
-@contextlib.contextmanager
-def counting_compilations(function_name):
-    """Counts XLA compilations of the jitted function ``function_name`` while the block runs.
-
-    JAX reports each backend compilation as a monitoring event naming the function.  A trace
-    counter would miss a second compilation for a new placement of the same shapes: tracing
-    is cached on shapes and dtypes, compiled programs also on shardings and commitment.
-    """
-    compilations = []
-
-    def listener(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration" and \
-                kwargs.get("fun_name") == f"jit({function_name})":
-            compilations.append(duration)
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield compilations
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 X, Y = make_data(40)
@@ -397,10 +376,10 @@ def test_fit_with_params_committed_to_a_device_compiles_its_step_once_per_batch_
 
     device = jax.devices()[-1]
     params = jax.device_put(init_mlp(jax.random.key(0)), device)
-    with counting_compilations("guarded_step") as compilations:
+    with recording_jax_events() as events:
         result = train.fit(pinned_loss, OPTIMIZER, params, (X, Y), key=jax.random.key(11),
                            epochs=2, batch_size=BATCH_SIZE, progress="none")
-    assert len(compilations) == 2                   # batches of 16 and the last one of 8
+    assert compilations_of(events, "guarded_step") == 2                  # batches of 16 and the last one of 8
     placed = jax.tree.leaves((result.params, result.opt_state))
     assert all(leaf.committed and leaf.sharding == params["out"]["w"].sharding
                for leaf in placed)
@@ -644,10 +623,10 @@ def test_stop_and_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, monk
     monkeypatch.setattr(train.loop, "batches", real_batches)
     fit_step = train.loop._make_guarded_step(loss_fn, OPTIMIZER, False, True)
     programs = fit_step._cache_size()
-    with counting_compilations("guarded_step") as compilations:
+    with recording_jax_events() as events:
         resumed = noisy_run(tmp_path / "b.npz")
     # the restored state is placed like a fresh one: the resumed run reuses the compiled step
-    assert compilations == [] and fit_step._cache_size() == programs
+    assert compilations_of(events, "guarded_step") == 0 and fit_step._cache_size() == programs
 
     assert_trees_equal(resumed.params, uninterrupted.params)
     assert_trees_equal(resumed.opt_state, uninterrupted.opt_state)
