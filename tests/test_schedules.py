@@ -192,3 +192,41 @@ def test_schedule_is_exact_at_int32_steps_beyond_float32_integers(name):
         got = jax.jit(schedule)(steps32)
         assert got.dtype == jnp.float64
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("build, formula", [
+    (lambda: S.exponential_decay(1.0, 2 ** 31 + 100, 0.5),
+     lambda t: 0.5 ** (max(t, 0) / (2 ** 31 + 100))),
+    (lambda: S.exponential_decay(0.25, 10, 0.5, transition_begin=2 ** 31 + 100), lambda t: 0.25),
+    (lambda: S.cosine_decay(1.0, 2 ** 31 + 100), lambda t: np_cosine(t, 1.0, 2 ** 31 + 100)),
+    (lambda: S.warmup_cosine_decay(0.0, 1.0, 10, 2 ** 31 + 100),
+     lambda t: np_warmup_cosine(max(t, 0), 0.0, 1.0, 10, 2 ** 31 + 100)),
+])
+def test_step_counts_beyond_int32_work_without_x64_for_integer_and_float_steps(build, formula):
+    """Constants above 2**31 − 1 are steps an int32 count never reaches, not an overflow."""
+    schedule = build()
+    for step in (0, 7, 2 ** 31 - 1):
+        want = formula(step)
+        for t in (jnp.int32(step), jnp.float32(step), step, float(step)):
+            # float32 rounds the step 2**31 − 1 itself: loose near the end of the cosine
+            np.testing.assert_allclose(float(schedule(t)), want, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(float(jax.jit(schedule)(jnp.int32(step))), want, rtol=1e-5,
+                                   atol=1e-7)
+
+
+def test_steps_before_zero_count_as_zero_also_without_warmup():
+    for warmup in (0, 5):
+        schedule = S.warmup_cosine_decay(0.5, 1.0, warmup, 20, end_value=0.1)
+        for step in (-1, -100):
+            np.testing.assert_allclose(float(schedule(step)), float(schedule(0)), rtol=0)
+            np.testing.assert_allclose(float(schedule(jnp.float32(step))), float(schedule(0)))
+        np.testing.assert_allclose(float(schedule(0)), np_warmup_cosine(0, 0.5, 1.0, warmup, 20, 0.1))
+
+
+def test_decay_rate_close_to_one_keeps_float32_accuracy_over_many_steps():
+    """decay_rate ** t with decay_rate rounded to float32 first is 1e-3 off at t = 1e5."""
+    schedule = S.exponential_decay(1.0, 1, 0.99999)
+    steps = np.array([1, 1000, 100_000, 1_000_000])
+    want = np.exp(steps * math.log(0.99999))
+    for got in (schedule(jnp.asarray(steps, jnp.int32)), jax.jit(schedule)(jnp.asarray(steps))):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=2e-6)

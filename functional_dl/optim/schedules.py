@@ -42,15 +42,28 @@ def _steps_since(step, start: int, stop: int | None = None) -> Array:
     step can never reach).
     """
     t = jnp.asarray(step)
-    if not jnp.issubdtype(t.dtype, jnp.integer):
+    if not jnp.issubdtype(t.dtype, jnp.integer):  # Python floats: no int32 overflow
         t = _as_float(t)
-        return jnp.clip(t, start, stop) - start
+        return jnp.clip(t, float(start), None if stop is None else float(stop)) - float(start)
     largest = int(np.iinfo(t.dtype).max)
     if start > largest:
         return jnp.zeros_like(t)
     upper = largest if stop is None else min(stop, largest)
     low, high = (np.asarray(v, t.dtype) for v in (start, upper))
     return jnp.clip(t, low, high) - low
+
+
+def _power(base: float, exponent: Array) -> Array:
+    """``base ** exponent`` for a Python float ``base > 0``, accurate in the exponent's dtype.
+
+    ``base`` exactly representable there (0.5, 0.25, ...): the power itself, so exact results
+    stay exact.  Otherwise ``exp(exponent · log base)`` with the logarithm in float64: the
+    power of a base rounded to float32 is off by ``exponent`` times the rounding (0.99999 →
+    1e-3 relative at exponent 10⁵), this by ~6e-8 per e-fold of decay.
+    """
+    if float(np.asarray(base, exponent.dtype)) == base:
+        return jnp.power(np.asarray(base, exponent.dtype), exponent)
+    return jnp.exp(exponent * math.log(base))
 
 
 def _half_cosine(progress: Array) -> Array:
@@ -105,12 +118,12 @@ def exponential_decay(init_value: float, transition_steps: int, decay_rate: floa
                 stairs, remainder = elapsed // period, elapsed % period
             exponent = stairs.astype(float_dtype)
             if not staircase:
-                exponent = exponent + remainder.astype(float_dtype) / transition_steps
+                exponent = exponent + remainder.astype(float_dtype) / float(transition_steps)
         else:
-            exponent = elapsed / transition_steps
+            exponent = elapsed / float(transition_steps)
             if staircase:
                 exponent = jnp.floor(exponent)
-        rate = init_value * decay_rate ** exponent
+        rate = init_value * _power(decay_rate, exponent)
         if end_value is not None:
             rate = jnp.maximum(rate, end_value) if decay_rate < 1 else jnp.minimum(rate, end_value)
         return rate
@@ -131,7 +144,7 @@ def cosine_decay(init_value: float, decay_steps: int, *, end_value: float = 0.0)
 
     def schedule(step) -> Array:
         float_dtype = _float_dtype()
-        progress = _steps_since(step, 0, decay_steps).astype(float_dtype) / decay_steps
+        progress = _steps_since(step, 0, decay_steps).astype(float_dtype) / float(decay_steps)
         return end_value + (init_value - end_value) * _half_cosine(progress)
 
     return schedule
@@ -161,12 +174,13 @@ def warmup_cosine_decay(init_value: float, peak_value: float, warmup_steps: int,
 
     def schedule(step) -> Array:
         float_dtype = _float_dtype()
-        warmed = _steps_since(step, 0, warmup_steps).astype(float_dtype)
-        warmup = init_value + (peak_value - init_value) * warmed / max(warmup_steps, 1)
+        warmed = _steps_since(step, 0, warmup_steps).astype(float_dtype)  # min(max(t, 0), W)
+        warmup = init_value + (peak_value - init_value) * warmed / float(max(warmup_steps, 1))
         cooled = _steps_since(step, warmup_steps, decay_steps).astype(float_dtype)
-        decay = end_value + (peak_value - end_value) * _half_cosine(cooled / cosine_steps)
-        # both branches give peak_value at t = W: a float comparison that rounds is harmless
-        return jnp.where(_as_float(step) < warmup_steps, warmup, decay)
+        decay = end_value + (peak_value - end_value) * _half_cosine(cooled / float(cosine_steps))
+        # on the clipped step, so t < 0 counts as 0; if W > 2**24 rounds W − 1 up to W, both
+        # branches give peak_value there to float precision
+        return jnp.where(warmed < float(warmup_steps), warmup, decay)
 
     return schedule
 
