@@ -407,3 +407,26 @@ def test_viterbi_float64_long_and_many_states_matches_max_plus_oracle(num_states
         np.testing.assert_array_equal(padded_states[:num_steps], s)
         np.testing.assert_array_equal(padded_states[num_steps:], -1)
         np.testing.assert_allclose(padded_log_prob, log_prob, rtol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_viterbi_resolves_small_differences_beside_a_huge_log_probability(dtype):
+    """Both paths share an offset of −1e10 nats; they differ by 5e-7 at the second step.
+    Unshifted, δ ≈ −1e10 resolves only ~2e-6 in float64 (and nothing in float32)."""
+    with jax.enable_x64(dtype == np.float64):
+        half = jnp.full((2,), 0.5, dtype)
+        lls = jnp.asarray([[-1e10, -1e10], [0.0, 5e-7]], dtype)
+        states, _ = hmm.most_likely_states(half, jnp.full((2, 2), 0.5, dtype), lls)
+        np.testing.assert_array_equal(states, [0, 1])
+
+
+def test_viterbi_of_one_step_runs_without_jit_and_non_float_log_likelihoods_are_rejected():
+    pi, A = jnp.asarray([0.3, 0.7]), jnp.full((2, 2), 0.5)
+    lls = jnp.asarray([[0.0, -0.5]])
+    with jax.disable_jit():
+        states, log_prob = hmm.most_likely_states(pi, A, lls)
+    np.testing.assert_array_equal(states, [1])
+    np.testing.assert_allclose(log_prob, np.log(0.7) - 0.5, rtol=1e-6)
+    for low_level in (lambda l: hmm.most_likely_states(pi, A, l), lambda l: hmm.forward_filter(pi, A, l)):
+        with pytest.raises(TypeError, match="log_likelihoods must be a floating-point array"):
+            low_level(jnp.asarray([[0, 1]]))

@@ -1,8 +1,8 @@
 """Viterbi decoding of one sequence with ``lax.scan``: the most probable state path.
 
-``δ_1 = log π + ll_1``, ``δ_t(j) = max_i [δ_{t−1}(i) + log A_ij] + ll_t(j)``, in log space (in
-float32 with the running max subtracted at every step, so the comparisons keep full precision
-even when ``log p`` reaches −10⁶).  Padded positions (``t >= length``) are ignored and decoded as −1.
+``δ_1 = log π + ll_1``, ``δ_t(j) = max_i [δ_{t−1}(i) + log A_ij] + ll_t(j)``, in log space with the
+running max subtracted at every step, so the comparisons keep full precision even when
+``log p`` reaches −10⁶.  Padded positions (``t >= length``) are ignored and decoded as −1.
 """
 from __future__ import annotations
 
@@ -39,24 +39,15 @@ def _best_predecessors(scores: Array, log_transition: Array, index_dtype) -> tup
     return best, pointers
 
 
-def _needs_rescaling(dtype) -> bool:
-    """Whether δ must be shifted back to 0 at every step to keep its comparisons exact.
-
-    δ grows like ``log p`` (about −10⁶ at T = 10⁵); float32 then resolves only 0.06 nats, so
-    its copy is shifted by its max each step.  float64 still resolves 10⁻¹⁰ nats at −10⁶ and
-    skips the shift (one reduction per step fewer).
-    """
-    return jnp.finfo(dtype).bits < 64
-
-
 @jax.jit
 def most_likely_states(initial_probs: Array, transition_matrix: Array, log_likelihoods: Array,
                        length: Array | None = None) -> tuple[Array, Array]:
     """Viterbi: ``(argmax_z log p(z, x), max_z log p(z, x))``; padded states are −1.
 
     ``δ_1 = log π + ll_1``, ``δ_t(j) = max_i [δ_{t−1}(i) + log A_ij] + ll_t(j)`` and
-    ``ψ_t(j) = argmax_i [δ_{t−1}(i) + log A_ij]`` in one forward scan (in float32 and narrower
-    δ is shifted by its max at every step: exact comparisons at any T), then ``z_L = argmax δ_L``
+    ``ψ_t(j) = argmax_i [δ_{t−1}(i) + log A_ij]`` in one forward scan (δ shifted by its max at
+    every step: δ grows like ``log p``, and unshifted its comparisons would lose precision, in
+    float32 0.06 nats at −10⁶, in float64 2e-6 at −10¹⁰), then ``z_L = argmax δ_L``
     and ``z_t = ψ_{t+1}(z_{t+1})`` by a reverse scan.  ``log_prob`` is summed along the
     decoded path.  Ties go to the lowest state index.  When no path is possible the
     log-probability is −inf and the states are arbitrary.
@@ -72,8 +63,6 @@ def most_likely_states(initial_probs: Array, transition_matrix: Array, log_likel
     state_indices = jnp.arange(num_states, dtype=index_dtype)
 
     def _rescale(scores):
-        if not _needs_rescaling(dtype):
-            return scores
         return scores - finite_or_zero(jnp.max(scores))
 
     def _step(scores, inputs):
@@ -87,17 +76,21 @@ def most_likely_states(initial_probs: Array, transition_matrix: Array, log_likel
         return new_scores, pointers
 
     first = _rescale(safe_log(initial_probs).astype(dtype) + log_likelihoods[0])
-    inputs = (log_likelihoods[1:], None if valid is None else valid[1:])
-    last_scores, pointers = lax.scan(_step, first, inputs)
-    last = jnp.argmax(last_scores).astype(index_dtype)
+    if num_steps == 1:  # no loop (a scan of length 0 fails with jit disabled)
+        states = jnp.argmax(first)[None].astype(jnp.result_type(int))
+    else:
+        inputs = (log_likelihoods[1:], None if valid is None else valid[1:])
+        last_scores, pointers = lax.scan(_step, first, inputs)
+        last = jnp.argmax(last_scores).astype(index_dtype)
 
-    def _backtrack(state, pointers_next):
-        """z_t = ψ_{t+1}(z_{t+1}), read by a mask rather than a gather (cheaper under vmap)."""
-        previous = jnp.sum(jnp.where(state_indices == state, pointers_next, 0), dtype=index_dtype)
-        return previous, previous
+        def _backtrack(state, pointers_next):
+            """z_t = ψ_{t+1}(z_{t+1}), read by a mask, not a gather (cheaper under vmap)."""
+            previous = jnp.sum(jnp.where(state_indices == state, pointers_next, 0),
+                               dtype=index_dtype)
+            return previous, previous
 
-    _, earlier = lax.scan(_backtrack, last, pointers, reverse=True)
-    states = jnp.concatenate([earlier, last[None]]).astype(jnp.result_type(int))
+        _, earlier = lax.scan(_backtrack, last, pointers, reverse=True)
+        states = jnp.concatenate([earlier, last[None]]).astype(jnp.result_type(int))
     if valid is None:
         valid = jnp.ones((num_steps,), bool)
     return (jnp.where(valid, states, -1),

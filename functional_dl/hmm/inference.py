@@ -40,6 +40,9 @@ def check_inference_shapes(initial_probs, transition_matrix, log_likelihoods, le
     if jnp.ndim(log_likelihoods) != 2 or log_likelihoods.shape[0] < 1:
         raise ValueError(f"log_likelihoods must have shape (T, K) with T >= 1, "
                          f"got {jnp.shape(log_likelihoods)}")
+    if not jnp.issubdtype(jnp.result_type(log_likelihoods), jnp.floating):
+        raise TypeError(f"log_likelihoods must be a floating-point array, got "
+                        f"{jnp.result_type(log_likelihoods)}")
     num_states = log_likelihoods.shape[1]
     if initial_probs is not None and jnp.shape(initial_probs) != (num_states,):
         raise ValueError(f"initial_probs must have shape (K,) = ({num_states},) to match "
@@ -180,12 +183,12 @@ def on_model(low_level):
     """Jitted ``(model, observations, length) -> low_level(π, A, log-likelihoods, length)``:
     the bridge from an ``HMM`` to the functions on the ``(T, K)`` log-likelihood matrix."""
 
-    @jax.jit
     def run(model, observations, length):
         lls = model_log_likelihoods(model, observations, length)
         return low_level(model.initial_probs, model.transition_matrix, lls, length)
 
-    return run
+    run.__name__ = f"{low_level.__name__.lstrip('_')}_on_model"  # names traces and profiles
+    return jax.jit(run)
 
 
 def _checked_log_likelihood(initial_probs, transition_matrix, log_likelihoods, length):
