@@ -33,7 +33,8 @@ class HMM(NamedTuple):
 _EMISSION_METHODS = ("log_likelihoods", "sufficient_stats", "m_step", "sample", "check")
 
 
-def check(model: HMM, observations: Any = None, lengths: Any = None) -> None:
+def check(model: HMM, observations: Any = None, lengths: Any = None, *,
+          lengths_name: str = "lengths") -> None:
     """Raise ``ValueError``/``TypeError`` naming the first bad argument; return None if all is well.
 
     Checks: ``initial_probs`` ``(K,)`` and ``transition_matrix`` ``(K, K)`` non-negative, finite,
@@ -46,6 +47,7 @@ def check(model: HMM, observations: Any = None, lengths: Any = None) -> None:
     or a batch ``(B, T) + event_shape`` (then ``lengths`` is None or ``(B,)``); with
     ``observations=None`` only the parameters are checked.  Shape checks are
     static and run inside ``jit`` too; value checks run only on concrete (non-traced) arrays.
+    ``lengths_name`` is the argument's name in messages (``length`` for one sequence).
     """
     if not isinstance(model, HMM):
         raise TypeError(f"model must be an HMM(initial_probs, transition_matrix, emissions), "
@@ -68,12 +70,14 @@ def check(model: HMM, observations: Any = None, lengths: Any = None) -> None:
     if observations is None:
         emissions.check(None)
         return
-    valid = _check_lengths(observations, lengths, emissions.event_ndim)
+    valid = _check_lengths(observations, lengths, emissions.event_ndim, lengths_name)
     emissions.check(observations, valid)
 
 
-def _check_lengths(observations: Any, lengths: Any, event_ndim: int) -> np.ndarray | None:
-    """Validate ``lengths``; return the boolean mask of non-padded positions when concrete."""
+def _check_lengths(observations: Any, lengths: Any, event_ndim: int,
+                   name: str = "lengths") -> np.ndarray | None:
+    """Validate ``lengths`` (called ``name`` in messages); the mask of non-padded positions
+    when concrete."""
     shape = v.shape_of(observations)
     if len(shape) < 1 + event_ndim:
         hint = "; for scalar data use observations[..., None]" if event_ndim == 1 else ""
@@ -86,16 +90,16 @@ def _check_lengths(observations: Any, lengths: Any, event_ndim: int) -> np.ndarr
     if lengths is None:
         return None
     if v.shape_of(lengths) != batch_shape:
-        raise ValueError(f"lengths must have the batch shape of observations, {batch_shape}, "
+        raise ValueError(f"{name} must have the batch shape of observations, {batch_shape}, "
                          f"got shape {v.shape_of(lengths)}")
     dtype = v.dtype_of(lengths)
     if not np.issubdtype(dtype, np.integer):
-        raise TypeError(f"lengths must be integers, got dtype {dtype}")
+        raise TypeError(f"{name} must be integers, got dtype {dtype}")
     values = v.concrete_values(lengths)
     if values is None:
         return None
     if np.any(values[0] < 1) or np.any(values[0] > num_steps):
-        raise ValueError(f"lengths must be in [1, T] = [1, {num_steps}], got "
+        raise ValueError(f"{name} must be in [1, T] = [1, {num_steps}], got "
                          f"{np.min(values[0])}..{np.max(values[0])}")
     return np.arange(num_steps) < values[0][..., None]
 
@@ -107,4 +111,4 @@ def check_one_sequence(model: HMM, observations: Any, length: Any = None) -> Non
     if len(shape) > 1 + event_ndim:
         raise ValueError(f"observations must be one sequence with {1 + event_ndim} dimension(s) "
                          f"((T,) + event shape), got shape {shape}; use jax.vmap for a batch")
-    check(model, observations, length)
+    check(model, observations, length, lengths_name="length")
