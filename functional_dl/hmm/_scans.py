@@ -146,26 +146,38 @@ def backward_likelihoods(log_likelihoods: Array, support: Array,
                          forward: ForwardPass | None = None) -> tuple[Array, Array]:
     """``(b̃, m)``: ``b̃ = exp(ll − m)`` on the support (``m`` its best entry per row), 0 off it.
 
-    Reuses the forward pass's ``scaled`` (shifted by each row's overall best state) unless
-    some row's best state lies outside the support, which needs a new exponential.
+    With the forward pass given: when every state is in the support at every step (no zeros
+    in π, A or the emissions made a state impossible) that is the forward pass's own
+    ``(scaled, shifts)``, reused as they are; otherwise its ``scaled`` restricted to the
+    support, unless some row's best state lies outside the support, which needs a new
+    exponential.
     """
-    candidates = jnp.where(support, log_likelihoods, -jnp.inf)
-    support_shifts = lax.stop_gradient(finite_or_zero(jnp.max(candidates, axis=1)))
 
-    def _recompute(_):
-        excess = log_likelihoods - support_shifts[:, None]
-        # where, not minimum, as in scaled_likelihoods: off-support entries may exceed 0
-        return jnp.where(support, jnp.exp(jnp.where(excess > 0, 0.0, excess)), 0.0)
+    def _restricted(_):
+        candidates = jnp.where(support, log_likelihoods, -jnp.inf)
+        support_shifts = lax.stop_gradient(finite_or_zero(jnp.max(candidates, axis=1)))
+
+        def _recompute(_):
+            excess = log_likelihoods - support_shifts[:, None]
+            # where, not minimum, as in scaled_likelihoods: off-support entries may exceed 0
+            return jnp.where(support, jnp.exp(jnp.where(excess > 0, 0.0, excess)), 0.0)
+
+        if forward is None:
+            return _recompute(None), support_shifts
+
+        def _reuse(_):
+            return jnp.where(support, forward.scaled, 0.0)
+
+        shifted_elsewhere = jnp.any(support_shifts != forward.shifts)
+        return lax.cond(any_in_batch(shifted_elsewhere), _recompute, _reuse, None), support_shifts
 
     if forward is None:
-        return _recompute(None), support_shifts
+        return _restricted(None)
 
-    def _reuse(_):
-        return jnp.where(support, forward.scaled, 0.0)
+    def _everywhere(_):  # every state possible at every step: b̃ and m are the forward pass's
+        return forward.scaled, forward.shifts
 
-    shifted_elsewhere = jnp.any(support_shifts != forward.shifts)
-    scaled = lax.cond(any_in_batch(shifted_elsewhere), _recompute, _reuse, None)
-    return scaled, support_shifts
+    return lax.cond(any_in_batch(~jnp.all(support)), _restricted, _everywhere, None)
 
 
 def backward_scan(transition_matrix: Array, scaled: Array, valid: Array | None) -> Array:
