@@ -430,3 +430,30 @@ def test_viterbi_of_one_step_runs_without_jit_and_non_float_log_likelihoods_are_
     for low_level in (lambda l: hmm.most_likely_states(pi, A, l), lambda l: hmm.forward_filter(pi, A, l)):
         with pytest.raises(TypeError, match="log_likelihoods must be a floating-point array"):
             low_level(jnp.asarray([[0, 1]]))
+
+
+@pytest.mark.parametrize("with_zeros", [False, True])
+def test_gradient_of_smoothed_probabilities_matches_finite_differences(with_zeros):
+    """Through the smoother itself (not the custom-JVP log-likelihood): with every state
+    possible the backward pass reuses the forward likelihoods; with state 1 impossible at
+    t = 0 (π_1 = 0) it restricts them to the support; both branches differentiate correctly."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(11)
+        pi = rng.dirichlet(np.ones(K))
+        A = rng.dirichlet(np.ones(K), size=K)
+        if with_zeros:
+            pi[1], A[0, 1] = 0.0, 0.0
+            pi, A[0] = pi / pi.sum(), A[0] / A[0].sum()
+        pi, A = jnp.asarray(pi), jnp.asarray(A)
+        lls = jnp.asarray(rng.normal(size=(T, K)))
+        weights = jnp.asarray(rng.normal(size=(T, K)))
+
+        def objective(log_likelihoods):
+            return jnp.sum(weights * hmm.smoother(pi, A, log_likelihoods).smoothed_probs)
+
+        grad = jax.grad(objective)(lls)
+        step = 1e-6
+        for t, k in itertools.product(range(T), range(K)):
+            bump = jnp.zeros((T, K)).at[t, k].set(step)
+            numeric = (objective(lls + bump) - objective(lls - bump)) / (2 * step)
+            np.testing.assert_allclose(grad[t, k], numeric, rtol=1e-6, atol=1e-8)
