@@ -174,7 +174,10 @@ def softmax_cross_entropy_with_integer_labels(logits: Array, labels: Array) -> A
     num_classes = logits_shape[-1]
     if is_concrete(labels):
         check_integer_labels(labels, num_classes)
-    in_range = (labels >= 0) & (labels < num_classes)
+    labels = jnp.asarray(labels)
+    in_range = labels >= 0
+    if num_classes <= jnp.iinfo(labels.dtype).max:  # else C itself wraps in the label dtype
+        in_range = in_range & (labels < num_classes)
     safe_labels = jnp.where(in_range, labels, 0)
     log_probs = _log_softmax(logits)
     picked = jnp.take_along_axis(log_probs, safe_labels[..., None], axis=-1)[..., 0]

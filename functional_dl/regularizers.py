@@ -1,7 +1,9 @@
 """Weight penalties over parameter pytrees: ``l1_penalty`` and ``l2_penalty``.
 
 ``l1_penalty(params) = Σ |w|`` and ``l2_penalty(params) = Σ w²``, summed over every entry of
-every selected leaf; the caller scales by ``λ`` and adds the result to the data loss:
+every selected leaf (in float32 at least, so float16 and bfloat16 weights give a float32
+penalty instead of overflowing to inf); the caller scales by ``λ`` and adds the result to
+the data loss:
 
     loss = data_loss(params) + lam * l2_penalty(params, mask=weights_only_mask)
 
@@ -79,7 +81,7 @@ def l2_penalty(params: PyTree, mask: Optional[Mask] = None) -> Array:
 def _masked_sum(term: Callable[[Array], Array], params: PyTree, mask: Optional[Mask]) -> Array:
     if mask is None:
         leaves = jax.tree.leaves(params)
-        return _total([jnp.sum(term(leaf)) for leaf in leaves])
+        return _total([_sum(term(_upcast(leaf))) for leaf in leaves])
     if callable(mask):
         mask = mask(params)
     try:
@@ -98,8 +100,8 @@ def _subtree_sum(term: Callable[[Array], Array], selected: Any, subtree: PyTree)
     leaves = jax.tree.leaves(subtree)
     if isinstance(selected, (bool, np.bool_)):
         if not selected:
-            return _total([jnp.zeros((), leaf.dtype) for leaf in leaves])
-        return _total([jnp.sum(term(leaf)) for leaf in leaves])
+            return _total([jnp.zeros((), _sum_dtype(leaf)) for leaf in leaves])
+        return _total([_sum(term(_upcast(leaf))) for leaf in leaves])
     selected = jnp.asarray(selected)
     if selected.dtype != jnp.bool_:
         raise TypeError(f"mask leaves must be bools or bool arrays, got dtype {selected.dtype}")
@@ -110,9 +112,23 @@ def _subtree_sum(term: Callable[[Array], Array], selected: Any, subtree: PyTree)
                 f"mask leaf of shape {selected.shape} does not fit parameter of shape "
                 f"{jnp.shape(leaf)}")
         entries = jnp.broadcast_to(selected, jnp.shape(leaf))
-        values = term(leaf)
-        sums.append(jnp.sum(jnp.where(entries, values, jnp.zeros_like(values))))
+        values = term(_upcast(leaf))
+        sums.append(_sum(jnp.where(entries, values, jnp.zeros_like(values))))
     return _total(sums)
+
+
+def _sum_dtype(leaf) -> Any:
+    """float32 at least: a float16 sum of squares overflows (65504) for an ordinary layer."""
+    return jnp.promote_types(jnp.result_type(leaf), jnp.float32)
+
+
+def _upcast(leaf) -> Array:
+    """The leaf in ``_sum_dtype`` (so each |w| or w² is exact before the sum, too)."""
+    return jnp.asarray(leaf).astype(_sum_dtype(leaf))
+
+
+def _sum(values: Array) -> Array:
+    return jnp.sum(values, dtype=_sum_dtype(values))
 
 
 def _total(values: list) -> Array:

@@ -338,3 +338,22 @@ def test_sign_labels_checked_for_hinge_and_perceptron_loss():
 def test_integer_logits_rejected():
     with pytest.raises(TypeError, match="logits"):
         losses.softmax_cross_entropy(jnp.ones((2, 3), jnp.int32), jnp.ones((2, 3)))
+
+
+@pytest.mark.parametrize("dtype, num_classes", [(np.uint8, 256), (np.int8, 200), (np.int16, 40000)])
+def test_integer_labels_of_a_dtype_too_narrow_for_the_class_count(dtype, num_classes):
+    """256 classes with uint8 labels (byte-level models): C itself does not fit the dtype."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(3, num_classes)).astype(np.float32)
+    labels = np.array([0, 5, min(num_classes, np.iinfo(dtype).max + 1) - 1], dtype)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    expected = np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(3), labels.astype(int)]
+    for fn in (losses.softmax_cross_entropy_with_integer_labels,
+               jax.jit(losses.softmax_cross_entropy_with_integer_labels)):
+        np.testing.assert_allclose(fn(jnp.asarray(logits), jnp.asarray(labels)), expected,
+                                   rtol=1e-5)
+    grad = jax.grad(lambda z: losses.softmax_cross_entropy_with_integer_labels(
+        z, jnp.asarray(labels)).sum())(jnp.asarray(logits))
+    softmax = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+    softmax[np.arange(3), labels.astype(int)] -= 1.0
+    np.testing.assert_allclose(grad, softmax, atol=1e-6)

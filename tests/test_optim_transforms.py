@@ -190,3 +190,25 @@ def test_transform_bad_input():
     clip = optim.clip_by_global_norm(1.0)
     with pytest.raises(TypeError, match=re.escape("updates['w'] has dtype int32")):
         clip.update({"w": jnp.ones(2, jnp.int32)}, clip.init(None))
+
+
+def test_clip_by_global_norm_neither_overflows_nor_underflows_and_differentiates_at_zero():
+    """Squares of 1e20 overflow float32 and squares of 1e-30 underflow; the oracle is the
+    exact norm in float64."""
+    clip = optim.clip_by_global_norm(1.0)
+    for values, max_norm in (([1e20, 0.0, 3e19], 1.0), ([5e-30, 0.0, -1e-30], 1e-30)):
+        grads = {"a": jnp.asarray(values[:2], jnp.float32), "b": jnp.asarray(values[2:], jnp.float32)}
+        clip = optim.clip_by_global_norm(max_norm)
+        exact = np.asarray(values, np.float64)
+        expected = exact * min(1.0, max_norm / np.linalg.norm(exact))
+        for update in (clip.update, jax.jit(clip.update)):
+            clipped, _ = update(grads, clip.init(grads))
+            got = np.concatenate([np.asarray(clipped["a"]), np.asarray(clipped["b"])])
+            np.testing.assert_allclose(got, expected, rtol=1e-6)
+    # a non-finite gradient still gives a non-finite update (for apply_if_finite to catch)
+    clipped, _ = clip.update({"a": jnp.asarray([jnp.inf, 1.0])}, clip.init(None))
+    assert not np.all(np.isfinite(np.asarray(clipped["a"])))
+    # the gradient through the clip at u = 0 is the identity (factor 1), not NaN
+    through = jax.grad(lambda u: optim.clip_by_global_norm(1.0).update(
+        {"u": u}, optim.EmptyState())[0]["u"].sum())(jnp.zeros(3))
+    np.testing.assert_array_equal(through, np.ones(3))

@@ -103,3 +103,18 @@ def test_bad_masks():
 
 def test_empty_params_give_zero():
     assert float(regularizers.l1_penalty({})) == 0.0
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_low_precision_weights_are_summed_in_float32(dtype):
+    """A float16 sum of 1e6 squares of 0.3 (90 000) would overflow to inf."""
+    params = {"w": jnp.full((1000, 1000), 0.3, dtype), "b": jnp.ones((3,), dtype)}
+    w = np.asarray(params["w"], np.float64)   # the rounded weights, summed exactly
+    l2 = regularizers.l2_penalty(params, mask=regularizers.weights_only_mask)
+    l1 = regularizers.l1_penalty(params)
+    assert l2.dtype == jnp.float32 and l1.dtype == jnp.float32
+    np.testing.assert_allclose(l2, np.sum(w ** 2), rtol=1e-5)
+    np.testing.assert_allclose(l1, np.sum(np.abs(w)) + 3.0, rtol=1e-5)
+    grad = jax.grad(regularizers.l2_penalty)(params)
+    assert grad["w"].dtype == dtype
+    np.testing.assert_allclose(np.asarray(grad["w"], np.float64), 2 * w, rtol=1e-2)

@@ -108,6 +108,8 @@ def test_piecewise_boundaries_are_exact_beyond_float32_integers():
     (lambda: S.exponential_decay(0.1, 0, 0.5), "transition_steps"),
     (lambda: S.exponential_decay(0.1, 2.5, 0.5), "transition_steps"),
     (lambda: S.exponential_decay(0.1, 10, 0.0), "decay_rate"),
+    (lambda: S.exponential_decay(0.1, 10, float("inf"), end_value=1.0), "decay_rate must be finite"),
+    (lambda: S.exponential_decay(0.1, 10, 2.0), "needs end_value"),
     (lambda: S.exponential_decay(0.1, 10, 0.5, transition_begin=-1), "transition_begin"),
     (lambda: S.exponential_decay(0.1, 10, 0.5, end_value=-1.0), "end_value"),
     (lambda: S.cosine_decay(0.1, 0), "decay_steps"),

@@ -94,7 +94,7 @@ def exponential_decay(init_value: float, transition_steps: int, decay_rate: floa
 
     With ``staircase=True`` the exponent is rounded down (the rate drops every
     ``transition_steps`` steps).  ``end_value`` bounds the rate: a floor when
-    ``decay_rate < 1``, a ceiling when ``decay_rate > 1``.
+    ``decay_rate < 1``, a ceiling when ``decay_rate > 1`` (required then).
 
     For integer steps the exponent is ``q + r / T`` with ``(q, r) = divmod(max(t − t₀, 0), T)``
     computed in integers: the stair ``q`` is exact for every step, and the float exponent
@@ -103,6 +103,12 @@ def exponential_decay(init_value: float, transition_steps: int, decay_rate: floa
     check_finite_non_negative("exponential_decay: init_value", init_value)
     _check_step_count("exponential_decay: transition_steps", transition_steps, allow_zero=False)
     check_positive("exponential_decay: decay_rate", decay_rate)
+    if not math.isfinite(decay_rate):
+        raise ValueError(f"exponential_decay: decay_rate must be finite, got {decay_rate}")
+    if decay_rate > 1 and end_value is None:
+        raise ValueError(f"exponential_decay: a growing schedule (decay_rate={decay_rate} > 1) "
+                         "needs end_value as its ceiling; without one the rate overflows to "
+                         "inf (and inf times a zero gradient is NaN)")
     _check_step_count("exponential_decay: transition_begin", transition_begin, allow_zero=True)
     if end_value is not None:
         check_finite_non_negative("exponential_decay: end_value", end_value)

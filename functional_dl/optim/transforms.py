@@ -7,10 +7,12 @@ decay after the direction but before the learning rate.
 """
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 import numpy as np
 
 from functional_dl._checks import check_positive, is_concrete
@@ -79,10 +81,29 @@ def scale_by_schedule(schedule: Schedule) -> Optimizer:
     return Optimizer(init, update)
 
 
+def _global_norm(updates: PyTree) -> Array:
+    """``√(Σ u²)`` over all leaves, as ``s · √(Σ (u / s)²)`` with ``s = max |u|``.
+
+    In float32 at least.  The scaling keeps the squares from overflowing (a finite gradient
+    with entries near 1e19 would have an infinite float32 norm and be clipped to 0) or
+    underflowing (norms below 1e-19 would read as 0); non-finite entries still give a
+    non-finite norm.  The gradient at ``u = 0`` is 0, not NaN.
+    """
+    leaves = [u.astype(_tree.compute_dtype(u.dtype)) for u in jax.tree_util.tree_leaves(updates)]
+    if not leaves:
+        return jnp.zeros(())
+    peak = functools.reduce(jnp.maximum, [jnp.max(jnp.abs(u), initial=0.0) for u in leaves])
+    scale = lax.stop_gradient(jnp.where((peak > 0) & jnp.isfinite(peak), peak, 1.0))
+    squares = sum(jnp.sum(jnp.square(u / scale)) for u in leaves)
+    positive = squares > 0
+    return scale * jnp.where(positive, jnp.sqrt(jnp.where(positive, squares, 1.0)), 0.0)
+
+
 def clip_by_global_norm(max_norm: float) -> Optimizer:
     """Rescale all updates together so their joint L2 norm is at most ``max_norm``.
 
-    ``‖u‖ = √(Σ_leaves Σ u²)`` (summed in float32 at least); ``u ← u · min(1, c / ‖u‖)``
+    ``‖u‖ = √(Σ_leaves Σ u²)`` (in float32 at least, scaled by ``max |u|`` so that it neither
+    overflows nor underflows); ``u ← u · min(1, c / ‖u‖)``
     (Pascanu, Mikolov & Bengio 2013).  Same as ``torch.nn.utils.clip_grad_norm_`` without
     its ``1e-6`` in the denominator, and as ``optax.clip_by_global_norm``.  A zero norm
     leaves ``u`` unchanged; a non-finite norm propagates (pair with ``apply_if_finite``).
@@ -95,9 +116,7 @@ def clip_by_global_norm(max_norm: float) -> Optimizer:
     def update(updates: PyTree, state: EmptyState, params: PyTree | None = None):
         updates = _tree.as_float_arrays("clip_by_global_norm.update", "updates", updates)
         _check_against_params("clip_by_global_norm.update", updates, params)
-        squares = [jnp.sum(jnp.square(u.astype(_tree.compute_dtype(u.dtype))))
-                   for u in jax.tree_util.tree_leaves(updates)]
-        norm = jnp.sqrt(sum(squares)) if squares else jnp.zeros(())
+        norm = _global_norm(updates)
         factor = jnp.where(norm > max_norm, max_norm / jnp.where(norm > 0, norm, 1.0), 1.0)
         return jax.tree_util.tree_map(lambda u: _leaf_times(factor, u), updates), state
 
@@ -110,9 +129,11 @@ def add_decayed_weights(weight_decay: float, mask=None) -> Optimizer:
     Before an optimizer (``chain(add_decayed_weights(λ), adam(η))``) this is the gradient
     of an L2 penalty ``½ λ ‖θ‖²`` folded into the gradient, as
     ``torch.optim.Adam(weight_decay=λ)`` does; the source text's penalty ``λ‖w‖²`` (gradient
-    ``+2λw``) is ``add_decayed_weights(2λ)``.  After the
-    direction and before the learning rate (``chain(direction, add_decayed_weights(λ),
-    scale(-η))``) it is decoupled decay as in AdamW.  ``mask`` is as in ``adamw``: a bool
+    ``+2λw``) is ``add_decayed_weights(2λ)``.  After an ascent-signed direction and before
+    the learning rate it is decoupled decay as in AdamW: this package's optimizers return
+    descent steps, so un-negate first, ``chain(adam(1.0), scale(-1.0),
+    add_decayed_weights(λ), scale(-η))`` equals ``adamw(η, weight_decay=λ)`` (with optax's
+    ``scale_by_adam()`` as the direction no ``scale(-1.0)`` is needed).  ``mask`` is as in ``adamw``: a bool
     pytree (or prefix) or a function ``params -> bool pytree``.  ``update`` needs ``params``.
     """
     _tree.check_finite_non_negative("add_decayed_weights: weight_decay", weight_decay)
