@@ -399,3 +399,16 @@ print("ok")
     result = subprocess.run([sys.executable, "-c", script], env=environment,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def test_save_step_never_prunes_the_step_it_just_wrote(tmp_path):
+    """Retraining into a directory that holds higher steps of an earlier run."""
+    directory = tmp_path / "run"
+    for step in (100, 200, 300):
+        checkpoint.save_step(directory, step, {"step": step}, keep=2)
+    assert checkpoint.list_steps(directory) == [200, 300]
+    path = checkpoint.save_step(directory, 50, {"step": 50}, keep=2)
+    assert path.exists() and checkpoint.list_steps(directory) == [50, 300]
+    assert checkpoint.restore_step(directory, 50) == {"step": 50}
+    checkpoint.save_step(directory, 60, {"step": 60}, keep=1)
+    assert checkpoint.list_steps(directory) == [60]

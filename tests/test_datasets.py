@@ -199,3 +199,27 @@ def test_standardize_bad_shapes():
         datasets.standardize(np.zeros((4, 3)), np.zeros((2, 2)))
     with pytest.raises(ValueError, match="train must have shape"):
         datasets.standardize(np.zeros((0, 3)), np.zeros((2, 3)))
+
+
+def test_standardize_low_precision_and_large_constant_features():
+    rng = np.random.default_rng(0)
+    varying = rng.normal(300.0, 2.0, size=(200, 1))
+    for dtype in (jnp.float16, jnp.bfloat16):
+        data = jnp.asarray(varying, dtype)
+        train, _ = datasets.standardize(data, data)
+        rounded = np.asarray(data, np.float64)
+        expected = (rounded - rounded.mean()) / rounded.std()
+        np.testing.assert_allclose(np.asarray(train, np.float64), expected, atol=0.05)
+    for value in (3e9, -7e20, 1e6):
+        constant = jnp.full((1000, 1), value, jnp.float32)
+        train, test = datasets.standardize(constant, constant * 2)
+        np.testing.assert_array_equal(train, 0.0)
+        np.testing.assert_array_equal(test, np.float32(np.float32(value) * 2 - np.float32(value)))
+
+
+@pytest.mark.parametrize("fraction, expected", [(0.07, 7), (0.14, 14), (0.28, 28), (0.55, 55),
+                                                (0.56, 56), (0.071, 8)])
+def test_split_sizes_are_not_rounded_up_by_binary_fractions(fraction, expected):
+    x = np.arange(100)
+    _, test = datasets.train_test_split(jax.random.key(0), x, test_size=fraction)
+    assert len(test) == expected

@@ -209,3 +209,25 @@ def test_conv_and_pool_bad_input():
         nn.Conv2D(2, 3).apply({"w": params["w"]}, jnp.ones((1, 4, 4, 2)))
     with pytest.raises(ValueError, match="strides"):
         nn.Conv2D(2, 3, strides=1.5)
+
+
+def test_avg_pool_of_integer_and_float16_images_does_not_wrap_or_overflow():
+    _, apply = nn.AvgPool(2)
+    for dtype, value, out_dtype in ((jnp.uint8, 255, jnp.float32), (jnp.float16, 60000, jnp.float16)):
+        x = jnp.full((1, 4, 4, 1), value, dtype)
+        for fn in (apply, jax.jit(apply)):
+            y = fn({}, x)
+            assert y.dtype == out_dtype
+            np.testing.assert_array_equal(np.asarray(y, np.float64), np.full((1, 2, 2, 1), value))
+
+
+@pytest.mark.parametrize("pool", [nn.AvgPool, nn.MaxPool])
+def test_pool_padding_as_large_as_the_window_is_rejected(pool):
+    """Such a window lies wholly in the padding: 0/0 for the average, -inf for the max."""
+    with pytest.raises(ValueError, match="padding must be smaller than the window"):
+        pool(1, padding=1)
+    with pytest.raises(ValueError, match="padding must be smaller than the window"):
+        pool((3, 2), padding=((0, 0), (2, 0)))
+    _, apply = pool((3, 3), strides=1, padding=2)      # every window still holds a pixel
+    y = apply({}, jnp.arange(16.0).reshape(1, 4, 4, 1))
+    assert np.all(np.isfinite(np.asarray(y)))

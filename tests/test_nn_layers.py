@@ -312,3 +312,9 @@ def test_layer_contract_shapes_jit_vmap_grad(name):
         np.testing.assert_allclose(per_example, eager[False], rtol=1e-12, atol=1e-12)
         assert abs(float(analytic)) > 1e-3  # the comparison is not 0 = 0
         np.testing.assert_allclose(analytic, numeric, rtol=1e-7, atol=1e-9)
+
+
+def test_relu_keeps_nan_so_corrupt_inputs_stay_visible():
+    x = jnp.array([jnp.nan, -1.0, 0.0, 2.0])
+    np.testing.assert_array_equal(nn.relu(x), np.array([np.nan, 0.0, 0.0, 2.0]))
+    np.testing.assert_array_equal(jax.grad(lambda v: nn.relu(v).sum())(x[1:]), [0.0, 0.0, 1.0])

@@ -38,11 +38,17 @@ def latest_step(directory: str | os.PathLike) -> Optional[int]:
 
 def save_step(directory: str | os.PathLike, step: int, tree: PyTree, *,
               keep: Optional[int] = None, compress: bool = False) -> pathlib.Path:
-    """Save ``tree`` as step ``step``; with ``keep``, delete all but the newest ``keep`` steps."""
+    """Save ``tree`` as step ``step``; with ``keep``, keep it and the ``keep − 1`` highest other
+    steps, and delete the rest.
+
+    The step just written is never deleted, also when higher-numbered steps of an earlier
+    run are in ``directory`` (those count as the "other" steps; with ``keep=1`` they go).
+    """
     keep = None if keep is None else _whole_number("keep", keep, 1)
     path = save(step_path(directory, step), tree, compress=compress)
     if keep is not None:
-        for old in list_steps(directory)[:-keep]:
+        others = [s for s in list_steps(directory) if s != step]
+        for old in others[:max(len(others) - (keep - 1), 0)]:
             step_path(directory, old).unlink(missing_ok=True)
     return path
 

@@ -53,7 +53,8 @@ def train_test_split(key: PRNGKey, *arrays: Any, test_size: float = 0.25) -> tup
     if len(set(lengths)) != 1:
         raise ValueError(f"arrays must all have the same leading length, got lengths {lengths}")
     num_examples = lengths[0]
-    num_test = math.ceil(float(test_size) * num_examples)
+    # rounded first: 0.07 · 100 is 7.000000000000001 in binary floating point
+    num_test = math.ceil(round(float(test_size) * num_examples, 9))
     if not 0 < num_test < num_examples:
         raise ValueError(
             f"test_size={test_size} on {num_examples} examples leaves {num_test} test and "
@@ -71,11 +72,11 @@ def standardize(train: Array, test: Array) -> tuple[Array, Array]:
 
     With ``mu = mean(train, axis=0)`` and ``sigma = std(train, axis=0)`` (population standard
     deviation, ddof = 0), returns ``((train - mu) / s, (test - mu) / s)`` where ``s = sigma``,
-    except ``s = 1`` for a feature that is constant on ``train``: one with
-    ``sigma <= 10 * eps * |mu|`` (``eps`` the dtype's machine epsilon), since rounding in
-    the mean leaves such a feature a spread of a few ulps, not 0. A constant feature then
-    maps to (almost) 0 instead of NaN or noise blown up to O(1). The test part never
-    influences ``mu`` or ``sigma``.
+    except for a feature whose training values are all equal (to ``c``): there ``mu = c``
+    exactly and ``s = 1`` (the computed mean of equal values can be off by ulps, and their
+    spread 0), so the training part becomes exactly 0 and the test part ``test - c``, not
+    NaN or rounding noise blown up to O(1). The test part never influences ``mu`` or
+    ``sigma``.
 
     Args:
       train: ``(n_train, ...)`` features; at least one example.
@@ -92,9 +93,10 @@ def standardize(train: Array, test: Array) -> tuple[Array, Array]:
     if test.ndim != train.ndim or test.shape[1:] != train.shape[1:]:
         raise ValueError(
             f"test must have shape (n_test, *{train.shape[1:]}) to match train, got {test.shape}")
-    mean = jnp.mean(train, axis=0, keepdims=True)
+    if not jnp.issubdtype(train.dtype, jnp.floating):
+        train = train.astype(jnp.result_type(float))
+    is_constant = jnp.all(train == train[:1], axis=0, keepdims=True)
+    mean = jnp.where(is_constant, train[:1], jnp.mean(train, axis=0, keepdims=True))
     std = jnp.std(train, axis=0, keepdims=True)
-    eps = jnp.finfo(mean.dtype).eps
-    is_constant = std <= 10 * eps * jnp.abs(mean)
     scale = jnp.where(is_constant, jnp.ones_like(std), std)
     return (train - mean) / scale, (test - mean) / scale

@@ -176,6 +176,11 @@ def _pool_layer(name: str, reduce: Callable, window_shape, strides, padding) -> 
     window = _pair(f"{name}: window_shape", window_shape)
     stride = window if strides is None else _pair(f"{name}: strides", strides)
     pad = _normalize_padding(padding)
+    if not isinstance(pad, str) and any(side >= size for (low, high), size in zip(pad, window)
+                                        for side in (low, high)):
+        # a window entirely in the padding would average nothing (0/0) or max to -inf
+        raise ValueError(f"{name}: padding must be smaller than the window on each side, got "
+                         f"padding {pad} for window {window}")
 
     def init(key: PRNGKey, input_shape: Shape):
         del key
@@ -204,13 +209,17 @@ def _max_pool(images, window, stride, pad):
 
 def _avg_pool(images, window, stride, pad):
     dims, strides, padding = _window_args(window, stride, pad)
+    # summed in float32 at least: uint8 sums wrap around, float16 ones overflow
+    out_dtype = jnp.promote_types(images.dtype, jnp.float32) if jnp.issubdtype(
+        images.dtype, jnp.integer) else images.dtype
+    images = images.astype(jnp.promote_types(images.dtype, jnp.float32))
     sums = lax.reduce_window(images, 0.0, lax.add, dims, strides, padding)
     if pad == "VALID":
-        return sums / math.prod(window)
+        return (sums / math.prod(window)).astype(out_dtype)
     # Divide by the number of real (non-padded) entries in each window.
     ones = jnp.ones((1,) + images.shape[1:3] + (1,), images.dtype)
     counts = lax.reduce_window(ones, 0.0, lax.add, dims, strides, padding)
-    return sums / jnp.broadcast_to(counts, sums.shape)
+    return (sums / jnp.broadcast_to(counts, sums.shape)).astype(out_dtype)
 
 
 def MaxPool(window_shape: Union[int, Sequence[int]], strides=None,

@@ -148,8 +148,8 @@ def Dense(out_dim: int, w_init: Optional[Callable] = None,
 
 
 def relu(x: Array) -> Array:
-    """``max(x, 0)``; its derivative is taken as ``1[x > 0]`` (0 at ``x = 0``)."""
-    return jnp.where(x > 0, x, jnp.zeros_like(x))
+    """``max(x, 0)``; its derivative is taken as ``1[x > 0]`` (0 at ``x = 0``); NaN stays NaN."""
+    return jnp.where((x > 0) | jnp.isnan(x), x, jnp.zeros_like(x))
 
 
 def sigmoid(x: Array) -> Array:
