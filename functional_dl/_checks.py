@@ -53,3 +53,9 @@ def check_key(name: str, key: Any, *, what: str = "this call") -> None:
     """Raise ``ValueError`` when a PRNG key is required but ``None`` was given."""
     if key is None:
         raise ValueError(f"{name}: a PRNG key is needed for {what}; pass {name}=jax.random.key(0)")
+    dtype = getattr(key, "dtype", None)
+    is_typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+    is_raw = dtype == np.uint32 and np.ndim(key) >= 1  # legacy raw keys (any impl)
+    if not (is_typed or is_raw):
+        raise TypeError(f"{name} must be a PRNG key (jax.random.key(seed)), got "
+                        f"{type(key).__name__} {getattr(key, 'dtype', '')}".rstrip())

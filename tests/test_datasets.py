@@ -223,3 +223,11 @@ def test_split_sizes_are_not_rounded_up_by_binary_fractions(fraction, expected):
     x = np.arange(100)
     _, test = datasets.train_test_split(jax.random.key(0), x, test_size=fraction)
     assert len(test) == expected
+
+
+def test_split_key_that_is_not_a_key_is_named():
+    with pytest.raises(TypeError, match="key must be a PRNG key"):
+        datasets.train_test_split(0, np.arange(10))
+    legacy, typed = jax.random.PRNGKey(3), jax.random.key(3)
+    a, b = datasets.train_test_split(legacy, np.arange(10)), datasets.train_test_split(typed, np.arange(10))
+    np.testing.assert_array_equal(a[1], b[1])

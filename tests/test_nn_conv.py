@@ -231,3 +231,10 @@ def test_pool_padding_as_large_as_the_window_is_rejected(pool):
     _, apply = pool((3, 3), strides=1, padding=2)      # every window still holds a pixel
     y = apply({}, jnp.arange(16.0).reshape(1, 4, 4, 1))
     assert np.all(np.isfinite(np.asarray(y)))
+
+
+def test_flatten_an_empty_batch():
+    _, apply = nn.Flatten
+    assert apply({}, jnp.zeros((0, 3, 4))).shape == (0, 12)
+    np.testing.assert_array_equal(apply({}, jnp.arange(24.0).reshape(2, 3, 4)),
+                                  np.arange(24.0).reshape(2, 12))

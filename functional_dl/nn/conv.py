@@ -256,7 +256,7 @@ def _flatten_apply(params: PyTree, x: Array, *, key: Optional[PRNGKey] = None,
                    train: bool = False) -> Array:
     """``(batch, d1, d2, ...) -> (batch, d1·d2·...)`` (row-major)."""
     del params, key, train
-    return jnp.reshape(x, (jnp.shape(x)[0], -1))
+    return jnp.reshape(x, (jnp.shape(x)[0], math.prod(jnp.shape(x)[1:])))  # also for N = 0
 
 
 _flatten_init.layer_name = "flatten"
