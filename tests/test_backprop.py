@@ -159,3 +159,19 @@ def test_check_gradient_bad_input():
         nn.numerical_gradient(lambda p: p["x"] * 2, {"x": jnp.ones(2)})
     with pytest.raises(ValueError, match="structure"):
         nn.check_gradient(lambda p: jnp.sum(p["x"]), {"x": jnp.ones(2)}, {"y": jnp.ones(2)})
+
+
+def test_numerical_gradient_with_mixed_precision_leaves_and_empty_params():
+    """A float32 leaf rounds θ ± ε: the difference is divided by the step it really took."""
+    with jax.enable_x64(True):
+        params = {"a32": jnp.asarray([1.0, -0.3], jnp.float32), "b64": jnp.asarray([0.5])}
+
+        def fn(p):
+            return jnp.sum(jnp.sin(p["a32"].astype(jnp.float64))) + jnp.sum(p["b64"] ** 3)
+
+        estimate = bp.numerical_gradient(fn, params)
+        np.testing.assert_allclose(estimate["a32"], np.cos([1.0, -0.3]), rtol=1e-4)
+        np.testing.assert_allclose(estimate["b64"], [0.75], rtol=1e-8)
+        bp.check_gradient(fn, params)  # float32 tolerances when any leaf is not float64
+        empty = bp.numerical_gradient(lambda p: jnp.sum(p["x"]) * 0.0, {"x": jnp.zeros((0,))})
+        assert empty["x"].shape == (0,)

@@ -204,12 +204,17 @@ def numerical_gradient(fn: Callable[[PyTree], Array], params: PyTree, *,
     once, run in batches of 64 coordinates), so use it on small problems, and in float64
     (``with jax.enable_x64(True):``): float32 differences are only good to ~1e-2.
     ``fn`` must be a pure JAX function (it is traced).  Returns a pytree with the
-    structure of ``params``.
+    structure of ``params``.  With leaves of several precisions ``ε`` suits the least
+    precise one, and each difference is divided by the step its leaf really took.
     """
-    flat, _ = ravel_pytree(params)
+    flat, unravel = ravel_pytree(params)
     if not jnp.issubdtype(flat.dtype, jnp.floating):
         raise TypeError(f"params must be floating point, got dtype {flat.dtype}")
-    eps = _default_eps(flat.dtype) if eps is None else float(eps)
+    if flat.size == 0:
+        return unravel(flat)
+    # mixed precisions: the step suits the least precise leaf
+    eps = (max(_default_eps(jnp.result_type(leaf)) for leaf in jax.tree.leaves(params))
+           if eps is None else float(eps))
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps!r}")
     value = jax.eval_shape(fn, params)
@@ -233,7 +238,11 @@ def _central_differences(fn: Callable[[PyTree], Array], params: PyTree, eps: Arr
 
     def partial_derivative(index: Array) -> Array:
         step = jnp.where(positions == index, eps, jnp.zeros_like(eps))
-        return (fn(unravel(flat + step)) - fn(unravel(flat - step))) / (2 * eps)
+        ahead, behind = unravel(flat + step), unravel(flat - step)
+        # the step a leaf really took (a float32 leaf rounds θ ± ε), not the nominal 2ε
+        taken = ravel_pytree(ahead)[0] - ravel_pytree(behind)[0]
+        taken = jnp.sum(jnp.where(positions == index, taken, 0.0))
+        return (fn(ahead) - fn(behind)) / jnp.where(taken > 0, taken, 2 * eps)
 
     differences = jax.lax.map(jax.vmap(partial_derivative), indices).reshape(-1)[:size]
     return unravel(differences.astype(flat.dtype))
@@ -246,7 +255,8 @@ def check_gradient(fn: Callable[[PyTree], Array], params: PyTree,
 
     Passes when ``|g - g_fd| ≤ atol + rtol · |g_fd|`` for every entry; otherwise raises
     ``AssertionError`` naming the parameter (pytree path), the entry and both values.
-    Defaults: float64 ``rtol=1e-6, atol=1e-8``; float32 ``rtol=5e-2, atol=5e-3``.
+    Defaults: float64 ``rtol=1e-6, atol=1e-8``; float32 (or any leaf not float64)
+    ``rtol=5e-2, atol=5e-3``.
     Returns the largest absolute difference.
     """
     if grads is None:
@@ -255,7 +265,8 @@ def check_gradient(fn: Callable[[PyTree], Array], params: PyTree,
         raise ValueError(f"grads structure {jax.tree.structure(grads)} must equal params "
                          f"structure {jax.tree.structure(params)}")
     numerical = numerical_gradient(fn, params, eps=eps)
-    is_double = ravel_pytree(params)[0].dtype == jnp.float64
+    leaves = jax.tree.leaves(params)
+    is_double = bool(leaves) and all(jnp.result_type(leaf) == jnp.float64 for leaf in leaves)
     rtol = (1e-6 if is_double else 5e-2) if rtol is None else rtol
     atol = (1e-8 if is_double else 5e-3) if atol is None else atol
     worst = 0.0
