@@ -204,23 +204,24 @@ def numerical_gradient(fn: Callable[[PyTree], Array], params: PyTree, *,
     once, run in batches of 64 coordinates), so use it on small problems, and in float64
     (``with jax.enable_x64(True):``): float32 differences are only good to ~1e-2.
     ``fn`` must be a pure JAX function (it is traced).  Returns a pytree with the
-    structure of ``params``.  With leaves of several precisions ``ε`` suits the least
-    precise one, and each difference is divided by the step its leaf really took.
+    structure of ``params``.  With leaves of several precisions each leaf gets the default
+    ``ε`` of its own dtype, and each difference is divided by the step really taken (a
+    float32 leaf rounds ``θ ± ε``).
     """
     flat, unravel = ravel_pytree(params)
     if not jnp.issubdtype(flat.dtype, jnp.floating):
         raise TypeError(f"params must be floating point, got dtype {flat.dtype}")
     if flat.size == 0:
         return unravel(flat)
-    # mixed precisions: the step suits the least precise leaf
-    eps = (max(_default_eps(jnp.result_type(leaf)) for leaf in jax.tree.leaves(params))
-           if eps is None else float(eps))
-    if not eps > 0:
+    if eps is not None and not float(eps) > 0:
         raise ValueError(f"eps must be > 0, got {eps!r}")
     value = jax.eval_shape(fn, params)
     if value.shape != ():
         raise ValueError(f"fn must return a scalar, got shape {value.shape}")
-    return _central_differences(fn, params, jnp.asarray(eps, flat.dtype))
+    # one step per coordinate: each leaf's default suits its own precision
+    steps = jax.tree.map(lambda leaf: jnp.full(jnp.shape(leaf), _default_eps(
+        jnp.result_type(leaf)) if eps is None else float(eps), flat.dtype), params)
+    return _central_differences(fn, params, ravel_pytree(steps)[0])
 
 
 _COORDINATES_PER_BATCH = 64
@@ -228,6 +229,7 @@ _COORDINATES_PER_BATCH = 64
 
 @partial(jax.jit, static_argnums=0)
 def _central_differences(fn: Callable[[PyTree], Array], params: PyTree, eps: Array) -> PyTree:
+    """``eps``: the step of every coordinate, shaped like the flattened ``params``."""
     flat, unravel = ravel_pytree(params)
     size = flat.size
     per_batch = min(_COORDINATES_PER_BATCH, size)
@@ -237,12 +239,12 @@ def _central_differences(fn: Callable[[PyTree], Array], params: PyTree, eps: Arr
     positions = jnp.arange(size)
 
     def partial_derivative(index: Array) -> Array:
-        step = jnp.where(positions == index, eps, jnp.zeros_like(eps))
+        step = jnp.where(positions == index, eps, 0.0)
         ahead, behind = unravel(flat + step), unravel(flat - step)
         # the step a leaf really took (a float32 leaf rounds θ ± ε), not the nominal 2ε
         taken = ravel_pytree(ahead)[0] - ravel_pytree(behind)[0]
         taken = jnp.sum(jnp.where(positions == index, taken, 0.0))
-        return (fn(ahead) - fn(behind)) / jnp.where(taken > 0, taken, 2 * eps)
+        return (fn(ahead) - fn(behind)) / jnp.where(taken > 0, taken, 1.0)
 
     differences = jax.lax.map(jax.vmap(partial_derivative), indices).reshape(-1)[:size]
     return unravel(differences.astype(flat.dtype))
