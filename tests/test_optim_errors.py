@@ -125,3 +125,14 @@ def test_adamw_mask_errors():
     not_bool = optim.adamw(0.1, mask={"w": 1.0, "b": 0.0})
     with pytest.raises(TypeError, match=re.escape("mask leaf mask['b'] must be a bool")):
         not_bool.update(PARAMS, not_bool.init(PARAMS), PARAMS)
+
+
+@pytest.mark.parametrize("build, match", [
+    (lambda: optim.sgd("0.1"), "sgd: learning_rate must be a real number, got str"),
+    (lambda: optim.adamw(1e-3, weight_decay=None), "adamw: weight_decay must be a real number"),
+    (lambda: optim.schedules.cosine_decay(1.0, "10"), "decay_steps must be an integer, got str"),
+    (lambda: optim.schedules.exponential_decay(1.0, None, 0.5), "transition_steps must be an integer"),
+])
+def test_hyperparameters_of_the_wrong_type_are_named(build, match):
+    with pytest.raises(TypeError, match=match):
+        build()

@@ -6,6 +6,8 @@ the argument.
 """
 from __future__ import annotations
 
+import numbers
+
 from typing import Any
 
 import jax
@@ -70,6 +72,10 @@ def check_finite_non_negative(name: str, value: Any) -> None:
     An infinite rate or decay would turn a zero gradient or parameter into ``inf · 0 = NaN``.
     Tracers (a value ``vmap``ped or ``jit``ted over) are not inspected.
     """
+    is_real_array = hasattr(value, "dtype") and (jnp.issubdtype(value.dtype, jnp.floating)
+                                                 or jnp.issubdtype(value.dtype, jnp.integer))
+    if not (isinstance(value, numbers.Real) or is_real_array):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
     check_non_negative(name, value)
     if is_concrete(value) and not np.isfinite(float(np.asarray(value))):
         raise ValueError(f"{name} must be finite, got {value!r}")

@@ -15,6 +15,7 @@ dtype, and only the (bounded) results are converted to floats.  Steps before 0 c
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import jax
@@ -72,6 +73,8 @@ def _half_cosine(progress: Array) -> Array:
 
 
 def _check_step_count(name: str, value, *, allow_zero: bool) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
     if not float(value).is_integer() or value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be an integer {bound}, got {value!r}")
