@@ -81,7 +81,7 @@ def l2_penalty(params: PyTree, mask: Optional[Mask] = None) -> Array:
 def _masked_sum(term: Callable[[Array], Array], params: PyTree, mask: Optional[Mask]) -> Array:
     if mask is None:
         leaves = jax.tree.leaves(params)
-        return _total([_sum(term(_upcast(leaf))) for leaf in leaves])
+        return _total([_term_sum(term, leaf) for leaf in leaves])
     if callable(mask):
         mask = mask(params)
     try:
@@ -101,7 +101,7 @@ def _subtree_sum(term: Callable[[Array], Array], selected: Any, subtree: PyTree)
     if isinstance(selected, (bool, np.bool_)):
         if not selected:
             return _total([jnp.zeros((), _sum_dtype(leaf)) for leaf in leaves])
-        return _total([_sum(term(_upcast(leaf))) for leaf in leaves])
+        return _total([_term_sum(term, leaf) for leaf in leaves])
     selected = jnp.asarray(selected)
     if selected.dtype != jnp.bool_:
         raise TypeError(f"mask leaves must be bools or bool arrays, got dtype {selected.dtype}")
@@ -111,9 +111,7 @@ def _subtree_sum(term: Callable[[Array], Array], selected: Any, subtree: PyTree)
             raise ValueError(
                 f"mask leaf of shape {selected.shape} does not fit parameter of shape "
                 f"{jnp.shape(leaf)}")
-        entries = jnp.broadcast_to(selected, jnp.shape(leaf))
-        values = term(_upcast(leaf))
-        sums.append(_sum(jnp.where(entries, values, jnp.zeros_like(values))))
+        sums.append(_term_sum(term, leaf, jnp.broadcast_to(selected, jnp.shape(leaf))))
     return _total(sums)
 
 
@@ -122,13 +120,13 @@ def _sum_dtype(leaf) -> Any:
     return jnp.promote_types(jnp.result_type(leaf), jnp.float32)
 
 
-def _upcast(leaf) -> Array:
-    """The leaf in ``_sum_dtype`` (so each |w| or w² is exact before the sum, too)."""
-    return jnp.asarray(leaf).astype(_sum_dtype(leaf))
-
-
-def _sum(values: Array) -> Array:
-    return jnp.sum(values, dtype=_sum_dtype(values))
+def _term_sum(term: Callable[[Array], Array], leaf: Any, entries: Optional[Array] = None) -> Array:
+    """``Σ term(w)`` over the leaf's entries (where ``entries`` is True), all in ``_sum_dtype``
+    (each |w| or w² is exact before the sum, too)."""
+    values = term(jnp.asarray(leaf).astype(_sum_dtype(leaf)))
+    if entries is not None:
+        values = jnp.where(entries, values, jnp.zeros_like(values))
+    return jnp.sum(values)
 
 
 def _total(values: list) -> Array:

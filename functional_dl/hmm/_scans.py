@@ -23,8 +23,9 @@ careful loop, which shifts by the best state the prediction can reach (``scaled_
 so the largest term of ``c_t`` is ``p_k·1`` and ``c_t`` cannot underflow while the true value
 is positive.  Under ``vmap`` the flag is shared by the batch (``any_in_batch``), so a batch
 runs the careful loop only if one of its sequences needs it.  The backward pass and the
-smoother reuse the fast pass's ``b̃`` restricted to the forward support (a new exponential
-only where the support's best state is not the overall best).
+smoother reuse the fast pass's ``b̃``: as it is when every state is possible at every step,
+else restricted to the forward support (a new exponential only where the support's best
+state is not the overall best).
 """
 from __future__ import annotations
 

@@ -210,16 +210,15 @@ def _max_pool(images, window, stride, pad):
 def _avg_pool(images, window, stride, pad):
     dims, strides, padding = _window_args(window, stride, pad)
     # summed in float32 at least: uint8 sums wrap around, float16 ones overflow
-    out_dtype = jnp.promote_types(images.dtype, jnp.float32) if jnp.issubdtype(
-        images.dtype, jnp.integer) else images.dtype
-    images = images.astype(jnp.promote_types(images.dtype, jnp.float32))
-    sums = lax.reduce_window(images, 0.0, lax.add, dims, strides, padding)
+    compute_dtype = jnp.promote_types(images.dtype, jnp.float32)
+    out_dtype = images.dtype if jnp.issubdtype(images.dtype, jnp.floating) else compute_dtype
+    sums = lax.reduce_window(images.astype(compute_dtype), 0.0, lax.add, dims, strides, padding)
     if pad == "VALID":
-        return (sums / math.prod(window)).astype(out_dtype)
-    # Divide by the number of real (non-padded) entries in each window.
-    ones = jnp.ones((1,) + images.shape[1:3] + (1,), images.dtype)
-    counts = lax.reduce_window(ones, 0.0, lax.add, dims, strides, padding)
-    return (sums / jnp.broadcast_to(counts, sums.shape)).astype(out_dtype)
+        counts = math.prod(window)
+    else:  # the number of real (non-padded) entries in each window
+        ones = jnp.ones((1,) + images.shape[1:3] + (1,), compute_dtype)
+        counts = lax.reduce_window(ones, 0.0, lax.add, dims, strides, padding)
+    return (sums / counts).astype(out_dtype)
 
 
 def MaxPool(window_shape: Union[int, Sequence[int]], strides=None,

@@ -54,6 +54,13 @@ def _steps_since(step, start: int, stop: int | None = None) -> Array:
     return jnp.clip(t, low, high) - low
 
 
+def _fraction(step, start: int, stop: int) -> Array:
+    """``(clip(t, start, stop) − start) / (stop − start)`` in the float dtype, from an exact
+    integer count for integer steps (0 when ``stop == start``)."""
+    elapsed = _steps_since(step, start, stop).astype(_float_dtype())
+    return elapsed / float(max(stop - start, 1))
+
+
 def _power(base: float, exponent: Array) -> Array:
     """``base ** exponent`` for a Python float ``base > 0``, accurate in the exponent's dtype.
 
@@ -152,9 +159,7 @@ def cosine_decay(init_value: float, decay_steps: int, *, end_value: float = 0.0)
     check_finite_non_negative("cosine_decay: end_value", end_value)
 
     def schedule(step) -> Array:
-        float_dtype = _float_dtype()
-        progress = _steps_since(step, 0, decay_steps).astype(float_dtype) / float(decay_steps)
-        return end_value + (init_value - end_value) * _half_cosine(progress)
+        return end_value + (init_value - end_value) * _half_cosine(_fraction(step, 0, decay_steps))
 
     return schedule
 
@@ -179,17 +184,16 @@ def warmup_cosine_decay(init_value: float, peak_value: float, warmup_steps: int,
         raise ValueError(f"warmup_cosine_decay: decay_steps (the total length) must exceed "
                          f"warmup_steps, got decay_steps={decay_steps}, "
                          f"warmup_steps={warmup_steps}")
-    cosine_steps = decay_steps - warmup_steps
 
     def schedule(step) -> Array:
-        float_dtype = _float_dtype()
-        warmed = _steps_since(step, 0, warmup_steps).astype(float_dtype)  # min(max(t, 0), W)
-        warmup = init_value + (peak_value - init_value) * warmed / float(max(warmup_steps, 1))
-        cooled = _steps_since(step, warmup_steps, decay_steps).astype(float_dtype)
-        decay = end_value + (peak_value - end_value) * _half_cosine(cooled / float(cosine_steps))
-        # on the clipped step, so t < 0 counts as 0; if W > 2**24 rounds W − 1 up to W, both
-        # branches give peak_value there to float precision
-        return jnp.where(warmed < float(warmup_steps), warmup, decay)
+        warmed = _fraction(step, 0, warmup_steps)                      # min(max(t, 0), W) / W
+        warmup = init_value + (peak_value - init_value) * warmed
+        decay = end_value + (peak_value - end_value) * _half_cosine(
+            _fraction(step, warmup_steps, decay_steps))
+        # on the clipped step, so t < 0 counts as 0 (and W = 0 never warms up); if W > 2**24
+        # rounds (W − 1) / W up to 1, both branches give peak_value there to float precision
+        in_warmup = warmed < 1.0 if warmup_steps > 0 else False
+        return jnp.where(in_warmup, warmup, decay)
 
     return schedule
 

@@ -72,15 +72,22 @@ def _multiples_near(size: int, parts: int) -> str:
     return " or ".join(str(n) for n in (below, below + parts) if n > 0)
 
 
-def check_batch_size_divides(batch_size: int, mesh: Mesh, axis_name: Optional[str] = None) -> int:
-    """``p = num_batch_parts(mesh, axis_name)``; ValueError unless ``p`` divides ``batch_size``."""
+def _require_divisible(size: int, mesh: Mesh, axis_name: Optional[str], what: str,
+                       fix: str) -> None:
+    """ValueError unless ``num_batch_parts(mesh, axis_name)`` divides ``size``: the message
+    says ``what`` must be such a multiple and ``fix`` the nearest ones (``{}`` in ``fix``)."""
     parts = num_batch_parts(mesh, axis_name)
-    if batch_size % parts:
+    if size % parts:
         raise ValueError(
-            f"batch_size={batch_size} must be a multiple of the {parts} devices of mesh axis "
-            f"{data_axis_name(mesh, axis_name)!r}, so that every batch splits evenly over them; "
-            f"use batch_size={_multiples_near(batch_size, parts)}")
-    return parts
+            f"{what} must be a multiple of the {parts} devices of mesh axis "
+            f"{data_axis_name(mesh, axis_name)!r}, so that it splits evenly over them; "
+            + fix.format(_multiples_near(size, parts)))
+
+
+def check_batch_size_divides(batch_size: int, mesh: Mesh, axis_name: Optional[str] = None) -> None:
+    """ValueError unless ``num_batch_parts(mesh, axis_name)`` divides ``batch_size``."""
+    _require_divisible(batch_size, mesh, axis_name, f"batch_size={batch_size}",
+                       "use batch_size={}")
 
 
 def shard_batch(batch: PyTree, mesh: Mesh, axis_name: Optional[str] = None) -> PyTree:
@@ -103,13 +110,10 @@ def shard_batch(batch: PyTree, mesh: Mesh, axis_name: Optional[str] = None) -> P
     """
     check_mesh(mesh)
     size = num_examples(batch, "batch")
-    parts = num_batch_parts(mesh, axis_name)
-    if size % parts:
-        raise ValueError(
-            f"batch has {size} examples (leading axis), which does not divide by the {parts} "
-            f"devices of mesh axis {data_axis_name(mesh, axis_name)!r}; use a batch size that "
-            f"is a multiple of {parts} (e.g. {_multiples_near(size, parts)}), or drop the "
-            "short last batch (sharded_batches does)")
+    _require_divisible(size, mesh, axis_name,
+                       f"a batch's number of examples (here {size}, its leading axis)",
+                       "use batches of {} examples, or drop the short last batch "
+                       "(sharded_batches does)")
     return jax.make_array_from_process_local_data(data_sharding(mesh, axis_name), batch)
 
 
