@@ -61,8 +61,8 @@ def train_and_test(mesh, data, epochs, batch_size):
     for epoch in range(epochs):
         shuffle_key, step_key = jax.random.split(jax.random.fold_in(run_key, epoch))
         epoch_losses = []
-        for i, batch in enumerate(distributed.sharded_batches(shuffle_key, (x_train, y_train),
-                                                              batch_size, mesh)):
+        for i, batch in enumerate(train.sharded_batches(shuffle_key, (x_train, y_train),
+                                                        batch_size, mesh)):
             if epoch == 0 and i == 0:
                 per_device = batch_size // distributed.num_batch_parts(mesh)
                 print(f"global batch {batch_size} = {per_device} per device:")

@@ -19,28 +19,25 @@ written by hand, no training engine::
     params = distributed.replicate(params, mesh)
     opt_state = distributed.replicate(optimizer.init(params), mesh)
     step = train.make_train_step(loss_fn, optimizer)        # the single-device step, unchanged
-    for batch in distributed.sharded_batches(shuffle_key, (x, y), 256, mesh):
+    for batch in train.sharded_batches(shuffle_key, (x, y), 256, mesh):
         params, opt_state, metrics = step(params, opt_state, batch, step_key)
 
-``train.fit`` runs this loop for you when given the mesh::
+``train.fit(..., mesh=mesh)`` runs this loop for you: it replicates the parameters and the
+optimizer state, splits every training and validation batch along the mesh's data axis and
+returns replicated parameters.
 
-    result = train.fit(loss_fn, optimizer, params, (x, y), key=key, epochs=10,
-                       batch_size=256, mesh=mesh, validation_data=(x_val, y_val))
+Where arrays live:
 
-It replicates the parameters and the optimizer state over the mesh, splits every batch along
-the mesh's data axis (``batch_size`` must be a multiple of ``num_batch_parts(mesh)``, checked
-before training), evaluates the validation data split the same way, and returns replicated
-parameters; its step compiles once per batch shape, and checkpoint/resume and early stopping
-work as on one device.  The one batch of an epoch that may not divide, the short final batch
-of ``drop_last=False`` (and of the validation data), is computed whole on every device, so
-every mean is the unsharded run's, up to floating-point summation order
-(``train.placement.split_or_replicate``).  ``fit`` places data for one process; on several
-hosts write the loop above.
+    replicated_sharding(mesh)      = NamedSharding(mesh, P())       # parameters, optimizer state
+    data_sharding(mesh, axis_name) = NamedSharding(mesh, P(axis))   # batches, rows split
 
-The placement functions (``data_sharding``, ``replicated_sharding``, ``num_batch_parts``,
-``shard_batch``, ``replicate``) are defined in ``functional_dl.train.placement``, so that
-``fit`` can use them without importing this module (which builds on ``train``), and are
-re-exported here.
+A batch of ``b`` rows splits over the ``p = num_batch_parts(mesh, axis_name)`` devices of
+the axis only when ``p`` divides ``b``: device ``d`` then holds rows ``d·b/p`` to
+``(d+1)·b/p − 1``.  **A batch that does not divide is an error** in ``shard_batch``
+(``ValueError`` naming the batch size and the device count), not silent padding: padded
+examples would change a mean loss unless every loss masks them.  ``split_or_replicate``
+instead computes such a batch whole on every device, which keeps every mean exact (for an
+epoch's one short final batch).
 
 Randomness inside the step (dropout) does not depend on the device count: JAX's random bits
 are generated partitionably, so a sharded step draws the same mask as an unsharded one and
@@ -53,14 +50,8 @@ sequences (``(B, T)`` symbols, ``B`` a multiple of the device count)::
     log_p = batch_log_likelihood(distributed.replicate(model, mesh),
                                  *distributed.shard_batch((observations, lengths), mesh))
 
-**A batch that does not divide by the device count is an error** (``ValueError`` naming the
-batch size and the device count), not silent padding: padded examples would change a mean
-loss unless every loss masks them.  Use a batch size that is a multiple of the device count
-(``sharded_batches`` drops the short last batch of an epoch for that reason).
-
-**One machine with several GPUs.**  Nothing to set up: ``make_mesh()`` takes every device
-that ``jax.devices()`` lists.  To try it on a CPU-only machine, fake 8 devices before JAX
-starts: ``XLA_FLAGS=--xla_force_host_platform_device_count=8 JAX_PLATFORMS=cpu python ...``.
+**One machine with several devices.**  Nothing to set up: ``make_mesh()`` takes every device
+that ``jax.devices()`` lists (the README shows how to fake several CPU devices).
 
 **Several hosts.**  Start the same program on every host and call
 ``jax.distributed.initialize()`` first (with ``coordinator_address``, ``num_processes`` and
@@ -73,24 +64,23 @@ batch has ``jax.process_count()`` times the examples of the local one, and the l
 must divide by the host's own device count.  ``replicate`` expects the same values on every
 host (initialize from the same key).  The step, the loop and the metrics code do not change;
 to save a checkpoint of replicated parameters, save ``a.addressable_data(0)`` of each leaf
-from process 0.
+from process 0.  ``train.fit`` places data for one process only.
+
+This module builds on ``jax.sharding`` alone; ``functional_dl.train`` builds on it.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Optional
 
 import jax
-from jax.sharding import AxisType, Mesh
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from functional_dl._types import PRNGKey, PyTree
-from functional_dl.train.data import batches
-from functional_dl.train.placement import (check_batch_size_divides, check_mesh, data_sharding,
-                                           num_batch_parts, replicate, replicated_sharding,
-                                           shard_batch)
+from functional_dl import checks
+from functional_dl._types import PyTree
 
 __all__ = ["make_mesh", "data_sharding", "replicated_sharding", "shard_batch", "replicate",
-           "sharded_batches", "num_batch_parts"]
+           "split_or_replicate", "sharded_batches", "num_batch_parts"]
 
 
 def make_mesh(devices: Optional[Sequence[Any]] = None, axis_name: str = "data") -> Mesh:
@@ -101,11 +91,14 @@ def make_mesh(devices: Optional[Sequence[Any]] = None, axis_name: str = "data") 
     through ``jit`` and the SPMD partitioner inserts the collectives.
 
     Raises:
-      ValueError: ``devices`` is empty or names a device twice, or ``axis_name`` is not a
-        non-empty string.
+      ValueError: ``devices`` is empty or names a device twice, or ``axis_name`` is empty.
+      TypeError: ``axis_name`` is not a string.
     """
-    if not isinstance(axis_name, str) or not axis_name:
-        raise ValueError(f"axis_name must be a non-empty string such as 'data', got {axis_name!r}")
+    if not isinstance(axis_name, str):
+        raise TypeError(f"axis_name must be a non-empty string such as 'data', got "
+                        f"{checks.describe(axis_name)}")
+    if not axis_name:
+        raise ValueError("axis_name must be a non-empty string such as 'data', got ''")
     devices = list(jax.devices() if devices is None else devices)
     if not devices:
         raise ValueError("devices must list at least one device (e.g. jax.devices()), got none")
@@ -115,14 +108,137 @@ def make_mesh(devices: Optional[Sequence[Any]] = None, axis_name: str = "data") 
                          devices=devices)
 
 
-def sharded_batches(key: PRNGKey, arrays: PyTree, batch_size: int, mesh: Mesh,
-                    axis_name: Optional[str] = None) -> Iterator[PyTree]:
-    """``train.batches(key, arrays, batch_size, drop_last=True)``, each batch ``shard_batch``-ed.
+def check_mesh(mesh: Any) -> None:
+    """TypeError unless ``mesh`` is a ``jax.sharding.Mesh``."""
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"mesh must be a jax.sharding.Mesh (see distributed.make_mesh), got "
+                        f"{type(mesh).__name__}")
 
-    Every batch has ``batch_size`` examples, so the train step compiles once; ``batch_size``
-    must be a multiple of ``num_batch_parts(mesh)`` (checked here, before the first batch).
+
+def data_axis_name(mesh: Mesh, axis_name: Optional[str]) -> str:
+    """``axis_name``, checked to be an axis of ``mesh``; the mesh's first axis when ``None``."""
+    if axis_name is None:
+        return mesh.axis_names[0]
+    if axis_name not in mesh.axis_names:
+        raise ValueError(f"axis_name {axis_name!r} is not an axis of mesh, whose axes are "
+                         f"{mesh.axis_names}")
+    return axis_name
+
+
+def data_sharding(mesh: Mesh, axis_name: Optional[str] = None) -> NamedSharding:
+    """``NamedSharding(mesh, P(axis_name))``: the leading axis split over ``axis_name``.
+
+    Other mesh axes, if any, hold copies.  ``axis_name`` defaults to the mesh's first axis.
     """
     check_mesh(mesh)
-    epoch = batches(key, arrays, batch_size, drop_last=True)  # checks batch_size and arrays
-    check_batch_size_divides(batch_size, mesh, axis_name)
-    return (shard_batch(batch, mesh, axis_name) for batch in epoch)
+    return NamedSharding(mesh, PartitionSpec(data_axis_name(mesh, axis_name)))
+
+
+def replicated_sharding(mesh: Mesh) -> NamedSharding:
+    """``NamedSharding(mesh, P())``: a full copy on every device of ``mesh``."""
+    check_mesh(mesh)
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def num_batch_parts(mesh: Mesh, axis_name: Optional[str] = None) -> int:
+    """How many slices this process cuts a (process-local) batch into: its devices along the axis.
+
+    ``mesh.shape[axis] · local_devices / all_devices``: the mesh axis size on one host, that
+    size divided by the number of hosts on a mesh spread evenly over several.
+    """
+    check_mesh(mesh)
+    axis = data_axis_name(mesh, axis_name)
+    return mesh.shape[axis] * len(mesh.local_devices) // mesh.devices.size
+
+
+def _multiples_near(size: int, parts: int) -> str:
+    below = size - size % parts
+    return " or ".join(str(n) for n in (below, below + parts) if n > 0)
+
+
+def _require_divisible(size: int, mesh: Mesh, axis_name: Optional[str], what: str,
+                       fix: str) -> None:
+    """ValueError unless ``num_batch_parts`` divides ``size``: ``what`` must be such a multiple,
+    ``fix`` (with ``{}`` for the nearest multiples) says what to do."""
+    parts = num_batch_parts(mesh, axis_name)
+    if size % parts:
+        raise ValueError(
+            f"{what} must be a multiple of the {parts} devices of mesh axis "
+            f"{data_axis_name(mesh, axis_name)!r}, so that it splits evenly over them; "
+            + fix.format(_multiples_near(size, parts)))
+
+
+def check_batch_size_divides(batch_size: int, mesh: Mesh, axis_name: Optional[str] = None) -> None:
+    """ValueError unless ``num_batch_parts(mesh, axis_name)`` divides ``batch_size``."""
+    _require_divisible(batch_size, mesh, axis_name, f"batch_size={batch_size}",
+                       "use batch_size={}")
+
+
+def _split(batch: PyTree, num_rows: int, mesh: Mesh, axis_name: Optional[str]) -> PyTree:
+    """``batch`` (already checked: ``num_rows`` rows in every leaf) split over the mesh axis."""
+    _require_divisible(num_rows, mesh, axis_name,
+                       f"a batch's number of examples (here {num_rows}, its leading axis)",
+                       "use batches of {} examples, or drop the short last batch "
+                       "(train.sharded_batches does)")
+    return jax.make_array_from_process_local_data(data_sharding(mesh, axis_name), batch)
+
+
+def shard_batch(batch: PyTree, mesh: Mesh, axis_name: Optional[str] = None) -> PyTree:
+    """Put ``batch`` on ``mesh`` split along its leading axis: device ``d`` gets rows ``d·b/n …``.
+
+    Args:
+      batch: pytree of arrays (NumPy or JAX) sharing a leading example axis of length ``b``;
+        on several hosts, this process's part of the global batch.
+      mesh: the device mesh (``distributed.make_mesh``).
+      axis_name: the mesh axis to split over (default the mesh's first axis).
+
+    Returns:
+      The same structure of ``jax.Array``s with sharding ``data_sharding(mesh, axis_name)``
+      (global leading length ``b · jax.process_count()`` on an evenly spread mesh), built with
+      ``jax.make_array_from_process_local_data``.
+
+    Raises:
+      ValueError: leaves without a leading axis or of different lengths, or ``b`` not a
+        multiple of the number of devices along the axis (the message names both numbers).
+    """
+    check_mesh(mesh)
+    return _split(batch, checks.leading_length("batch", batch), mesh, axis_name)
+
+
+def split_or_replicate(batch: PyTree, mesh: Mesh, axis_name: Optional[str] = None) -> PyTree:
+    """``shard_batch(batch)`` when its rows divide by ``num_batch_parts``, else replicated.
+
+    For the one batch of an epoch that may not divide when the batch size does: its short
+    final batch.  Replicated, it is computed whole on every device, so its mean loss, its
+    gradient and every metric are those of the unsplit batch (the work is repeated on each
+    device, once per epoch).  Padding it instead would change any mean that does not mask
+    the padding.  One process only: a replicated batch must hold the same rows everywhere.
+    """
+    check_mesh(mesh)
+    num_rows = checks.leading_length("batch", batch)
+    if num_rows % num_batch_parts(mesh, axis_name):
+        return jax.device_put(batch, replicated_sharding(mesh))
+    return _split(batch, num_rows, mesh, axis_name)
+
+
+def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
+    """A full copy of every leaf of ``tree`` on every device of ``mesh`` (params, optimizer state).
+
+    Leaves may be arrays, Python scalars or PRNG keys.  The result never shares a buffer
+    with ``tree``, so a train step that donates the replicated copy leaves ``tree`` valid
+    (``device_put`` alone would reuse a single-device leaf's buffer as the copy on that
+    device, even with ``may_alias=False``).  On several hosts every process must pass the
+    same values.
+    """
+    check_mesh(mesh)
+    fresh = jax.tree.map(lambda leaf: leaf.copy() if isinstance(leaf, jax.Array) else leaf, tree)
+    return jax.device_put(fresh, replicated_sharding(mesh))
+
+
+def __getattr__(name: str) -> Any:
+    """``distributed.sharded_batches`` is ``train.sharded_batches``, imported on first use so
+    that importing this module never imports ``train`` (which builds on it)."""
+    if name == "sharded_batches":
+        from functional_dl.train.data import sharded_batches
+        return sharded_batches
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -341,10 +341,12 @@ def test_step_helpers(tmp_path):
     assert checkpoint.restore_step(directory) == {"step": 10}
     assert checkpoint.restore_step(directory, 2, like={"step": 0}) == {"step": 2}
     assert checkpoint.step_path(directory, 3).name == "checkpoint_00000003.npz"
-    for bad in ({"step": -1}, {"step": 1.5}, {"step": True}):
-        with pytest.raises(ValueError, match="step must be an integer >= 0"):
+    # a negative step is a wrong value; a float or a bool is the wrong kind
+    for bad, error in (({"step": -1}, ValueError), ({"step": 1.5}, TypeError),
+                       ({"step": True}, TypeError)):
+        with pytest.raises(error, match="step must be an int >= 0"):
             checkpoint.step_path(directory, **bad)
-    with pytest.raises(ValueError, match="keep must be an integer >= 1"):
+    with pytest.raises(ValueError, match="keep must be an int >= 1"):
         checkpoint.save_step(directory, 11, {}, keep=0)
 
 

@@ -6,6 +6,7 @@ prints a JSON report) and the tests below assert on that report.  Oracles: the s
 step run on unsharded arrays (one device), ``fit`` without a mesh for ``fit(mesh=...)``, the
 batch rows themselves for the shard contents, and the unsharded vmap for HMM inference.
 """
+import ast
 import json
 import os
 import pathlib
@@ -75,11 +76,11 @@ def _fit_checks(report, loss_fn, optimizer, initial, mesh, data) -> None:
         (sharded.params, sharded.opt_state), (single.params, single.opt_state))
     with tempfile.TemporaryDirectory() as directory:
         path = f"{directory}/run.npz"
-        run(distributed.replicate(initial, mesh), 2, checkpoint_path=path)
+        run(distributed.replicate(initial, mesh), 2, checkpointing=train.Checkpointing(path))
         report["fit_mesh_resumed_compilations"], resumed = _count_compilations(
             "guarded_step",
-            lambda: run(distributed.replicate(initial, mesh), 3, checkpoint_path=path,
-                        resume=True))
+            lambda: run(distributed.replicate(initial, mesh), 3,
+                        checkpointing=train.Checkpointing(path, resume=True)))
     report["fit_mesh_resumed_vs_uninterrupted_difference"] = _max_abs_difference(
         (resumed.params, resumed.opt_state), (sharded.params, sharded.opt_state))
 
@@ -141,7 +142,7 @@ def _fit_with_mesh_checks(report, loss_fn, optimizer, initial, mesh, rng) -> Non
         leaf.is_deleted() for leaf in jax.tree.leaves(initial))
 
     # early stopping: val_loss falls, so mode="max" stops after epoch 2 and restores epoch 1
-    stopped = {name: run(4, early_stopping_patience=1, mode="max", **options)
+    stopped = {name: run(4, early_stopping=train.EarlyStopping(1, mode="max"), **options)
                for name, options in [("without", {}), ("with", dict(mesh=mesh))]}
     report["fit_mesh_early_stopping"] = [
         (result.stop_reason, result.best_epoch) for result in stopped.values()]
@@ -151,9 +152,10 @@ def _fit_with_mesh_checks(report, loss_fn, optimizer, initial, mesh, rng) -> Non
 
     with tempfile.TemporaryDirectory() as directory:
         path = f"{directory}/run.npz"
-        run(2, mesh=mesh, checkpoint_path=path)
+        run(2, mesh=mesh, checkpointing=train.Checkpointing(path))
         report["fit_mesh_argument_resumed_compilations"], resumed = _count_compilations(
-            "guarded_step", lambda: run(3, mesh=mesh, checkpoint_path=path, resume=True))
+            "guarded_step",
+            lambda: run(3, mesh=mesh, checkpointing=train.Checkpointing(path, resume=True)))
     report["fit_mesh_argument_resumed_vs_uninterrupted_difference"] = max(
         _max_abs_difference((resumed.params, resumed.opt_state),
                             (with_mesh.params, with_mesh.opt_state)),
@@ -256,14 +258,15 @@ def _child_checks() -> dict:
     # ---- batches that do not divide by 8
     for name, call in [("shard_batch", lambda: distributed.shard_batch((x[:4], y[:4]), mesh)),
                        ("sharded_batches",
-                        lambda: distributed.sharded_batches(jax.random.key(0), (x, y), 12, mesh))]:
+                        lambda: train.sharded_batches(jax.random.key(0), (x, y), 12, mesh))]:
         try:
             call()
             report[f"{name}_error"] = None
         except ValueError as error:
             report[f"{name}_error"] = str(error)
-    epoch = list(distributed.sharded_batches(jax.random.key(0), (x, y), 48, mesh))
+    epoch = list(train.sharded_batches(jax.random.key(0), (x, y), 48, mesh))
     report["sharded_batches"] = [_describe_shards(batch[0]) for batch in epoch]
+    report["sharded_batches_alias"] = distributed.sharded_batches is train.sharded_batches
     return report
 
 
@@ -400,11 +403,24 @@ def test_a_batch_that_does_not_divide_by_the_device_count_is_an_error(report, na
 
 
 def test_sharded_batches_splits_every_full_batch(report):
+    assert report["sharded_batches_alias"]        # distributed.sharded_batches is the same
     epoch = report["sharded_batches"]
     assert len(epoch) == 160 // 48                     # the short last batch is dropped
     for shards in epoch:
         assert shards["shard_shapes"] == [[6, 12]] * NUM_DEVICES
         assert shards["shards_hold_their_rows"]
+
+
+def test_distributed_does_not_import_train():
+    """``train`` builds on ``distributed``: no import of ``functional_dl.train`` at the top
+    level of distributed.py (``sharded_batches`` is an alias resolved on first use)."""
+    tree = ast.parse((REPO_ROOT / "functional_dl" / "distributed.py").read_text())
+    imported = [alias.name for node in tree.body if isinstance(node, ast.Import)
+                for alias in node.names]
+    imported += [f"{node.module}.{alias.name}" for node in tree.body
+                 if isinstance(node, ast.ImportFrom) for alias in node.names]
+    assert imported and not [name for name in imported if "train" in name.split(".")]
+    assert not (REPO_ROOT / "functional_dl" / "train" / "placement.py").exists()
 
 
 if __name__ == "__main__":

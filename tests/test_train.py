@@ -184,7 +184,7 @@ def test_has_aux_output_is_checked(bad_output, error, match):
 
 
 def test_make_train_step_rejects_non_optimizer():
-    with pytest.raises(TypeError, match="optimizer must have callable init"):
+    with pytest.raises(TypeError, match="optimizer must be an Optimizer"):
         train.make_train_step(loss_fn, object())
 
 
@@ -225,8 +225,8 @@ def test_batches_order_depends_on_key_only():
 
 
 @pytest.mark.parametrize("arrays, batch_size, error, match", [
-    ((X, Y), 0, ValueError, "batch_size must be >= 1"),
-    ((X, Y), -3, ValueError, "batch_size must be >= 1"),
+    ((X, Y), 0, ValueError, "batch_size must be an int >= 1"),
+    ((X, Y), -3, ValueError, "batch_size must be an int >= 1"),
     ((X, Y), 2.5, TypeError, "batch_size must be an int"),
     ((X, Y[:-1]), 4, ValueError, r"same length.*\[40, 39\]"),
     ((), 4, ValueError, "at least one array"),
@@ -263,7 +263,7 @@ def test_accuracy_matches_numpy_and_breaks_ties_to_first_class():
 
 
 def test_accuracy_bad_input():
-    with pytest.raises(TypeError, match="labels must be integers"):
+    with pytest.raises(TypeError, match="labels must hold integers"):
         train.accuracy(np.zeros((3, 2)), np.zeros(3, np.float32))
     with pytest.raises(ValueError, match=r"labels shape \(4,\) must equal logits shape"):
         train.accuracy(np.zeros((3, 2)), np.zeros(4, np.int32))
@@ -447,8 +447,10 @@ def test_early_stopping_stops_after_patience_and_restores_best(tmp_path):
     def run():
         return train.fit(quadratic_loss, optimizer, {"w": jnp.float32(-1.0)}, train_targets,
                          key=jax.random.key(0), epochs=40, batch_size=8,
-                         validation_data=val_targets, early_stopping_patience=patience,
-                         checkpoint_path=tmp_path / "run.npz", resume=True, progress="none")
+                         validation_data=val_targets,
+                         early_stopping=train.EarlyStopping(patience),
+                         checkpointing=train.Checkpointing(tmp_path / "run.npz", resume=True),
+                         progress="none")
 
     result = run()
     assert result.stop_reason == "early_stopping"
@@ -499,6 +501,201 @@ def test_divergence_names_epoch_and_step():
     np.testing.assert_allclose(result.params["w"], ws[bad_step], rtol=1e-5)
 
 
+def test_a_nan_loss_alone_does_not_stop_fit_when_asked_and_apply_if_finite_skips_it():
+    """One example is NaN, so one batch per epoch has a NaN loss and NaN gradients.
+    Oracle: the documented key schedule with that batch left out (``apply_if_finite`` of a
+    finite gradient is the plain optimizer), the epoch loss its mean over the other batches."""
+    key, epochs, batch_size = jax.random.key(4), 2, 8
+    x = X.copy()
+    x[5, 2] = np.nan
+    result = train.fit(loss_fn, optim.apply_if_finite(OPTIMIZER), init_mlp(jax.random.key(0)),
+                       (x, Y), key=key, epochs=epochs, batch_size=batch_size,
+                       stop_on_non_finite_loss=False, progress="none")
+    params = init_mlp(jax.random.key(0))
+    state = OPTIMIZER.init(params)
+    epoch_losses = []
+    for epoch in range(epochs):
+        shuffle_key, step_key = jax.random.split(jax.random.fold_in(key, epoch))
+        finite_losses = []
+        for i, batch in enumerate(train.batches(shuffle_key, (x, Y), batch_size)):
+            step_key_i = jax.random.fold_in(step_key, i)
+            loss = float(loss_fn(params, batch, step_key_i))
+            if np.isfinite(loss):
+                finite_losses.append(loss)
+                updates, state = ORACLE_UPDATE(ORACLE_GRAD(params, batch, step_key_i), state,
+                                               params)
+                params = ORACLE_APPLY(params, updates)
+        assert len(finite_losses) == len(x) // batch_size - 1
+        epoch_losses.append(np.mean(finite_losses))
+    assert result.stop_reason == "completed"
+    assert_trees_close(result.params, params)
+    assert_trees_close(result.opt_state.inner_state, state)
+    assert int(result.opt_state.notfinite_count) == epochs
+    np.testing.assert_allclose(result.history["loss"], epoch_losses, rtol=1e-5)
+    assert result.history["non_finite_loss_steps"] == [1.0] * epochs
+
+
+def test_non_finite_parameters_stop_fit_even_when_a_non_finite_loss_does_not():
+    # a NaN target: loss and gradient NaN, so plain SGD makes w NaN at that step
+    targets = np.ones(8, np.float32)
+    targets[3] = np.nan
+    shuffle_key = jax.random.split(jax.random.fold_in(jax.random.key(0), 0))[0]
+    bad_step = int(np.argmax(np.asarray(jax.random.permutation(shuffle_key, 8)) == 3)) // 2
+    with pytest.warns(RuntimeWarning, match=f"at epoch 1, step {bad_step + 1} "):
+        result = train.fit(quadratic_loss, optim.sgd(0.05), {"w": jnp.float32(2.0)}, targets,
+                           key=jax.random.key(0), epochs=3, batch_size=2,
+                           stop_on_non_finite_loss=False, progress="none")
+    assert result.stop_reason == "non_finite" and result.history == {}
+    np.testing.assert_allclose(result.params["w"], gd_trajectory(2.0, 1.0, 0.05, bad_step)[-1],
+                               rtol=1e-6)
+
+
+def test_non_scalar_aux_metric_is_rejected_before_the_first_step_naming_it():
+    def loss_with_per_example_metric(params, batch, key):
+        losses = cross_entropy(mlp_logits(params, batch[0]), batch[1])
+        return losses.mean(), {"accuracy": jnp.float32(0.5), "per_example": losses}
+
+    def broken_step(*args):
+        raise AssertionError("no step may run")
+
+    match = r"metric 'per_example' must be a scalar .*shape \(8,\)"
+    with pytest.raises(ValueError, match=match):
+        train.fit(loss_with_per_example_metric, optim.sgd(0.1), init_mlp(jax.random.key(0)),
+                  (X, Y), key=jax.random.key(0), epochs=1, batch_size=8, has_aux=True,
+                  progress="none")
+    step = train.make_train_step(loss_with_per_example_metric, optim.sgd(0.1), has_aux=True)
+    params = init_mlp(jax.random.key(0))
+    with pytest.raises(ValueError, match=match):
+        step(params, optim.sgd(0.1).init(params), (X[:8], Y[:8]), None)
+
+
+# ---------------------------------------------------------------- the per-step hook
+
+EMA_DECAY = 0.75
+LOGGED = []
+
+
+def _log_step(step, loss):
+    LOGGED.append((int(step), float(loss)))
+
+
+def _ema_init(params):
+    return {"ema": params, "steps": jnp.zeros((), jnp.int32), "last_step": jnp.int32(-1)}
+
+
+def _ema_update(hook_state, step, params, opt_state, metrics):
+    """ē ← d·ē + (1 − d)·θ after each step; counts the steps; logs (step, loss)."""
+    jax.debug.callback(_log_step, step, metrics["loss"])
+    ema = jax.tree.map(lambda e, p: EMA_DECAY * e + (1 - EMA_DECAY) * p, hook_state["ema"],
+                       params)
+    return {"ema": ema, "steps": hook_state["steps"] + 1, "last_step": step}
+
+
+EMA_HOOK = train.StepHook(_ema_init, _ema_update)
+
+
+def numpy_ema(ws, decay):
+    """ē_0 = w_0, ē_k = d·ē_{k−1} + (1 − d)·w_k, in float64."""
+    ema = ws[0]
+    for w in ws[1:]:
+        ema = decay * ema + (1 - decay) * w
+    return ema
+
+
+def test_on_step_keeps_an_ema_of_the_parameters_logs_every_step_and_resumes(tmp_path):
+    learning_rate, epochs, steps_per_epoch = 0.05, 3, 4
+    ws = gd_trajectory(-1.0, 1.0, learning_rate, epochs * steps_per_epoch)
+
+    def run(num_epochs, resume=False):
+        del LOGGED[:]
+        return train.fit(quadratic_loss, optim.sgd(learning_rate), {"w": jnp.float32(-1.0)},
+                         np.ones(8, np.float32), key=jax.random.key(0), epochs=num_epochs,
+                         batch_size=2, on_step=EMA_HOOK, progress="none",
+                         checkpointing=train.Checkpointing(tmp_path / "ema.npz", resume=resume))
+
+    result = run(epochs)
+    jax.effects_barrier()
+    np.testing.assert_allclose(result.params["w"], ws[-1], rtol=1e-5)
+    np.testing.assert_allclose(result.hook_state["ema"]["w"], numpy_ema(ws, EMA_DECAY),
+                               rtol=1e-5)
+    assert int(result.hook_state["steps"]) == epochs * steps_per_epoch
+    assert int(result.hook_state["last_step"]) == epochs * steps_per_epoch - 1
+    logged = sorted(LOGGED)
+    assert [step for step, _ in logged] == list(range(epochs * steps_per_epoch))
+    np.testing.assert_allclose([loss for _, loss in logged], (ws[:-1] - 1.0) ** 2, rtol=1e-5)
+
+    run(epochs - 1)                                  # checkpointed after epoch 2
+    resumed = run(epochs, resume=True)               # the hook state comes back from the file
+    jax.effects_barrier()
+    assert sorted(step for step, _ in LOGGED) == list(range(8, 12))
+    assert_trees_equal(resumed.hook_state, result.hook_state)
+    assert_trees_equal(resumed.params, result.params)
+
+
+def test_on_step_must_keep_the_structure_and_dtypes_of_its_state():
+    for update, error, match in [
+            (lambda h, step, p, s, m: {"other": h["w"]}, ValueError, "tree structure"),
+            (lambda h, step, p, s, m: {"w": h["w"].astype(jnp.int32)}, TypeError, "dtypes")]:
+        with pytest.raises(error, match=match):
+            train.fit(quadratic_loss, optim.sgd(0.1), {"w": jnp.float32(0.0)},
+                      np.ones(4, np.float32), key=jax.random.key(0), epochs=1, batch_size=4,
+                      on_step=train.StepHook(lambda p: {"w": p["w"]}, update),
+                      progress="none")
+
+
+# ---------------------------------------------------------------- early stopping, options
+
+def numpy_early_stopping(values, patience, mode, min_delta):
+    """Brute force: the epoch (1-based) training stops after, and the best epoch then."""
+    sign = 1.0 if mode == "min" else -1.0
+    best, best_epoch = np.inf, 0
+    for epoch, value in enumerate(values, start=1):
+        if sign * value < best - min_delta:
+            best, best_epoch = sign * value, epoch
+        elif epoch - best_epoch >= patience:
+            return epoch, best_epoch
+    return None, best_epoch
+
+
+@pytest.mark.parametrize("mode, min_delta", [("min", 0.0), ("max", 0.0), ("min", 0.05)])
+def test_early_stopping_update_is_the_documented_rule(mode, min_delta):
+    rng = np.random.default_rng(1)
+    for trial in range(20):
+        values = rng.normal(size=12).cumsum() * 0.1
+        values[rng.integers(0, 12)] = np.nan if trial % 5 == 0 else values[0]
+        patience = 1 + trial % 3
+        options = train.EarlyStopping(patience, mode=mode, min_delta=min_delta)
+        state, stopped_after = options.init(), None
+        for epoch, value in enumerate(values, start=1):
+            state = options.update(state, float(value), epoch)
+            if options.should_stop(state):
+                stopped_after = epoch
+                break
+        assert (stopped_after, state.best_epoch) == numpy_early_stopping(
+            values, patience, mode, min_delta)
+
+
+@pytest.mark.parametrize("build, error, match", [
+    (lambda: train.EarlyStopping(0), ValueError, "EarlyStopping: patience must be an int >= 1"),
+    (lambda: train.EarlyStopping(2.0), TypeError, "EarlyStopping: patience must be an int"),
+    (lambda: train.EarlyStopping(2, mode="up"), ValueError,
+     "EarlyStopping: mode must be one of 'min', 'max'"),
+    (lambda: train.EarlyStopping(2, min_delta=-1.0), ValueError, "EarlyStopping: min_delta"),
+    (lambda: train.EarlyStopping(2, monitor=3), TypeError, "EarlyStopping: monitor"),
+    (lambda: train.EarlyStopping(2, restore_best="yes"), TypeError,
+     "EarlyStopping: restore_best must be True or False"),
+    (lambda: train.Checkpointing(None), TypeError,
+     "Checkpointing: path must be a str or os.PathLike"),
+    (lambda: train.Checkpointing("run.npz", every=0), ValueError,
+     "Checkpointing: every must be an int >= 1"),
+    (lambda: train.Checkpointing("run.npz", resume=1), TypeError,
+     "Checkpointing: resume must be True or False"),
+])
+def test_option_groups_are_checked_when_built(build, error, match):
+    with pytest.raises(error, match=match):
+        build()
+
+
 def test_fit_progress_lines_and_none(capsys):
     kwargs = dict(key=jax.random.key(0), epochs=2, batch_size=BATCH_SIZE)
     train.fit(loss_fn, OPTIMIZER, init_mlp(jax.random.key(0)), (X, Y), progress="lines",
@@ -544,17 +741,23 @@ def test_progress_auto_prints_lines_when_not_a_terminal():
 
 @pytest.mark.parametrize("kwargs, error, match", [
     (dict(epochs=0), ValueError, "epochs must be an int >= 1"),
-    (dict(batch_size=0), ValueError, "batch_size must be >= 1"),
+    (dict(batch_size=0), ValueError, "batch_size must be an int >= 1"),
     (dict(key=None), ValueError, "key"),
     (dict(progress="fancy"), ValueError, "progress must be one of"),
-    (dict(early_stopping_patience=0), ValueError, "early_stopping_patience"),
-    (dict(mode="up"), ValueError, "mode must be 'min' or 'max'"),
-    (dict(checkpoint_every=2), ValueError, "checkpoint_every needs checkpoint_path"),
-    (dict(resume=True), ValueError, "resume=True needs checkpoint_path"),
+    (dict(early_stopping=3), TypeError, "early_stopping must be None or a train.EarlyStopping"),
+    (dict(checkpointing="run.npz"), TypeError,
+     "checkpointing must be None or a train.Checkpointing"),
+    (dict(on_step=print), TypeError, r"on_step must be None or a train.StepHook\(init, update\)"),
+    (dict(stop_on_non_finite_loss=None), TypeError, "stop_on_non_finite_loss must be True or"),
+    (dict(early_stopping_patience=3, resume=True), TypeError,
+     r"instead of early_stopping_patience=, pass early_stopping=EarlyStopping\(patience=\.\.\.\)"
+     r"; instead of resume=, pass checkpointing=Checkpointing\(path, resume=True\)"),
     (dict(batch_size=41, drop_last=True), ValueError,
      "batch_size=41 with drop_last=True leaves no batch of the 40 training examples"),
-    (dict(early_stopping_patience=1, monitor="val_loss"), ValueError,
+    (dict(early_stopping=train.EarlyStopping(1, monitor="val_loss")), ValueError,
      r"monitor='val_loss' is not a logged metric; available: \['loss'\]"),
+    (dict(early_stopping=train.EarlyStopping(1, monitor="accuracy")), ValueError,
+     r"monitor='accuracy' is not a logged metric; available: \['loss'\]"),
     (dict(mesh="data"), TypeError, "mesh must be a jax.sharding.Mesh .*, got str"),
     (dict(mesh=jax.devices()), TypeError, "mesh must be a jax.sharding.Mesh .*, got list"),
     (dict(axis_name="data"), ValueError, "axis_name='data' names an axis of a mesh; pass mesh"),
@@ -594,14 +797,15 @@ def test_evaluate_bad_mesh_arguments(kwargs, error, match):
 
 # ---------------------------------------------------------------- checkpoint and resume
 
-def noisy_run(path, epochs=6, **overrides):
+def noisy_run(path, epochs=6, patience=10, every=2):
     """A run whose every step uses its key (input noise) and that checkpoints every 2 epochs."""
     x_val, y_val = make_data(16, seed=2)
-    arguments = dict(key=jax.random.key(8), epochs=epochs, batch_size=BATCH_SIZE,
-                     validation_data=(x_val, y_val), early_stopping_patience=10,
-                     checkpoint_path=path, checkpoint_every=2, resume=True, progress="none")
-    arguments.update(overrides)
-    return train.fit(loss_fn, OPTIMIZER, init_mlp(jax.random.key(0)), (X, Y), **arguments)
+    return train.fit(loss_fn, OPTIMIZER, init_mlp(jax.random.key(0)), (X, Y),
+                     key=jax.random.key(8), epochs=epochs, batch_size=BATCH_SIZE,
+                     validation_data=(x_val, y_val),
+                     early_stopping=train.EarlyStopping(patience),
+                     checkpointing=train.Checkpointing(path, every=every, resume=True),
+                     progress="none")
 
 
 def test_stop_and_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, monkeypatch):
@@ -609,7 +813,7 @@ def test_stop_and_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, monk
     assert uninterrupted.stop_reason == "completed"
     assert os.path.exists(tmp_path / "a.npz")
 
-    real_batches, calls = train.loop.batches, []
+    real_batches, calls = train.epoch.batches, []
 
     def batches_interrupted_in_epoch_5(*args, **kwargs):
         calls.append(1)
@@ -617,11 +821,11 @@ def test_stop_and_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, monk
             raise KeyboardInterrupt
         return real_batches(*args, **kwargs)
 
-    monkeypatch.setattr(train.loop, "batches", batches_interrupted_in_epoch_5)
+    monkeypatch.setattr(train.epoch, "batches", batches_interrupted_in_epoch_5)
     with pytest.raises(KeyboardInterrupt):
         noisy_run(tmp_path / "b.npz")                      # killed in epoch 5: file at epoch 4
-    monkeypatch.setattr(train.loop, "batches", real_batches)
-    fit_step = train.loop._make_guarded_step(loss_fn, OPTIMIZER, False, True)
+    monkeypatch.setattr(train.epoch, "batches", real_batches)
+    fit_step = train.epoch.make_guarded_step(loss_fn, OPTIMIZER, False, True, None, True)
     programs = fit_step._cache_size()
     with recording_jax_events() as events:
         resumed = noisy_run(tmp_path / "b.npz")
@@ -636,13 +840,10 @@ def test_stop_and_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, monk
 
 def test_resume_with_early_stopping_state_matches_uninterrupted(tmp_path):
     # patience 1 with noisy validation: the early-stopping state crosses the checkpoint.
-    uninterrupted = noisy_run(tmp_path / "a.npz", epochs=12, early_stopping_patience=1,
-                              checkpoint_every=1)
-    first_part = noisy_run(tmp_path / "b.npz", epochs=1, early_stopping_patience=1,
-                           checkpoint_every=1)
+    uninterrupted = noisy_run(tmp_path / "a.npz", epochs=12, patience=1, every=1)
+    first_part = noisy_run(tmp_path / "b.npz", epochs=1, patience=1, every=1)
     assert len(first_part.history["loss"]) == 1
-    resumed = noisy_run(tmp_path / "b.npz", epochs=12, early_stopping_patience=1,
-                        checkpoint_every=1)
+    resumed = noisy_run(tmp_path / "b.npz", epochs=12, patience=1, every=1)
     assert resumed.stop_reason == uninterrupted.stop_reason
     assert resumed.history == uninterrupted.history
     assert_trees_equal(resumed.params, uninterrupted.params)
@@ -655,8 +856,8 @@ def test_resume_from_a_checkpoint_of_another_model_fails_clearly(tmp_path):
     other = {"w": jnp.zeros((NUM_FEATURES, NUM_CLASSES)), "b": jnp.zeros(NUM_CLASSES)}
     with pytest.raises(CheckpointError, match="does not match like"):
         train.fit(lambda p, b, k: jnp.mean(b[0] @ p["w"]), OPTIMIZER, other, (X, Y),
-                  key=jax.random.key(0), epochs=3, batch_size=8, checkpoint_path=path,
-                  resume=True, progress="none")
+                  key=jax.random.key(0), epochs=3, batch_size=8,
+                  checkpointing=train.Checkpointing(path, resume=True), progress="none")
 
 
 def test_evaluate_keeps_float64_and_accepts_boolean_per_example_values():

@@ -1,27 +1,22 @@
 """Numbered checkpoints for training loops: ``directory/checkpoint_<step>.npz``."""
 from __future__ import annotations
 
-import operator
 import os
 import pathlib
 import re
-from typing import Any, Optional
+from typing import Optional
 
+from functional_dl import checks
 from functional_dl._types import PyTree
 from functional_dl.checkpoint._io import restore, save
 
 _STEP_FILE = re.compile(r"^checkpoint_(\d+)\.npz$")
 
 
-def _whole_number(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not hasattr(value, "__index__") or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return operator.index(value)
-
-
 def step_path(directory: str | os.PathLike, step: int) -> pathlib.Path:
     """``directory/checkpoint_<step, 8 digits>.npz``."""
-    return pathlib.Path(directory) / f"checkpoint_{_whole_number('step', step, 0):08d}.npz"
+    step = checks.whole_number("step", step, minimum=0)
+    return pathlib.Path(directory) / f"checkpoint_{step:08d}.npz"
 
 
 def list_steps(directory: str | os.PathLike) -> list[int]:
@@ -44,7 +39,7 @@ def save_step(directory: str | os.PathLike, step: int, tree: PyTree, *,
     The step just written is never deleted, also when higher-numbered steps of an earlier
     run are in ``directory`` (those count as the "other" steps; with ``keep=1`` they go).
     """
-    keep = None if keep is None else _whole_number("keep", keep, 1)
+    keep = None if keep is None else checks.whole_number("keep", keep, minimum=1)
     path = save(step_path(directory, step), tree, compress=compress)
     if keep is not None:
         others = [s for s in list_steps(directory) if s != step]

@@ -6,10 +6,20 @@
             params, opt_state, metrics = step(params, opt_state, batch, step_key)
     evaluate(eval_fn, params, (x_test, y_test), 512)    # exact data-set means
 
-``fit`` is that loop with a progress bar, history, validation, early stopping, a NaN guard
-and checkpoint/resume; read it in ``loop.py`` and copy it when you need something else.
-``fit(..., mesh=distributed.make_mesh())`` is the same loop data-parallel: parameters
-replicated over the devices, every batch split over them (``placement.py``).
+``fit`` is that loop with a progress bar, history, validation, a NaN guard and the option
+groups ``EarlyStopping(patience, monitor, mode, min_delta, restore_best)``,
+``Checkpointing(path, every, resume)`` and a per-step hook ``StepHook(init, update)``::
+
+    result = fit(loss_fn, optimizer, params, (x, y), key=key, epochs=20, batch_size=128,
+                 validation_data=(x_val, y_val), early_stopping=EarlyStopping(patience=3),
+                 checkpointing=Checkpointing("run.npz", resume=True))
+
+Its parts are here to read and copy: ``epoch.run_epoch`` (one pass over the batches with the
+guarded step of ``epoch.make_guarded_step``), ``EarlyStopping.update`` (the pure
+early-stopping rule) and the loop itself in ``loop.py``.  ``fit(...,
+mesh=distributed.make_mesh())`` is the same loop data-parallel: parameters replicated over
+the devices, every batch split over them (``functional_dl.distributed``);
+``sharded_batches`` is ``batches`` with each batch split so.
 
 Per-example gradients are ``vmap`` of ``grad`` over the batch axis, the parameters shared::
 
@@ -31,12 +41,16 @@ parameters and optimizer state, every model seeing the same batch with its own k
 Model m of the ensemble follows exactly the trajectory of a separate training of model m
 (``tests/test_ensembles.py``).
 """
-from functional_dl.train.data import batches, num_batches, num_examples
+from functional_dl.train.data import batches, num_batches, num_examples, sharded_batches
+from functional_dl.train.epoch import StepHook, TrainState
 from functional_dl.train.loop import FitResult, fit
 from functional_dl.train.metrics import accuracy, evaluate
+from functional_dl.train.resume import Checkpointing
 from functional_dl.train.step import all_finite, loss_and_grads, make_train_step
+from functional_dl.train.stopping import EarlyStopping, EarlyStoppingState
 
 __all__ = [
-    "FitResult", "accuracy", "all_finite", "batches", "evaluate", "fit", "loss_and_grads",
-    "make_train_step", "num_batches", "num_examples",
+    "Checkpointing", "EarlyStopping", "EarlyStoppingState", "FitResult", "StepHook",
+    "TrainState", "accuracy", "all_finite", "batches", "evaluate", "fit", "loss_and_grads",
+    "make_train_step", "num_batches", "num_examples", "sharded_batches",
 ]

@@ -14,9 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from functional_dl import checks, distributed
 from functional_dl._types import Array, PyTree
-from functional_dl.train import placement
-from functional_dl.train.data import _check_batch_size, num_examples, sequential_batches
+from functional_dl.train.data import check_mesh_arguments, sequential_batches
 
 
 def accuracy(logits: Array, labels: Array) -> Array:
@@ -34,8 +34,7 @@ def accuracy(logits: Array, labels: Array) -> Array:
     if logits.ndim < 1 or logits.shape[:-1] != labels.shape:
         raise ValueError(f"labels shape {labels.shape} must equal logits shape {logits.shape} "
                          "without its last (class) axis")
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
+    checks.integer_dtype("labels", labels)
     return jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
 
 
@@ -74,7 +73,7 @@ def evaluate(apply_fn: Callable[[PyTree, PyTree], Any], params: PyTree, arrays: 
         replicated over ``mesh`` and every batch is split along its axis ``axis_name``
         (default its first), so ``batch_size`` must be a multiple of the devices on that
         axis; a short final batch that does not divide is computed whole on every device
-        (``placement.split_or_replicate``).  The means are those without a mesh, up to
+        (``distributed.split_or_replicate``).  The means are those without a mesh, up to
         floating-point summation order.
 
     Returns:
@@ -89,14 +88,15 @@ def evaluate(apply_fn: Callable[[PyTree, PyTree], Any], params: PyTree, arrays: 
     except TypeError:
         raise TypeError("apply_fn must be hashable (it is a static argument of the jitted "
                         "batch function); wrap the callable object in a plain function") from None
-    num = num_examples(arrays)
-    placement.check_data_parallel_arguments(mesh, axis_name, _check_batch_size(batch_size))
+    in_order = sequential_batches(arrays, batch_size)     # checks batch_size and arrays
+    check_mesh_arguments(mesh, axis_name, batch_size)
     if mesh is not None:
-        params = jax.device_put(params, placement.replicated_sharding(mesh))
-    totals = None
-    for batch in sequential_batches(arrays, batch_size):
+        params = jax.device_put(params, distributed.replicated_sharding(mesh))
+    totals, num = None, 0
+    for batch in in_order:
+        num += jax.tree.leaves(batch)[0].shape[0]
         if mesh is not None:
-            batch = placement.split_or_replicate(batch, mesh, axis_name)
+            batch = distributed.split_or_replicate(batch, mesh, axis_name)
         sums = _weighted_batch_sums(apply_fn, params, batch)
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     return jax.tree.map(lambda total: float(np.asarray(total, dtype=np.float64) / num),

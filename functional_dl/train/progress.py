@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from functional_dl import checks
+
 MODES = ("auto", "bar", "lines", "none")
 
 
@@ -64,8 +66,7 @@ def make_reporter(mode: str, total: int, initial: int = 0, stream: Any = None):
     ``mode``: ``"auto"`` (bar when tqdm is installed and ``stream`` is a terminal, else lines),
     ``"bar"`` (bar when tqdm is installed, else lines), ``"lines"`` or ``"none"``.
     """
-    if mode not in MODES:
-        raise ValueError(f"progress must be one of {MODES}, got {mode!r}")
+    checks.one_of("progress", mode, MODES)
     stream = sys.stdout if stream is None else stream
     if mode == "none":
         return _Silent(total, stream)

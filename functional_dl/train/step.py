@@ -22,25 +22,31 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from functional_dl import checks
 from functional_dl._types import Array, PRNGKey, PyTree
 from functional_dl.optim import apply_updates
+from functional_dl.train._flags import boolean
 
 LossFn = Callable[[PyTree, Any, PRNGKey | None], Any]
 TrainStep = Callable[[PyTree, PyTree, Any, PRNGKey | None], tuple[PyTree, PyTree, dict]]
 
 
-def _check_optimizer(optimizer: Any) -> None:
-    if not (callable(getattr(optimizer, "init", None))
-            and callable(getattr(optimizer, "update", None))):
-        raise TypeError("optimizer must have callable init(params) and "
-                        f"update(grads, state, params) (an optim.Optimizer), got {optimizer!r}")
+def _check_metrics(metrics: Mapping) -> None:
+    """Every aux metric a numeric scalar (a batch mean), checked on its traced shape."""
+    for name, value in metrics.items():
+        if not hasattr(value, "dtype") and not isinstance(value, (int, float)):
+            raise TypeError(f"loss_fn metric {name!r} must be a scalar array, got "
+                            f"{type(value).__name__}")
+        if jnp.shape(value) != ():
+            raise ValueError(
+                f"loss_fn metric {name!r} must be a scalar (a mean over the batch), got an "
+                f"array of shape {jnp.shape(value)}; reduce it, e.g. .mean()")
 
 
 def _scalar_loss_and_metrics(loss_fn: LossFn, has_aux: bool) -> Callable:
-    """Wrap ``loss_fn`` so it returns ``(loss, metrics_dict)`` and rejects a non-scalar loss.
-
-    The checks run while tracing (shapes are static), so they cost nothing per step.
-    """
+    """Wrap ``loss_fn`` so it returns ``(loss, metrics_dict)``; a loss or aux metric that is
+    not a scalar is rejected while tracing (shapes are static), so the checks cost nothing
+    per step and fail before the first step runs."""
     def wrapped(params, batch, key):
         out = loss_fn(params, batch, key)
         if has_aux:
@@ -54,6 +60,7 @@ def _scalar_loss_and_metrics(loss_fn: LossFn, has_aux: bool) -> Callable:
             if "loss" in metrics:
                 raise ValueError("loss_fn metrics must not contain the key 'loss' (the step "
                                  "reports the loss itself)")
+            _check_metrics(metrics)
         else:
             loss, metrics = out, {}
         shape = jnp.shape(loss)
@@ -62,9 +69,7 @@ def _scalar_loss_and_metrics(loss_fn: LossFn, has_aux: bool) -> Callable:
                 f"loss_fn must return a scalar loss, got an array of shape {shape}; reduce the "
                 "per-example losses, e.g. losses.mean()"
                 + ("" if has_aux else ", or pass has_aux=True if it returns (loss, metrics)"))
-        if not jnp.issubdtype(jnp.result_type(loss), jnp.floating):
-            raise TypeError(f"loss_fn must return a floating-point loss, got dtype "
-                            f"{jnp.result_type(loss)}")
+        checks.floating_dtype("loss_fn's loss", loss)
         return loss, dict(metrics)
     return wrapped
 
@@ -86,7 +91,8 @@ def make_train_step(loss_fn: LossFn, optimizer: Any, *, has_aux: bool = False,
     Args:
       loss_fn: ``loss_fn(params, batch, key)`` returning the scalar loss (reduce per-example
         losses yourself, e.g. ``.mean()``); with ``has_aux=True`` it returns
-        ``(loss, metrics)`` where ``metrics`` is a dict of scalars.  ``key`` is the PRNG key
+        ``(loss, metrics)`` where ``metrics`` is a dict of scalars (batch means; an array
+        of another shape is a ``ValueError`` naming it when the step is first traced).  ``key`` is the PRNG key
         given to the step (for dropout); it may be ``None``.
       optimizer: an ``optim.Optimizer`` (any ``(init, update)`` pair with the optax protocol).
       has_aux: whether ``loss_fn`` returns ``(loss, metrics)``.
@@ -103,7 +109,8 @@ def make_train_step(loss_fn: LossFn, optimizer: Any, *, has_aux: bool = False,
       input shape/dtype signature.
 
     Raises:
-      ValueError: (on the first call) when ``loss_fn`` returns a non-scalar loss.
+      TypeError: ``optimizer`` is not an ``(init, update)`` pair or ``loss_fn`` not callable.
+      ValueError: (on the first call) when ``loss_fn`` returns a non-scalar loss or metric.
 
     The same step runs data-parallel unchanged: put ``batch`` on a ``NamedSharding`` split
     along its leading axis and replicate ``params`` and ``opt_state``.  It also ``vmap``s
@@ -111,7 +118,8 @@ def make_train_step(loss_fn: LossFn, optimizer: Any, *, has_aux: bool = False,
 
         ensemble_step = jax.jit(jax.vmap(step, in_axes=(0, 0, None, 0)))
     """
-    _check_optimizer(optimizer)
+    checks.optimizer("optimizer", optimizer)
+    has_aux, donate = boolean("has_aux", has_aux), boolean("donate", donate)
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable, got {loss_fn!r}")
     compute = loss_and_grads(loss_fn, has_aux=has_aux)
