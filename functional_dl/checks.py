@@ -31,7 +31,7 @@ import numpy as np
 
 __all__ = [
     "is_concrete", "concrete_values", "describe",
-    "whole_number", "real_number", "real_in", "positive", "non_negative", "probability",
+    "boolean", "whole_number", "real_number", "real_in", "positive", "non_negative", "probability",
     "prng_key", "optimizer", "float_dtype", "default_float_dtype",
     "labels_in", "sign_labels", "integer_dtype", "floating_dtype", "real_dtype",
     "rank", "shape_is", "same_shape", "finite", "leading_length",
@@ -65,6 +65,13 @@ def describe(value: Any) -> str:
 
 
 # ------------------------------------------------------------------ numbers
+
+
+def boolean(name: str, value: Any) -> bool:
+    """``bool(value)`` for ``True``/``False`` (Python or NumPy); TypeError for anything else."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {describe(value)}")
+    return bool(value)
 
 
 def _is_integer(value: Any) -> bool:

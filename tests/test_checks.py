@@ -143,3 +143,9 @@ def test_distributions():
         checks.positive_definite("S", np.stack([np.eye(2), -np.eye(2)]))
     with pytest.raises(ValueError, match="S must be symmetric"):
         checks.positive_definite("S", np.array([[1.0, 0.5], [0.0, 1.0]]))
+
+
+def test_boolean():
+    assert checks.boolean("flag", np.bool_(True)) is True
+    with pytest.raises(TypeError, match="flag must be True or False, got int 1"):
+        checks.boolean("flag", 1)

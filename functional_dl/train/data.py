@@ -19,7 +19,6 @@ from jax.sharding import Mesh
 
 from functional_dl import checks, distributed
 from functional_dl._types import PRNGKey, PyTree
-from functional_dl.train._flags import boolean
 
 
 def num_examples(arrays: PyTree, name: str = "arrays") -> int:
@@ -87,7 +86,7 @@ def batches(key: PRNGKey, arrays: PyTree, batch_size: int, *,
     """
     size, num, leaves, treedef = _prepare(arrays, batch_size)
     checks.prng_key("key", key, what="shuffling the batches", single=True)
-    drop_last = boolean("drop_last", drop_last)
+    drop_last = checks.boolean("drop_last", drop_last)
     order = jax.random.permutation(key, num)
     starts = _batch_starts(num, size, drop_last)
 

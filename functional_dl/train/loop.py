@@ -34,7 +34,6 @@ from jax.sharding import Mesh
 from functional_dl import checks, distributed
 from functional_dl._types import PRNGKey, PyTree
 from functional_dl.train import resume as resume_lib
-from functional_dl.train._flags import boolean
 from functional_dl.train.data import check_mesh_arguments, num_batches
 from functional_dl.train.epoch import (StepHook, TrainState, make_guarded_step,
                                        memoized_when_hashable, run_epoch)
@@ -253,7 +252,7 @@ def fit(loss_fn: LossFn, optimizer: Any, params: PyTree, train_data: PyTree, *,
     epochs = checks.whole_number("epochs", epochs, minimum=1)
     batch_size = checks.whole_number("batch_size", batch_size, minimum=1)
     has_aux, drop_last, donate, stop_on_non_finite_loss = (
-        boolean(name, value) for name, value in [
+        checks.boolean(name, value) for name, value in [
             ("has_aux", has_aux), ("drop_last", drop_last), ("donate", donate),
             ("stop_on_non_finite_loss", stop_on_non_finite_loss)])
     check_mesh_arguments(mesh, axis_name, batch_size)

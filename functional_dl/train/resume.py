@@ -16,7 +16,6 @@ import numpy as np
 
 from functional_dl import checkpoint, checks
 from functional_dl._types import PRNGKey, PyTree
-from functional_dl.train._flags import boolean
 from functional_dl.train.epoch import TrainState
 from functional_dl.train.stopping import EarlyStoppingState
 
@@ -46,7 +45,7 @@ class Checkpointing:
                             f"file), got {checks.describe(self.path)}")
         object.__setattr__(self, "every",
                            checks.whole_number("Checkpointing: every", self.every, minimum=1))
-        object.__setattr__(self, "resume", boolean("Checkpointing: resume", self.resume))
+        object.__setattr__(self, "resume", checks.boolean("Checkpointing: resume", self.resume))
 
     def due(self, epochs_done: int, epochs: int) -> bool:
         """Whether ``fit`` saves after ``epochs_done`` of ``epochs`` epochs."""

@@ -25,7 +25,6 @@ import jax.numpy as jnp
 from functional_dl import checks
 from functional_dl._types import Array, PRNGKey, PyTree
 from functional_dl.optim import apply_updates
-from functional_dl.train._flags import boolean
 
 LossFn = Callable[[PyTree, Any, PRNGKey | None], Any]
 TrainStep = Callable[[PyTree, PyTree, Any, PRNGKey | None], tuple[PyTree, PyTree, dict]]
@@ -119,7 +118,7 @@ def make_train_step(loss_fn: LossFn, optimizer: Any, *, has_aux: bool = False,
         ensemble_step = jax.jit(jax.vmap(step, in_axes=(0, 0, None, 0)))
     """
     checks.optimizer("optimizer", optimizer)
-    has_aux, donate = boolean("has_aux", has_aux), boolean("donate", donate)
+    has_aux, donate = checks.boolean("has_aux", has_aux), checks.boolean("donate", donate)
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable, got {loss_fn!r}")
     compute = loss_and_grads(loss_fn, has_aux=has_aux)

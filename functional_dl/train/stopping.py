@@ -27,7 +27,6 @@ import math
 from typing import NamedTuple, Optional
 
 from functional_dl import checks
-from functional_dl.train._flags import boolean
 
 MODES = ("min", "max")
 
@@ -74,7 +73,7 @@ class EarlyStopping:
         checks.non_negative("EarlyStopping: min_delta", self.min_delta)
         object.__setattr__(self, "min_delta", float(self.min_delta))
         object.__setattr__(self, "restore_best",
-                           boolean("EarlyStopping: restore_best", self.restore_best))
+                           checks.boolean("EarlyStopping: restore_best", self.restore_best))
 
     def init(self) -> EarlyStoppingState:
         """The state before the first epoch: nothing seen yet."""
