@@ -130,8 +130,8 @@ def test_adamw_mask_errors():
 @pytest.mark.parametrize("build, match", [
     (lambda: optim.sgd("0.1"), "sgd: learning_rate must be a real number, got str"),
     (lambda: optim.adamw(1e-3, weight_decay=None), "adamw: weight_decay must be a real number"),
-    (lambda: optim.schedules.cosine_decay(1.0, "10"), "decay_steps must be an integer, got str"),
-    (lambda: optim.schedules.exponential_decay(1.0, None, 0.5), "transition_steps must be an integer"),
+    (lambda: optim.schedules.cosine_decay(1.0, "10"), "decay_steps must be an int >= 1, got str"),
+    (lambda: optim.schedules.exponential_decay(1.0, None, 0.5), "transition_steps must be an int >= 1, got NoneType"),
 ])
 def test_hyperparameters_of_the_wrong_type_are_named(build, match):
     with pytest.raises(TypeError, match=match):
