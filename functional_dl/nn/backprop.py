@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from functional_dl._checks import is_concrete
+from functional_dl.checks import is_concrete
 from functional_dl._types import Array, PyTree
 from functional_dl.nn.layers import gelu, relu, sigmoid, softmax, tanh
 

@@ -6,7 +6,6 @@ the argument.
 """
 from __future__ import annotations
 
-import numbers
 
 from typing import Any
 
@@ -14,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from functional_dl._checks import check_non_negative, is_concrete
+from functional_dl import checks
 from functional_dl._types import Array, PyTree
 
 _INT32_MAX = np.iinfo(np.int32).max
@@ -72,13 +71,10 @@ def check_finite_non_negative(name: str, value: Any) -> None:
     An infinite rate or decay would turn a zero gradient or parameter into ``inf · 0 = NaN``.
     Tracers (a value ``vmap``ped or ``jit``ted over) are not inspected.
     """
-    is_real_array = hasattr(value, "dtype") and (jnp.issubdtype(value.dtype, jnp.floating)
-                                                 or jnp.issubdtype(value.dtype, jnp.integer))
-    if not (isinstance(value, numbers.Real) or is_real_array):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    check_non_negative(name, value)
-    if is_concrete(value) and not np.isfinite(float(np.asarray(value))):
+    checks.real_number(name, value)
+    if checks.is_concrete(value) and np.isinf(float(np.asarray(value))):
         raise ValueError(f"{name} must be finite, got {value!r}")
+    checks.non_negative(name, value)
 
 
 def check_learning_rate(owner: str, learning_rate: Any) -> None:

@@ -19,7 +19,7 @@ from typing import NamedTuple, Union
 import jax
 import jax.numpy as jnp
 
-from functional_dl._checks import check_in_range, check_positive
+from functional_dl import checks
 from functional_dl._types import Array, PyTree, ScalarOrSchedule
 from functional_dl.optim import _tree
 from functional_dl.optim.base import Optimizer
@@ -37,9 +37,9 @@ class AdamState(NamedTuple):
 
 def _check_adam_hyperparameters(owner: str, learning_rate, b1, b2, eps) -> None:
     _tree.check_learning_rate(owner, learning_rate)
-    check_in_range(f"{owner}: b1", b1, 0.0, 1.0)
-    check_in_range(f"{owner}: b2", b2, 0.0, 1.0)
-    check_positive(f"{owner}: eps", eps)
+    checks.real_in(f"{owner}: b1", b1, 0.0, 1.0, high_closed=False)
+    checks.real_in(f"{owner}: b2", b2, 0.0, 1.0, high_closed=False)
+    checks.positive(f"{owner}: eps", eps)
 
 
 def _one_minus_power(beta, step: Array) -> Array:

@@ -17,8 +17,7 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
-from functional_dl._checks import (check_in_range, check_non_negative, check_positive,
-                                   is_concrete)
+from functional_dl import checks
 from functional_dl._types import Array, PyTree, ScalarOrSchedule
 from functional_dl.optim import _tree
 from functional_dl.optim.base import Optimizer
@@ -64,9 +63,9 @@ def adagrad(learning_rate: ScalarOrSchedule, eps: float = 1e-10,
       eps_in_sqrt: where ε is added (see above).
     """
     _tree.check_learning_rate("adagrad", learning_rate)
-    check_non_negative("adagrad: eps", eps)
-    check_non_negative("adagrad: initial_accumulator_value", initial_accumulator_value)
-    if (is_concrete(eps) and is_concrete(initial_accumulator_value)
+    checks.non_negative("adagrad: eps", eps)
+    checks.non_negative("adagrad: initial_accumulator_value", initial_accumulator_value)
+    if (checks.is_concrete(eps) and checks.is_concrete(initial_accumulator_value)
             and eps == 0 and initial_accumulator_value == 0):
         raise ValueError("adagrad: eps and initial_accumulator_value are both 0, so a "
                          "coordinate with zero gradients would compute 0/0; make one positive")
@@ -143,8 +142,8 @@ def rmsprop(learning_rate: ScalarOrSchedule, decay: float = 0.9, eps: float = 1e
       centered: divide by the estimated standard deviation instead of the RMS.
     """
     _tree.check_learning_rate("rmsprop", learning_rate)
-    check_in_range("rmsprop: decay", decay, 0.0, 1.0)
-    check_positive("rmsprop: eps", eps)
+    checks.real_in("rmsprop: decay", decay, 0.0, 1.0, high_closed=False)
+    checks.positive("rmsprop: eps", eps)
 
     def init(params: PyTree):
         _tree.check_float_leaves("rmsprop.init", "params", params)

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from functional_dl._checks import check_in_range
+from functional_dl import checks
 from functional_dl._types import Array, PyTree, ScalarOrSchedule
 from functional_dl.optim import _tree
 from functional_dl.optim.base import Optimizer
@@ -92,7 +92,7 @@ def momentum(learning_rate: ScalarOrSchedule, beta: float = 0.9,
       nesterov: use the Nesterov form above.
     """
     _tree.check_learning_rate("momentum", learning_rate)
-    check_in_range("momentum: beta", beta, 0.0, 1.0)
+    checks.real_in("momentum: beta", beta, 0.0, 1.0, high_closed=False)
 
     def init(params: PyTree) -> MomentumState:
         _tree.check_float_leaves("momentum.init", "params", params)

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
-from functional_dl._checks import check_positive, is_concrete
+from functional_dl import checks
 from functional_dl._types import Array, PyTree, Schedule
 from functional_dl.optim import _tree
 from functional_dl.optim.base import EmptyState, Optimizer
@@ -36,7 +36,7 @@ def scale(factor: float) -> Optimizer:
     if callable(factor) or jnp.ndim(factor) != 0:
         raise ValueError(f"scale: factor must be a scalar, got {factor!r}; for a schedule "
                          f"use scale_by_schedule")
-    if is_concrete(factor) and not np.isfinite(float(np.asarray(factor))):
+    if checks.is_concrete(factor) and not np.isfinite(float(np.asarray(factor))):
         raise ValueError(f"scale: factor must be finite, got {factor!r}")
 
     def init(params: PyTree) -> EmptyState:
@@ -108,7 +108,7 @@ def clip_by_global_norm(max_norm: float) -> Optimizer:
     its ``1e-6`` in the denominator, and as ``optax.clip_by_global_norm``.  A zero norm
     leaves ``u`` unchanged; a non-finite norm propagates (pair with ``apply_if_finite``).
     """
-    check_positive("clip_by_global_norm: max_norm", max_norm)
+    checks.positive("clip_by_global_norm: max_norm", max_norm)
 
     def init(params: PyTree) -> EmptyState:
         return EmptyState()
