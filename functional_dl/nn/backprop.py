@@ -1,7 +1,7 @@
 """Backpropagation by hand for dense networks, and a finite-difference gradient check.
 
-This is the source text's BP algorithm (its section 3, part (一)) written out, for networks built by
-``mlp(layer_sizes, activation)`` (params ``{"dense_0": {"w", "b"}, ..., "dense_{L-1}": ...}``,
+The classic BP algorithm (Rumelhart, Hinton & Williams 1986) written out, for networks built
+by ``mlp(layer_sizes, activation)`` (params ``{"dense_0": {"w", "b"}, ..., "dense_{L-1}": ...}``,
 no dropout).  It exists to show the algorithm and to be checked against ``jax.grad``; in
 practice ``jax.grad`` computes the same numbers for any network.
 
@@ -21,10 +21,9 @@ with ``W^l: (n_{l-1}, n_l)`` and ``b^l: (n_l,)``; ``f`` is the elementwise activ
     f'(z):     relu 1[z > 0],  sigmoid σ(z)(1 - σ(z)),  tanh 1 - tanh²(z),
                gelu Φ(z) + z φ(z)
 
-The forward pass keeps the pre-activations ``z^l`` because ``f'`` is evaluated there.
-The source text's step 2 writes the recursion on the weight gradients
-(``dL/dw^{l-1} = [(dL/dw^l) w^l] dz^l/dz^{l-1}``); the quantity that is propagated is the
-delta ``δ^l = ∂L/∂z^l``, and each weight gradient is formed from it as above.
+The forward pass keeps the pre-activations ``z^l`` because ``f'`` is evaluated there; the
+quantity propagated backwards is the delta ``δ^l = ∂L/∂z^l``, and each weight gradient is
+formed from it as above.
 """
 from __future__ import annotations
 

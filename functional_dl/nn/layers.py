@@ -1,6 +1,6 @@
 """Stax-style layers as pure functions: ``Layer(init, apply)``.
 
-The contract, stated once (DESIGN.md):
+The contract, stated once:
 
     init(key, input_shape)                      -> (output_shape, params)
     apply(params, x, *, key=None, train=False)  -> y
@@ -217,11 +217,8 @@ def Dropout(rate: float) -> Layer:
     The mask has the full shape of ``x``; under ``vmap`` over examples, give each example
     its own key (``jax.random.split``), otherwise they all share one mask.
 
-    This is standard inverted dropout (Srivastava et al., 2014).  The source text's rate
-    ``p`` ("the proportion of units set to zero") is this ``rate``; its dropout "loss"
-    ``L + p·L(y', ŷ'; θ') + noise`` and "gradient" ``(∂L/∂θ' + noise)·σ'(p·θ')`` do not
-    describe dropout and are not implemented: dropout adds no loss term, and the gradient
-    flows through the kept units only, scaled by ``1 / (1 - rate)``.
+    This is standard inverted dropout (Srivastava et al., 2014): it adds no loss term, and
+    the gradient flows through the kept units only, scaled by ``1 / (1 - rate)``.
     """
     if (isinstance(rate, (bool, np.bool_)) or not isinstance(rate, numbers.Real)
             or not 0 <= rate < 1):

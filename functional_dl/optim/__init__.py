@@ -11,8 +11,8 @@
     params = optim.apply_updates(params, updates)
 
 Same protocol as optax's ``GradientTransformation``: the two interoperate in either
-direction.  Each optimizer's docstring gives the formula it implements, its reference, the
-corrections to the source text and the options that reproduce PyTorch's and optax's numbers.
+direction.  Each optimizer's docstring gives the formula it implements, its reference and
+the options that reproduce PyTorch's and optax's numbers.
 """
 from functional_dl.optim import schedules
 from functional_dl.optim.adam import AdamState, adam, adamw

@@ -1,8 +1,6 @@
-"""Adam and AdamW (source text §3 (5)).
+"""Adam and AdamW (Kingma & Ba 2015; Loshchilov & Hutter 2019).
 
-Correction to the source text: it prints the bias correction as ``m_t / (1 − β₁)^t``; the
-algorithm divides by ``1 − β₁^t`` (Kingma & Ba 2015, Algorithm 1), and likewise for
-``v_t`` with ``β₂``.  ``(1 − β)^t`` shrinks towards 0 and would blow the step up.
+The bias corrections divide the moments by ``1 − β^t`` (Kingma & Ba 2015, Algorithm 1).
 
 Arithmetic runs in float32 at least (float64 for float64 leaves); ``mu`` and ``nu`` keep the
 parameter leaf's dtype and updates come back in each gradient leaf's dtype.  With float16
@@ -110,10 +108,7 @@ def adam(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
          eps: float = 1e-8) -> Optimizer:
     """Adam (Kingma & Ba 2015, Algorithm 1).
 
-    Source text §3 (5) corrected: the bias corrections divide by ``1 − β^t``, not by
-    ``(1 − β)^t`` as printed there, and ``m_t`` is the average of the gradients (the text
-    calls both ``m_t`` and ``v_t`` averages of squared gradients).  Implemented, per
-    coordinate, with ``m_0 = v_0 = 0`` and ``t = 1, 2, ...``::
+    Implemented, per coordinate, with ``m_0 = v_0 = 0`` and ``t = 1, 2, ...``::
 
         m_t = β₁ m_{t-1} + (1 − β₁) g_t
         v_t = β₂ v_{t-1} + (1 − β₂) g_t²
@@ -141,8 +136,8 @@ def adamw(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
           ) -> Optimizer:
     """AdamW: Adam with decoupled weight decay (Loshchilov & Hutter 2019, Algorithm 2).
 
-    Implemented, with ``m̂_t, v̂_t`` as in :func:`adam` (bias corrections ``1 − β^t``, not the
-    source text's ``(1 − β)^t``) and ``M`` the mask (1 where decayed)::
+    Implemented, with ``m̂_t, v̂_t`` as in :func:`adam` (bias corrections ``1 − β^t``) and
+    ``M`` the mask (1 where decayed)::
 
         u_t = −η_t (m̂_t / (√v̂_t + ε) + λ M θ_{t-1})
 

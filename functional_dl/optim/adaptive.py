@@ -1,9 +1,7 @@
-"""Per-coordinate adaptive step sizes: Adagrad and RMSprop (source text §3 (3) and (4)).
+"""Per-coordinate adaptive step sizes: Adagrad and RMSprop.
 
-Corrections to the source text: its formulas scale the step by the input sample ``x_j``;
-the algorithms scale the *gradient* ``g_j`` (Duchi et al. 2011; Tieleman & Hinton 2012).
-It also adds the step (``θ' = θ + w'``) where the descent step is subtracted, and calls ε
-"the number of iterations"; ε is a small constant that keeps the division finite.
+Both scale the gradient by the inverse root of an accumulated square (Duchi et al. 2011;
+Tieleman & Hinton 2012); ε is a small constant that keeps the division finite.
 
 Arithmetic runs in float32 at least (float64 for float64 leaves); the accumulators keep the
 parameter leaf's dtype and updates come back in each gradient leaf's dtype.  With float16
@@ -41,8 +39,7 @@ def adagrad(learning_rate: ScalarOrSchedule, eps: float = 1e-10,
             initial_accumulator_value: float = 0.0, eps_in_sqrt: bool = True) -> Optimizer:
     """Adagrad (Duchi, Hazan & Singer 2011).
 
-    Source text §3 (3) corrected: the step scales the gradient ``g``, not the input sample
-    ``x_j``, and it is subtracted (descent), not added.  Implemented, per coordinate::
+    Implemented, per coordinate::
 
         G_t = G_{t-1} + g_t²,            G_0 = initial_accumulator_value
         u_t = −η_t g_t / √(G_t + ε)       eps_in_sqrt=True
@@ -114,9 +111,7 @@ def rmsprop(learning_rate: ScalarOrSchedule, decay: float = 0.9, eps: float = 1e
             eps_in_sqrt: bool = True, centered: bool = False) -> Optimizer:
     """RMSprop (Tieleman & Hinton 2012, COURSERA lecture 6.5); centered form (Graves 2013).
 
-    Source text §3 (4) corrected: the step scales the gradient ``g``, not the input sample
-    ``x_j``, and it is subtracted (descent), not added.  Implemented, per coordinate, with
-    ``E_0 = ḡ_0 = 0``::
+    Implemented, per coordinate, with ``E_0 = ḡ_0 = 0``::
 
         E_t = ρ E_{t-1} + (1 − ρ) g_t²
         ḡ_t = ρ ḡ_{t-1} + (1 − ρ) g_t              centered=True only

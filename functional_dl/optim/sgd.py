@@ -1,4 +1,4 @@
-"""Gradient descent without and with momentum (source text §3 (1) and (2)).
+"""Gradient descent without and with momentum.
 
 Both take ``learning_rate`` as a float or a schedule ``step -> rate``; the step count is an
 int32 scalar in the state.  Arithmetic runs in float32 at least (float64 for float64
@@ -27,8 +27,7 @@ class SgdState(NamedTuple):
 def sgd(learning_rate: ScalarOrSchedule) -> Optimizer:
     """Stochastic gradient descent (Robbins & Monro 1951): ``θ ← θ − η_t g_t``.
 
-    The source text's formula (§3 (1)), correct as printed.  The update is
-    ``u_t = −η_t g_t`` with ``η_t = learning_rate(t)`` for a schedule (``t`` the number of
+    The update is ``u_t = −η_t g_t`` with ``η_t = learning_rate(t)`` for a schedule (``t`` the number of
     earlier updates).  Same numbers as ``torch.optim.SGD(lr)`` and ``optax.sgd(lr)``.
 
     Args:
@@ -67,7 +66,7 @@ def momentum(learning_rate: ScalarOrSchedule, beta: float = 0.9,
              nesterov: bool = False) -> Optimizer:
     """Gradient descent with (heavy-ball) momentum (Polyak 1964), or Nesterov's form.
 
-    Implemented (the source text's formula, with a schedule ``η_t``)::
+    Implemented, with a schedule ``η_t``::
 
         m_t = β m_{t-1} − η_t g_t,      m_0 = 0
         u_t = m_t                                  nesterov=False

@@ -128,8 +128,8 @@ def add_decayed_weights(weight_decay: float, mask=None) -> Optimizer:
 
     Before an optimizer (``chain(add_decayed_weights(λ), adam(η))``) this is the gradient
     of an L2 penalty ``½ λ ‖θ‖²`` folded into the gradient, as
-    ``torch.optim.Adam(weight_decay=λ)`` does; the source text's penalty ``λ‖w‖²`` (gradient
-    ``+2λw``) is ``add_decayed_weights(2λ)``.  After an ascent-signed direction and before
+    ``torch.optim.Adam(weight_decay=λ)`` does; a penalty ``λ‖w‖²`` (gradient ``+2λw``) is
+    ``add_decayed_weights(2λ)``.  After an ascent-signed direction and before
     the learning rate it is decoupled decay as in AdamW: this package's optimizers return
     descent steps, so un-negate first, ``chain(adam(1.0), scale(-1.0),
     add_decayed_weights(λ), scale(-η))`` equals ``adamw(η, weight_decay=λ)`` (with optax's
