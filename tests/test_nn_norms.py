@@ -136,8 +136,21 @@ def test_norms_have_readable_names_and_compose_in_serial():
     hidden = hidden @ np.asarray(params["dense_0"]["w"]) + np.asarray(params["dense_0"]["b"])
     hidden = np_layer_norm(np_rms_norm(hidden, 1.0, 1e-6, 1), 1.0, 0.0, 1e-5, 1)
     np.testing.assert_allclose(np.asarray(y), hidden, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(np.asarray(net.apply(params, ids, key=KEY, train=True)),
-                               np.asarray(y), rtol=1e-6, atol=1e-6)  # no train mode
+
+
+def test_norms_ignore_train_and_nest_in_stax():
+    stax = pytest.importorskip("jax.example_libraries.stax")
+    init, apply = stax.serial(nn.LayerNorm(), stax.Relu, nn.GroupNorm(2))
+    _, params = init(KEY, (-1, 3, 4))
+    x = RNG.normal(size=(2, 3, 4))
+    y = apply(params, jnp.asarray(x, jnp.float32), rng=KEY)  # stax passes rng=
+    expected = np_group_norm(np.maximum(np_layer_norm(x, 1, 0, 1e-5, 1), 0), 1, 0, 1e-5, 2)
+    np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-4, atol=1e-4)
+    layer = nn.RMSNorm()
+    _, params = layer.init(KEY, (-1, 4))
+    np.testing.assert_array_equal(layer.apply(params, jnp.asarray(x[0], jnp.float32)),
+                                  layer.apply(params, jnp.asarray(x[0], jnp.float32),
+                                              key=KEY, train=True))
 
 
 def test_group_norm_is_named_in_serial_with_conv():

@@ -27,8 +27,14 @@ from functional_dl.nn.base import Layer, check_input_shape, check_params, dtype_
 __all__ = ["LayerNorm", "RMSNorm", "GroupNorm"]
 
 
-def _trailing_axes(owner: str, axes: Union[int, Sequence[int]]) -> int:
-    """How many trailing axes ``axes`` names (``-1`` -> 1, ``(-2, -1)`` -> 2)."""
+def _epsilon(owner: str, epsilon: Any) -> float:
+    """``epsilon`` as a float, checked to be finite and positive."""
+    checks.positive(f"{owner}: epsilon", epsilon)
+    return float(epsilon)
+
+
+def _trailing_axes(owner: str, axes: Union[int, Sequence[int]]) -> tuple[int, ...]:
+    """``axes`` checked to be trailing axes, as ``(-k, ..., -1)``."""
     values = (axes,) if not isinstance(axes, (tuple, list)) else axes
     try:
         values = tuple(sorted(checks.whole_number(f"{owner}: axes", a) for a in values))
@@ -38,7 +44,7 @@ def _trailing_axes(owner: str, axes: Union[int, Sequence[int]]) -> int:
     if not values or values != tuple(range(-len(values), 0)):
         raise ValueError(f"{owner}: axes must be the trailing axes counted from the end "
                          f"(-1, or (-2, -1), ...), got {axes!r}")
-    return len(values)
+    return values
 
 
 def _affine_params(shape: Shape, use_scale: bool, use_bias: bool, param_dtype: Any) -> dict:
@@ -133,17 +139,15 @@ def LayerNorm(epsilon: float = 1e-5, *, axes: Union[int, Sequence[int]] = -1,
     (``use_scale=use_bias=False`` is its ``elementwise_affine=False``, ``use_bias=False`` its
     ``bias=False``).
     """
-    checks.positive("LayerNorm: epsilon", epsilon)
-    epsilon = float(epsilon)
-    num_axes = _trailing_axes("LayerNorm", axes)
+    epsilon = _epsilon("LayerNorm", epsilon)
+    reduced = _trailing_axes("LayerNorm", axes)
     dtype, param_dtype = dtype_options("LayerNorm", dtype, param_dtype)
-    reduced = tuple(range(-num_axes, 0))
 
     def normalize(x: Array) -> Array:
         mean, variance = _mean_and_variance(x, reduced)
         return (x - mean) * jax.lax.rsqrt(variance + epsilon)
 
-    return _norm_layer("LayerNorm", "layer_norm", num_axes,
+    return _norm_layer("LayerNorm", "layer_norm", len(reduced),
                        checks.boolean("LayerNorm: use_scale", use_scale),
                        checks.boolean("LayerNorm: use_bias", use_bias),
                        param_dtype, dtype, normalize)
@@ -162,17 +166,15 @@ def RMSNorm(epsilon: float = 1e-6, *, axes: Union[int, Sequence[int]] = -1,
     (``use_scale=False`` is its ``elementwise_affine=False``); torch's default ``eps=None``
     means the input dtype's machine epsilon, so pass ``eps`` explicitly to compare.
     """
-    checks.positive("RMSNorm: epsilon", epsilon)
-    epsilon = float(epsilon)
-    num_axes = _trailing_axes("RMSNorm", axes)
+    epsilon = _epsilon("RMSNorm", epsilon)
+    reduced = _trailing_axes("RMSNorm", axes)
     dtype, param_dtype = dtype_options("RMSNorm", dtype, param_dtype)
-    reduced = tuple(range(-num_axes, 0))
 
     def normalize(x: Array) -> Array:
         mean_square = jnp.mean(jnp.square(x), axis=reduced, keepdims=True)
         return x * jax.lax.rsqrt(mean_square + epsilon)
 
-    return _norm_layer("RMSNorm", "rms_norm", num_axes,
+    return _norm_layer("RMSNorm", "rms_norm", len(reduced),
                        checks.boolean("RMSNorm: use_scale", use_scale), False,
                        param_dtype, dtype, normalize)
 
@@ -190,16 +192,14 @@ def GroupNorm(num_groups: int, epsilon: float = 1e-5, *, use_scale: bool = True,
 
     ``γ`` (``"scale"``) and ``β`` (``"bias"``) have shape ``(C,)``.  ``num_groups=1``
     normalizes each example over all of ``(..., C)``; ``num_groups=C`` is instance
-    normalization.  The first axis is always the batch: ``vmap`` it away only together
-    with a leading axis of 1.
+    normalization.  The first axis is always the batch axis (one example is ``x[None]``).
 
     Wu & He (2018), "Group normalization".  This is ``torch.nn.GroupNorm(num_groups, C,
     eps=epsilon)`` with ``weight = γ``, ``bias = β`` (``use_scale=use_bias=False`` is its
     ``affine=False``), once torch's ``(N, C, ...)`` input is moved channels last.
     """
     num_groups = checks.whole_number("GroupNorm: num_groups", num_groups, minimum=1)
-    checks.positive("GroupNorm: epsilon", epsilon)
-    epsilon = float(epsilon)
+    epsilon = _epsilon("GroupNorm", epsilon)
     dtype, param_dtype = dtype_options("GroupNorm", dtype, param_dtype)
 
     def check_channels(channels: int) -> None:
