@@ -17,6 +17,8 @@ from functional_dl.nn import backprop, initializers
 from functional_dl.nn.backprop import check_gradient, numerical_gradient
 from functional_dl.nn.combinators import mlp, serial
 from functional_dl.nn.conv import AvgPool, Conv2D, Flatten, MaxPool
+from functional_dl.nn.embedding import Embedding, attend
+from functional_dl.nn.feature_norms import GroupNorm, LayerNorm, RMSNorm
 from functional_dl.nn.layers import (Dense, Dropout, Gelu, Layer, LogSoftmax, Relu, Sigmoid,
                                      Softmax, Tanh, elementwise, gelu, layer_name, log_softmax,
                                      named, relu, sigmoid, softmax, tanh)
@@ -27,5 +29,6 @@ __all__ = [
     "Relu", "Sigmoid", "Tanh", "Gelu", "Softmax", "LogSoftmax",
     "relu", "sigmoid", "tanh", "gelu", "softmax", "log_softmax",
     "serial", "mlp",
+    "LayerNorm", "RMSNorm", "GroupNorm", "Embedding", "attend",
     "initializers", "backprop", "numerical_gradient", "check_gradient",
 ]
