@@ -15,7 +15,7 @@ CASES = [
     case("mlp empty layer_sizes", lambda f: nn.mlp([]), ValueError, "layer_sizes"),
     case("mlp unknown activation", lambda f: nn.mlp([3], activation="swish"), ValueError,
          "activation"),
-    case("Dense out_dim = 0", lambda f: nn.Dense(0), ValueError, "out_dim"),
+    case("Dense features = 0", lambda f: nn.Dense(0), ValueError, "features"),
     case("Dense input features", lambda f: nn.Dense(3).apply(
         {"w": jnp.ones((4, 3)), "b": jnp.zeros(3)}, jnp.ones((2, 5))), ValueError, r"\bx\b"),
     case("Dense input_shape with a 0", lambda f: nn.Dense(3).init(KEY, (-1, 0)), ValueError,

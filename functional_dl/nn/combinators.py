@@ -4,7 +4,7 @@
 ``Layer`` itself.  Its params are a dict keyed by readable names: each layer's kind and its
 count among layers of that kind, ``{"dense_0": {"w", "b"}, "dense_1": {...}}``; layers
 without parameters (activations, dropout, pooling, flatten) get no entry.  Names come from
-the layer's tag (:func:`functional_dl.nn.layers.named`); untagged custom layers are
+the layer's ``name`` field (set by its factory, or by :func:`functional_dl.nn.named`); untagged custom layers are
 ``"layer_0"``, ``"layer_1"``, ...
 
 Randomness: ``init`` splits ``key`` into one key per layer
@@ -18,8 +18,9 @@ from typing import Callable, Optional, Sequence, Union
 import jax
 
 from functional_dl._types import Array, PRNGKey, PyTree, Shape
-from functional_dl.nn.layers import (Dense, Dropout, Gelu, Layer, Relu, Sigmoid, Tanh,
-                                     _is_positive_int, layer_name)
+from functional_dl.nn.base import Layer, as_layer
+from functional_dl.nn.layers import (Dense, Dropout, Gelu, Relu, Sigmoid, Tanh, _is_positive_int,
+                                     layer_name)
 
 __all__ = ["serial", "mlp", "ACTIVATION_LAYERS"]
 
@@ -41,10 +42,8 @@ def serial(*layers: Layer) -> Layer:
     """Compose ``layers`` in order (see the module docstring for names and keys)."""
     if not layers:
         raise ValueError("serial needs at least one layer")
-    for index, layer in enumerate(layers):
-        if not (isinstance(layer, tuple) and len(layer) == 2 and all(map(callable, layer))):
-            raise TypeError(f"serial: layer {index} must be an (init, apply) pair, got {layer!r}")
-    layers = tuple(Layer(*layer) for layer in layers)
+    layers = tuple(as_layer(layer, owner=f"serial: layer {index}")
+                   for index, layer in enumerate(layers))
     names = _param_names(layers)
 
     def init(key: PRNGKey, input_shape: Shape):
@@ -68,8 +67,7 @@ def serial(*layers: Layer) -> Layer:
             x = layer.apply(params.get(name, {}), x, key=layer_key, train=train)
         return x
 
-    init.layer_name = "serial"
-    return Layer(init, apply)
+    return Layer(init, apply, "serial")
 
 
 def mlp(layer_sizes: Sequence[int], activation: Union[str, Layer] = "relu",

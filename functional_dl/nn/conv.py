@@ -165,8 +165,7 @@ def Conv2D(features: int, kernel_size: Union[int, Sequence[int]],
             return y + jnp.broadcast_to(b, y.shape)
         return _with_batch("Conv2D", x, conv)
 
-    init.layer_name = "conv"
-    return Layer(init, apply)
+    return Layer(init, apply, "conv")
 
 
 # ---------------------------------------------------------------------------- pools
@@ -192,8 +191,7 @@ def _pool_layer(name: str, reduce: Callable, window_shape, strides, padding) -> 
         del params, key, train
         return _with_batch(name, x, lambda images: reduce(images, window, stride, pad))
 
-    init.layer_name = name.lower()
-    return Layer(init, apply)
+    return Layer(init, apply, name.lower())
 
 
 def _window_args(window, stride, pad):
@@ -258,8 +256,7 @@ def _flatten_apply(params: PyTree, x: Array, *, key: Optional[PRNGKey] = None,
     return jnp.reshape(x, (jnp.shape(x)[0], math.prod(jnp.shape(x)[1:])))  # also for N = 0
 
 
-_flatten_init.layer_name = "flatten"
 #: Flattens every axis but the first (the batch axis): ``(N, d1, d2, ...) -> (N, d1·d2·...)``.
 #: It needs the batch axis to know what to keep; under ``vmap`` over single examples,
 #: apply the network to ``x[None]`` (a batch of one) and take ``[0]``.
-Flatten = Layer(_flatten_init, _flatten_apply)
+Flatten = Layer(_flatten_init, _flatten_apply, "flatten")

@@ -77,8 +77,6 @@ def Embedding(num_embeddings: int, features: int, *,
         ids = jnp.where(ids < 0, table.shape[0], ids)
         return jnp.take(table, ids, axis=0, mode="fill", fill_value=jnp.nan)
 
-    # main's serial names a child by its init's ``layer_name``
-    init.layer_name = "embedding"
     return Layer(init, apply, "embedding")
 
 

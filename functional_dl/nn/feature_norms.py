@@ -111,8 +111,6 @@ def _norm_layer(owner: str, name: str, num_axes: int, use_scale: bool, use_bias:
         normalized = normalize(jnp.asarray(x).astype(stats_dtype))
         return _scale_and_shift(normalized, params, out_dtype)
 
-    # main's serial names a child by its init's ``layer_name``
-    init.layer_name = name
     return Layer(init, apply, name)
 
 

@@ -15,7 +15,8 @@ The contract, stated once:
   ``vmap``.  Dense layers and activations act on the last axis and accept any leading axes
   (a single example ``(n_in,)`` included), so ``vmap`` over examples works directly.
 
-``Layer`` is a ``NamedTuple`` so it unpacks like stax's pair: ``init, apply = Dense(10)``.
+``Layer`` (:mod:`functional_dl.nn.base`) is a pair that unpacks like stax's,
+``init, apply = Dense(10)``, and carries the ``name`` its params get inside ``serial``.
 Layer factories (``Dense``, ``Dropout``) are called; parameter-free layers (``Relu``,
 ``Sigmoid``, ``Tanh``, ``Gelu``, ``Softmax``, ``LogSoftmax``) are ready-made values, as in
 stax.  The activations also exist as plain functions (``relu``, ``sigmoid``, ...).
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +33,7 @@ import numpy as np
 
 from functional_dl._types import Array, PRNGKey, PyTree, Shape
 from functional_dl.nn import initializers
+from functional_dl.nn.base import Layer, named
 
 __all__ = [
     "Layer",
@@ -55,30 +57,9 @@ __all__ = [
 ]
 
 
-class Layer(NamedTuple):
-    """A layer: ``init(key, input_shape) -> (output_shape, params)`` and
-    ``apply(params, x, *, key=None, train=False) -> y``."""
-
-    init: Callable[[PRNGKey, Shape], tuple[Shape, PyTree]]
-    apply: Callable[..., Array]
-
-
-def named(name: str, layer: Layer) -> Layer:
-    """The same layer, tagged with ``name`` (the prefix its params get inside ``serial``)."""
-    if not isinstance(name, str) or not name.isidentifier():
-        raise ValueError(f"name must be a Python identifier such as 'dense', got {name!r}")
-    init, apply = layer
-
-    def tagged_init(key: PRNGKey, input_shape: Shape):
-        return init(key, input_shape)
-
-    tagged_init.layer_name = name
-    return Layer(tagged_init, apply)
-
-
 def layer_name(layer: Layer) -> str:
-    """The name ``serial`` uses for ``layer``'s params (``"layer"`` for untagged layers)."""
-    return getattr(layer[0], "layer_name", "layer")
+    """The name ``serial`` gives ``layer``'s params (``"layer"`` for a foreign pair)."""
+    return layer.name if isinstance(layer, Layer) else "layer"
 
 
 def _is_positive_int(value) -> bool:
@@ -104,17 +85,17 @@ def _check_input_shape(name: str, input_shape: Shape, min_rank: int = 1) -> Shap
 # ---------------------------------------------------------------------------- Dense
 
 
-def Dense(out_dim: int, w_init: Optional[Callable] = None,
+def Dense(features: int, w_init: Optional[Callable] = None,
           b_init: Optional[Callable] = None) -> Layer:
     """Fully connected layer ``y = x W + b`` on the last axis.
 
-    ``x``: ``(..., n_in)``; ``W``: ``(n_in, out_dim)``; ``b``: ``(out_dim,)``;
-    ``y``: ``(..., out_dim)``.  Params: ``{"w": W, "b": b}``.
+    ``x``: ``(..., n_in)``; ``W``: ``(n_in, features)``; ``b``: ``(features,)``;
+    ``y``: ``(..., features)`` (``features`` is ``Conv2D``'s name for its output size too).  Params: ``{"w": W, "b": b}``.
     Defaults: ``w_init = glorot_normal()``, ``b_init = zeros()``.
     """
-    if not _is_positive_int(out_dim):
-        raise ValueError(f"Dense: out_dim must be a positive int, got {out_dim!r}")
-    out_dim = int(out_dim)
+    if not _is_positive_int(features):
+        raise ValueError(f"Dense: features must be a positive int, got {features!r}")
+    features = int(features)
     w_init = initializers.glorot_normal() if w_init is None else w_init
     b_init = initializers.zeros() if b_init is None else b_init
 
@@ -123,8 +104,8 @@ def Dense(out_dim: int, w_init: Optional[Callable] = None,
         if shape[-1] == -1:
             raise ValueError(f"Dense: the last axis of input_shape must be known, got {shape}")
         w_key, b_key = jax.random.split(key)
-        params = {"w": w_init(w_key, (shape[-1], out_dim)), "b": b_init(b_key, (out_dim,))}
-        return shape[:-1] + (out_dim,), params
+        params = {"w": w_init(w_key, (shape[-1], features)), "b": b_init(b_key, (features,))}
+        return shape[:-1] + (features,), params
 
     def apply(params: PyTree, x: Array, *, key: Optional[PRNGKey] = None,
               train: bool = False) -> Array:
@@ -140,8 +121,7 @@ def Dense(out_dim: int, w_init: Optional[Callable] = None,
         y = x @ w
         return y + jnp.broadcast_to(b, y.shape)
 
-    init.layer_name = "dense"
-    return Layer(init, apply)
+    return Layer(init, apply, "dense")
 
 
 # ---------------------------------------------------------------------- activations
@@ -192,8 +172,7 @@ def elementwise(fn: Callable[[Array], Array], name: str = "layer") -> Layer:
         del params, key, train
         return fn(x)
 
-    init.layer_name = name
-    return Layer(init, apply)
+    return Layer(init, apply, name)
 
 
 Relu = elementwise(relu, "relu")
@@ -242,5 +221,4 @@ def Dropout(rate: float) -> Layer:
         kept = jax.random.bernoulli(key, keep, jnp.shape(x))
         return jnp.where(kept, x / keep, jnp.zeros_like(x))
 
-    init.layer_name = "dropout"
-    return Layer(init, apply)
+    return Layer(init, apply, "dropout")
