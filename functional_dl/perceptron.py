@@ -206,8 +206,7 @@ def predict_one_vs_rest(params: PyTree, X) -> Array:
     """Class with the largest score ``w_c · x + b_c`` (int32, shape ``(n,)``)."""
     X = _as_float_features(X)
     w, b = params["w"], params["b"]
-    if w.ndim != 2 or w.shape[1] != X.shape[1]:
-        raise ValueError(f"params['w'] must have shape (num_classes, {X.shape[1]}) to match "
-                         f"the features of X, got {w.shape}")
+    checks.rank("params['w']", w, 2, f"(num_classes, {X.shape[1]}) to match the features of X")
+    checks.shape_is("params['w']", w, (w.shape[0], X.shape[1]), "to match the features of X")
     scores = X @ w.T
     return jnp.argmax(scores + jnp.broadcast_to(b, scores.shape), axis=-1).astype(jnp.int32)

@@ -174,6 +174,9 @@ def test_bad_input():
         perceptron.fit(X[0], y)
     with pytest.raises(ValueError, match="features"):
         perceptron.predict({"w": jnp.ones(2), "b": jnp.zeros(())}, X)
+    for bad_w in (jnp.ones((4, 2)), jnp.ones(3)):  # wrong feature count, no class axis
+        with pytest.raises(ValueError, match=r"params\['w'\] must have shape .*features of X"):
+            perceptron.predict_one_vs_rest({"w": bad_w, "b": jnp.zeros(4)}, X)
     for bad_value in (np.nan, np.inf):
         X_bad = X.copy()
         X_bad[2, 1] = bad_value
