@@ -32,6 +32,11 @@ Params: ``{"w": (d,), "b": ()}`` (binary) and ``{"w": (num_classes, d), "b":
 :mod:`functional_dl.checks`: ``ValueError`` for labels outside ``{-1, +1}`` /
 ``[0, num_classes)``, for ``X``, ``y`` of different lengths and for NaN or inf in ``X``;
 ``TypeError`` for a ``key`` that is not one PRNG key, non-integer class labels or counts.
+
+References: F. Rosenblatt, "The perceptron: a probabilistic model for information storage
+and organization in the brain", Psychological Review 65(6), 1958; A. B. J. Novikoff, "On
+convergence proofs on perceptrons", Symposium on the Mathematical Theory of Automata, 1962;
+Bishop, *Pattern Recognition and Machine Learning* (2006), §4.1.7.
 """
 from __future__ import annotations
 
