@@ -42,7 +42,7 @@ def main():
     x_train, x_test, y_train, y_test = datasets.train_test_split(
         digits_split, digits.data / 16.0, digits.target, test_size=0.25)
     params, digit_mistakes = perceptron.fit_one_vs_rest_with_history(
-        x_train, y_train, n_classes=10, epochs=args.epochs, key=digits_order)
+        x_train, y_train, num_classes=10, epochs=args.epochs, key=digits_order)
     digits_accuracy = np.mean(np.asarray(perceptron.predict_one_vs_rest(params, x_test))
                               == y_test)
     total_mistakes = np.asarray(digit_mistakes).sum(axis=0)

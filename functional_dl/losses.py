@@ -1,17 +1,19 @@
 """Per-example losses: pure functions of arrays, no reduction.
 
-Contract (DESIGN.md): every loss returns one value per example and the caller reduces
-(``loss(...).mean()``).  Classes live on the last axis: ``logits`` of shape ``(..., C)`` give
-losses of shape ``(...)``.  Elementwise losses (``squared_error``,
-``sigmoid_binary_cross_entropy``, ``hinge_loss``, ``perceptron_loss``) return the shape of
-their inputs.  Written for one example; batches and any leading axes work as they are, and
-``jax.vmap`` over examples gives the same numbers.
+Every loss returns one value per example and the caller reduces (``loss(...).mean()``).
+Classes live on the last axis: ``logits`` of shape ``(..., C)`` give losses of shape
+``(...)``.  Elementwise losses (``squared_error``, ``sigmoid_binary_cross_entropy``,
+``hinge_loss``, ``perceptron_loss``) return the shape of their inputs.  Written for one
+example; batches and any leading axes work as they are, and ``jax.vmap`` over examples gives
+the same numbers.
 
-Numerics.  Cross-entropies are computed in log space with max subtraction
-(``logsumexp(z) = m + log Σ exp(z - m)``, ``m = max z``), so logits of ±1e4 give finite
-values and finite gradients in float32 and float64.  Terms ``p log p`` and ``p log q`` use
-the convention ``0 · log 0 = 0`` with a "double where", so probabilities with exact zeros
-give finite values *and* finite gradients (never ``0 · inf = nan``).
+Numerics.  Cross-entropies are computed in log space with ``jax.nn.log_softmax``, which
+subtracts the maximum first (``logsumexp(z) = m + log Σ exp(z - m)``, ``m = max z``), so
+logits of ±1e4 give finite values and finite gradients in float32 and float64.  Terms
+``p log p`` and ``p log q`` use the convention ``0 · log 0 = 0`` with a "double where", so
+probabilities with exact zeros give finite values *and* finite gradients (never
+``0 · inf = nan``).  Cross entropy and KL divergence differ by the entropy of the targets:
+``CE(p, q) = H(p) + KL(p || q)``.
 
 Bad input.  Shapes that disagree raise ``ValueError`` naming both shapes.  Integer labels
 outside ``[0, C)`` raise ``ValueError`` when the labels are concrete (eager call); inside
@@ -19,16 +21,24 @@ outside ``[0, C)`` raise ``ValueError`` when the labels are concrete (eager call
 gradient is zero), so a bad label shows up loudly in the mean instead of as a plausible
 number.  :func:`check_integer_labels` is the explicit eager check to call on a data set.
 
-The source text calls cross entropy also "KL divergence"; they differ by the entropy of the
-targets, ``CE(p, q) = H(p) + KL(p || q)``, and both are given here.
+Peers (per example, no reduction): ``optax.softmax_cross_entropy``,
+``optax.softmax_cross_entropy_with_integer_labels``, ``optax.sigmoid_binary_cross_entropy``,
+``optax.kl_divergence(log_predictions, targets)``, ``optax.hinge_loss`` and
+``optax.squared_error`` compute the same formulas; in PyTorch ``F.cross_entropy``,
+``F.binary_cross_entropy_with_logits`` and ``F.mse_loss`` (``squared_error``) with
+``reduction="none"``, and ``F.kl_div(log_predictions, targets, reduction="none").sum(-1)``.
+
+References: Goodfellow, Bengio & Courville, *Deep Learning* (2016), §3.13 (cross entropy,
+KL divergence) and §6.2.2 (sigmoid and softmax output units); Bishop, *Pattern Recognition
+and Machine Learning* (2006), §4.1.7 (the perceptron criterion); Cortes & Vapnik,
+"Support-vector networks", Machine Learning 20 (1995) (the hinge loss).
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from functional_dl._checks import is_concrete
+from functional_dl import checks
 from functional_dl._types import Array
 
 __all__ = [
@@ -47,40 +57,22 @@ __all__ = [
 # --------------------------------------------------------------------------- checks
 
 
-def _check_same_shape(name_a: str, a: Array, name_b: str, b: Array) -> None:
-    if jnp.shape(a) != jnp.shape(b):
-        raise ValueError(
-            f"{name_a} shape {jnp.shape(a)} and {name_b} shape {jnp.shape(b)} must be equal")
-
-
-def _check_has_class_axis(name: str, x: Array) -> None:
-    if jnp.ndim(x) < 1:
-        raise ValueError(f"{name} must have a class axis (last axis), got a scalar")
-
-
-def _check_floating(name: str, x: Array) -> None:
-    if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
-        raise TypeError(f"{name} must be a floating-point array, got dtype {jnp.result_type(x)}")
+def _class_axis(name: str, x: Array) -> None:
+    """ValueError unless ``x`` has at least one axis, the last being the classes."""
+    checks.rank(name, x, range(1, 65), "(..., C) with the classes on the last axis")
 
 
 def check_integer_labels(labels: Array, num_classes: int) -> None:
     """Eagerly check that ``labels`` are integers in ``[0, num_classes)``; raise otherwise.
 
     Call it on concrete data (outside ``jit``); it raises ``TypeError`` for a non-integer
-    dtype and ``ValueError`` naming the smallest and largest offending labels.
+    dtype and ``ValueError`` naming the smallest and largest labels when one is out of range.
     """
-    if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    if not is_concrete(labels):
-        raise TypeError("check_integer_labels needs concrete labels; call it outside jit")
-    labels = np.asarray(labels)
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise TypeError(f"labels must have an integer dtype, got {labels.dtype}")
-    bad = (labels < 0) | (labels >= num_classes)
-    if bad.any():
-        raise ValueError(
-            f"labels must be in [0, {num_classes}), got {int(bad.sum())} out of range "
-            f"(min {int(labels.min())}, max {int(labels.max())})")
+    num_classes = checks.whole_number("num_classes", num_classes, minimum=1)
+    if checks.concrete_values(labels) is None:
+        raise TypeError("labels must be concrete for check_integer_labels; call it outside jit")
+    checks.integer_dtype("labels", labels, what="class labels of an integer dtype")
+    checks.labels_in("labels", labels, num_classes)
 
 
 # ----------------------------------------------------------------- safe log helpers
@@ -104,13 +96,6 @@ def _x_times(x: Array, y: Array) -> Array:
     return jnp.where(nonzero, x * safe_y, jnp.zeros_like(x * safe_y))
 
 
-def _log_softmax(logits: Array) -> Array:
-    """``z - logsumexp(z)`` over the last axis, with the max subtracted first."""
-    shift = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
-    shifted = logits - shift
-    return shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=-1, keepdims=True))
-
-
 # --------------------------------------------------------------------- classification
 
 
@@ -130,10 +115,10 @@ def softmax_cross_entropy(logits: Array, labels: Array) -> Array:
     Returns:
       ``(...)`` loss per example.
     """
-    _check_has_class_axis("logits", logits)
-    _check_same_shape("logits", logits, "labels", labels)
-    _check_floating("logits", logits)
-    log_probs = _log_softmax(logits)
+    _class_axis("logits", logits)
+    checks.same_shape("logits", logits, "labels", labels)
+    checks.floating_dtype("logits", logits)
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
     # A class masked out with a logit of -inf has log_prob -inf; where its label is 0 the term
     # is 0 (not 0 · -inf = nan).  Finite log_probs keep the plain product, so
     # ∂ℓ/∂y_c = -log softmax(z)_c also where y_c = 0.
@@ -160,26 +145,21 @@ def softmax_cross_entropy_with_integer_labels(logits: Array, labels: Array) -> A
       are concrete; under ``jit`` the loss of that example is NaN with a zero gradient (see
       the module docstring and :func:`check_integer_labels`).
     """
-    _check_has_class_axis("logits", logits)
-    _check_floating("logits", logits)
-    logits_shape, labels_shape = jnp.shape(logits), jnp.shape(labels)
-    if labels_shape != logits_shape[:-1]:
-        raise ValueError(
-            f"labels shape {labels_shape} must equal logits shape {logits_shape} without its "
-            f"last (class) axis, i.e. {logits_shape[:-1]}")
-    if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
-        raise TypeError(
-            f"labels must have an integer dtype, got {jnp.result_type(labels)}; "
-            "use softmax_cross_entropy for probability labels")
+    _class_axis("logits", logits)
+    checks.floating_dtype("logits", logits)
+    logits_shape = jnp.shape(logits)
+    checks.shape_is("labels", labels, logits_shape[:-1],
+                    f"(logits shape {logits_shape} without its class axis)")
+    checks.integer_dtype("labels", labels, what="class indices of an integer dtype (for "
+                         "probability labels use softmax_cross_entropy)")
     num_classes = logits_shape[-1]
-    if is_concrete(labels):
-        check_integer_labels(labels, num_classes)
+    checks.labels_in("labels", labels, num_classes)
     labels = jnp.asarray(labels)
     in_range = labels >= 0
     if num_classes <= jnp.iinfo(labels.dtype).max:  # else C itself wraps in the label dtype
         in_range = in_range & (labels < num_classes)
     safe_labels = jnp.where(in_range, labels, 0)
-    log_probs = _log_softmax(logits)
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
     picked = jnp.take_along_axis(log_probs, safe_labels[..., None], axis=-1)[..., 0]
     return jnp.where(in_range, -picked, jnp.full_like(picked, jnp.nan))
 
@@ -203,8 +183,8 @@ def sigmoid_binary_cross_entropy(logits: Array, labels: Array) -> Array:
     Returns:
       loss of the same shape as ``logits``.
     """
-    _check_same_shape("logits", logits, "labels", labels)
-    _check_floating("logits", logits)
+    checks.same_shape("logits", logits, "labels", labels)
+    checks.floating_dtype("logits", logits)
     return jnp.logaddexp(jnp.zeros_like(logits), logits) - labels * logits
 
 
@@ -225,9 +205,9 @@ def kl_divergence(log_predictions: Array, targets: Array) -> Array:
     Returns:
       ``(...)`` divergence per example (``≥ 0`` for normalised inputs).
     """
-    _check_has_class_axis("log_predictions", log_predictions)
-    _check_same_shape("log_predictions", log_predictions, "targets", targets)
-    _check_floating("log_predictions", log_predictions)
+    _class_axis("log_predictions", log_predictions)
+    checks.same_shape("log_predictions", log_predictions, "targets", targets)
+    checks.floating_dtype("log_predictions", log_predictions)
     return jnp.sum(_xlogy(targets, targets) - _x_times(targets, log_predictions), axis=-1)
 
 
@@ -237,8 +217,8 @@ def hinge_loss(scores: Array, labels: Array) -> Array:
     Subgradient ``∂ℓ/∂s = -y`` where ``y s < 1``, else 0.  Concrete labels outside
     ``{-1, +1}`` raise ``ValueError`` (0/1 labels are the usual mistake).
     """
-    _check_same_shape("scores", scores, "labels", labels)
-    _check_sign_labels(labels)
+    checks.same_shape("scores", scores, "labels", labels)
+    checks.sign_labels("labels", labels)
     margin = labels * scores
     # ``where`` (not ``maximum``, whose gradient at a tie is ½) gives the stated subgradient.
     return jnp.where(margin < 1, 1 - margin, jnp.zeros_like(margin))
@@ -252,30 +232,22 @@ def perceptron_loss(scores: Array, labels: Array) -> Array:
     :mod:`functional_dl.perceptron` (``w ← w + η y x`` on a mistake, also from ``w = 0``).
     Concrete labels outside ``{-1, +1}`` raise ``ValueError``.
     """
-    _check_same_shape("scores", scores, "labels", labels)
-    _check_sign_labels(labels)
+    checks.same_shape("scores", scores, "labels", labels)
+    checks.sign_labels("labels", labels)
     margin = labels * scores
     # ``where`` puts the boundary margin = 0 on the mistake side: subgradient -y there.
     return jnp.where(margin <= 0, -margin, jnp.zeros_like(margin))
-
-
-def _check_sign_labels(labels: Array) -> None:
-    if is_concrete(labels):
-        values = np.asarray(labels)
-        if not np.all((values == 1) | (values == -1)):
-            raise ValueError(
-                f"labels must be -1 or +1, got values {np.unique(values)[:5].tolist()}")
 
 
 # ------------------------------------------------------------------------- regression
 
 
 def squared_error(predictions: Array, targets: Array) -> Array:
-    """Elementwise squared difference ``(y - ŷ)²`` (the source text's squared-difference loss).
+    """Elementwise squared difference ``(y - ŷ)²`` .
 
     Gradient ``∂ℓ/∂ŷ = 2 (ŷ - y)``.  Returns the shape of the inputs (no reduction).
     """
-    _check_same_shape("predictions", predictions, "targets", targets)
+    checks.same_shape("predictions", predictions, "targets", targets)
     return jnp.square(predictions - targets)
 
 
@@ -285,6 +257,6 @@ def mean_squared_error(predictions: Array, targets: Array) -> Array:
     ``ℓ(ŷ, y) = (1/K) Σ_k (ŷ_k - y_k)²`` for ``(..., K)`` inputs, giving ``(...)``;
     ``∂ℓ/∂ŷ = 2 (ŷ - y) / K``.
     """
-    _check_has_class_axis("predictions", predictions)
-    _check_same_shape("predictions", predictions, "targets", targets)
+    _class_axis("predictions", predictions)
+    checks.same_shape("predictions", predictions, "targets", targets)
     return jnp.mean(jnp.square(predictions - targets), axis=-1)

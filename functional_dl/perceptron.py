@@ -16,115 +16,92 @@ has none.
 Order: samples are visited in the given order; with a ``key``, epoch ``e`` visits them in
 the order ``jax.random.permutation(jax.random.split(key, epochs)[e], n)``.
 
-The whole fit, ``epochs × samples`` updates, is one nested ``lax.scan`` under one ``jit``.
-``fit`` returns the params; ``fit_with_history`` returns ``(params, mistakes)`` with
-``mistakes[e]`` the number of updates made during epoch ``e`` (0 in the last epoch means the
-training data are separated).  The one-vs-rest variants do the same for ``n_classes``
-binary perceptrons at once (``vmap`` over the ±1 label vectors, same sample order).
+Peer: in the given order (``key=None``) the fit equals scikit-learn's
+``Perceptron(eta0=learning_rate, max_iter=epochs, shuffle=False, tol=None)``, binary and
+one-vs-rest (its multi-class default), weights and intercepts alike.
 
-Params: ``{"w": (d,), "b": ()}`` (binary) and ``{"w": (n_classes, d), "b": (n_classes,)}``
-(one-vs-rest).  Arguments are checked eagerly (``ValueError`` for labels outside
-``{-1, +1}`` / ``[0, n_classes)``, for ``X``, ``y`` of different lengths and for NaN or
-inf in ``X``; ``TypeError`` for a ``key`` that is not one PRNG key).
+The whole fit, ``epochs × samples`` updates, is one nested ``lax.scan`` under one ``jit``.
+``fit`` returns the params; ``fit_with_history`` returns ``PerceptronResult(params,
+mistakes)`` with ``mistakes[e]`` the number of updates made during epoch ``e`` (0 in the
+last epoch means the training data are separated).  The one-vs-rest variants do the same
+for ``num_classes`` binary perceptrons at once (``vmap`` over the ±1 label vectors, same
+sample order).
+
+Params: ``{"w": (d,), "b": ()}`` (binary) and ``{"w": (num_classes, d), "b":
+(num_classes,)}`` (one-vs-rest).  Arguments are checked eagerly with
+:mod:`functional_dl.checks`: ``ValueError`` for labels outside ``{-1, +1}`` /
+``[0, num_classes)``, for ``X``, ``y`` of different lengths and for NaN or inf in ``X``;
+``TypeError`` for a ``key`` that is not one PRNG key, non-integer class labels or counts.
+
+References: F. Rosenblatt, "The perceptron: a probabilistic model for information storage
+and organization in the brain", Psychological Review 65(6), 1958; A. B. J. Novikoff, "On
+convergence proofs on perceptrons", Symposium on the Mathematical Theory of Automata, 1962;
+Bishop, *Pattern Recognition and Machine Learning* (2006), §4.1.7.
 """
 from __future__ import annotations
 
 from functools import partial
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
-from functional_dl._checks import check_positive, is_concrete
+from functional_dl import checks
 from functional_dl._types import Array, PRNGKey, PyTree
 
-__all__ = ["fit", "fit_with_history", "predict", "fit_one_vs_rest",
+__all__ = ["PerceptronResult", "fit", "fit_with_history", "predict", "fit_one_vs_rest",
            "fit_one_vs_rest_with_history", "predict_one_vs_rest"]
+
+
+class PerceptronResult(NamedTuple):
+    """What the ``*_with_history`` fits return; unpacks as ``params, mistakes``.
+
+    Attributes:
+      params: the fitted ``{"w": ..., "b": ...}``.
+      mistakes: int32 updates per epoch: ``(epochs,)`` binary, ``(num_classes, epochs)``
+        one-vs-rest.
+    """
+    params: PyTree
+    mistakes: Array
 
 
 # --------------------------------------------------------------------------- checks
 
 
 def _as_float_features(X) -> Array:
+    """``X`` as a ``(n_samples, n_features)`` floating array (integers become the default float)."""
     X = jnp.asarray(X)
-    if X.ndim != 2:
-        raise ValueError(f"X must have shape (n_samples, n_features), got {X.shape}")
+    checks.rank("X", X, 2, "(n_samples, n_features)")
     if not jnp.issubdtype(X.dtype, jnp.floating):
-        X = X.astype(jax.dtypes.canonicalize_dtype(jnp.float64))
+        X = X.astype(checks.default_float_dtype())
     return X
 
 
-def _check_finite_features(X: Array) -> None:
+def _check_fit_arguments(X: Array, y: Array, epochs, learning_rate, key) -> int:
+    """The checks both fits share; returns ``epochs`` as an int."""
+    checks.rank("y", y, 1, "(n_samples,)")
+    checks.leading_length("X and y", (X, y))
     # A NaN or inf feature would turn w and b into NaN at the first update, silently.
-    if is_concrete(X) and not np.all(np.isfinite(np.asarray(X))):
-        raise ValueError("X must hold finite numbers, got NaN or inf")
-
-
-def _check_shuffle_key(key) -> None:
-    if key is None:
-        return
-    is_typed_key = isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-    is_raw_key = (isinstance(key, (jax.Array, np.ndarray)) and key.dtype == np.uint32
-                  and key.shape == (2,))
-    if not ((is_typed_key and key.shape == ()) or is_raw_key):
-        raise TypeError(f"key must be one PRNG key such as jax.random.key(0), or None to visit "
-                        f"the samples in the given order; got {key!r}")
-
-
-def _check_lengths(X: Array, y: Array) -> None:
-    if y.ndim != 1:
-        raise ValueError(f"y must have shape (n_samples,), got {y.shape}")
-    if X.shape[0] != y.shape[0]:
-        raise ValueError(f"X and y must have the same number of samples, got X shape {X.shape} "
-                         f"and y shape {y.shape}")
-    if X.shape[0] == 0:
-        raise ValueError("X and y must hold at least one sample")
-
-
-def _check_epochs(epochs) -> int:
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
-    return int(epochs)
-
-
-def _check_binary_labels(y) -> Array:
-    y = jnp.asarray(y)
-    if is_concrete(y):
-        values = np.asarray(y)
-        bad = ~((values == 1) | (values == -1))
-        if bad.any():
-            raise ValueError(f"y must hold binary labels -1 or +1, got values "
-                             f"{np.unique(values[bad])[:5].tolist()}")
-    return y
-
-
-def _check_class_labels(y, n_classes) -> Array:
-    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 2:
-        raise ValueError(f"n_classes must be an int >= 2, got {n_classes!r}")
-    y = jnp.asarray(y)
-    if not jnp.issubdtype(y.dtype, jnp.integer):
-        raise ValueError(f"y must hold integer class labels, got dtype {y.dtype}")
-    if is_concrete(y):
-        values = np.asarray(y)
-        if values.size and (values.min() < 0 or values.max() >= n_classes):
-            raise ValueError(f"y must hold class labels in [0, {n_classes}), got min "
-                             f"{int(values.min())} and max {int(values.max())}")
-    return y
+    checks.finite("X", X)
+    epochs = checks.whole_number("epochs", epochs, minimum=1)
+    checks.positive("learning_rate", learning_rate)
+    checks.prng_key("key", key, allow_none=True, single=True)
+    return epochs
 
 
 # ---------------------------------------------------------------------------- core
 
 
 def _visit_orders(key: Optional[PRNGKey], epochs: int, n: int) -> Array:
+    """``(epochs, n)`` sample indices: the given order, or one permutation per epoch."""
     if key is None:
         return jnp.broadcast_to(jnp.arange(n), (epochs, n))
     return jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(key, epochs))
 
 
-def _perceptron_scan(X: Array, y: Array, orders: Array, learning_rate: Array):
-    """Rosenblatt updates over ``orders`` (epochs, n); returns ``(w, b)`` and mistakes."""
+def _perceptron_scan(X: Array, y: Array, orders: Array, learning_rate: Array) -> PerceptronResult:
+    """Rosenblatt updates over ``orders`` (epochs, n) from ``w = 0, b = 0``."""
     def sample_step(carry, index):
         """One sample: update (w, b) when y (w·x + b) ≤ 0."""
         w, b = carry
@@ -140,7 +117,7 @@ def _perceptron_scan(X: Array, y: Array, orders: Array, learning_rate: Array):
 
     start = (jnp.zeros(X.shape[1], X.dtype), jnp.zeros((), X.dtype))
     (w, b), mistakes = lax.scan(epoch_step, start, orders)
-    return {"w": w, "b": b}, mistakes
+    return PerceptronResult({"w": w, "b": b}, mistakes)
 
 
 @partial(jax.jit, static_argnames=("epochs",))
@@ -149,10 +126,10 @@ def _fit_binary(X, y, learning_rate, key, epochs):
     return _perceptron_scan(X, y, orders, learning_rate)
 
 
-@partial(jax.jit, static_argnames=("epochs", "n_classes"))
-def _fit_one_vs_rest(X, y, learning_rate, key, epochs, n_classes):
+@partial(jax.jit, static_argnames=("epochs", "num_classes"))
+def _fit_one_vs_rest(X, y, learning_rate, key, epochs, num_classes):
     orders = _visit_orders(key, epochs, X.shape[0])
-    signs = jnp.where(y[None, :] == jnp.arange(n_classes)[:, None], 1, -1)  # (C, n)
+    signs = jnp.where(y[None, :] == jnp.arange(num_classes)[:, None], 1, -1)  # (C, n)
     return jax.vmap(lambda y_c: _perceptron_scan(X, y_c, orders, learning_rate))(signs)
 
 
@@ -160,8 +137,8 @@ def _fit_one_vs_rest(X, y, learning_rate, key, epochs, n_classes):
 
 
 def fit_with_history(X, y, *, epochs: int = 10, learning_rate: float = 1.0,
-                     key: Optional[PRNGKey] = None) -> tuple[PyTree, Array]:
-    """Train a binary perceptron; return ``(params, mistakes)``.
+                     key: Optional[PRNGKey] = None) -> PerceptronResult:
+    """Train a binary perceptron; return ``PerceptronResult(params, mistakes)``.
 
     Args:
       X: ``(n, d)`` features.
@@ -175,65 +152,66 @@ def fit_with_history(X, y, *, epochs: int = 10, learning_rate: float = 1.0,
       of updates made in each epoch.
     """
     X = _as_float_features(X)
-    y = _check_binary_labels(y)
-    _check_lengths(X, y)
-    _check_finite_features(X)
-    epochs = _check_epochs(epochs)
-    check_positive("learning_rate", learning_rate)
-    _check_shuffle_key(key)
+    y = jnp.asarray(y)
+    checks.sign_labels("y", y)
+    epochs = _check_fit_arguments(X, y, epochs, learning_rate, key)
     return _fit_binary(X, y, jnp.asarray(learning_rate, X.dtype), key, epochs)
 
 
 def fit(X, y, *, epochs: int = 10, learning_rate: float = 1.0,
         key: Optional[PRNGKey] = None) -> PyTree:
     """Train a binary perceptron; return ``{"w": (d,), "b": ()}`` (see :func:`fit_with_history`)."""
-    return fit_with_history(X, y, epochs=epochs, learning_rate=learning_rate, key=key)[0]
+    return fit_with_history(X, y, epochs=epochs, learning_rate=learning_rate, key=key).params
 
 
 def predict(params: PyTree, X) -> Array:
     """``+1`` where ``w · x + b > 0``, else ``-1`` (int32, shape ``(n,)``)."""
     X = _as_float_features(X)
     w, b = params["w"], params["b"]
-    if w.shape != (X.shape[1],):
-        raise ValueError(f"X has {X.shape[1]} features but params['w'] has shape {w.shape}")
+    checks.shape_is("params['w']", w, (X.shape[1],), "to match the features of X")
     return jnp.where(X @ w + b > 0, 1, -1).astype(jnp.int32)
 
 
 # -------------------------------------------------------------------- one-vs-rest
 
 
-def fit_one_vs_rest_with_history(X, y, n_classes: int, *, epochs: int = 10,
+def fit_one_vs_rest_with_history(X, y, num_classes: int, *, epochs: int = 10,
                                  learning_rate: float = 1.0,
-                                 key: Optional[PRNGKey] = None) -> tuple[PyTree, Array]:
+                                 key: Optional[PRNGKey] = None) -> PerceptronResult:
     """One binary perceptron per class (+1 for the class, -1 for the rest), trained together.
 
-    Returns ``params = {"w": (n_classes, d), "b": (n_classes,)}`` and ``mistakes`` of shape
-    ``(n_classes, epochs)``.  All classes visit the samples in the same order.
+    Args:
+      X: ``(n, d)`` features.
+      y: ``(n,)`` integer class labels in ``[0, num_classes)``.
+      num_classes: number of classes ``C >= 2``.
+      epochs, learning_rate, key: as for :func:`fit_with_history`; every class visits the
+        samples in the same order.
+
+    Returns:
+      ``PerceptronResult(params, mistakes)`` with ``params = {"w": (C, d), "b": (C,)}`` and
+      ``mistakes`` int32 ``(C, epochs)``.
     """
     X = _as_float_features(X)
-    y = _check_class_labels(y, n_classes)
-    _check_lengths(X, y)
-    _check_finite_features(X)
-    epochs = _check_epochs(epochs)
-    check_positive("learning_rate", learning_rate)
-    _check_shuffle_key(key)
+    y = jnp.asarray(y)
+    num_classes = checks.whole_number("num_classes", num_classes, minimum=2)
+    checks.labels_in("y", y, num_classes)
+    epochs = _check_fit_arguments(X, y, epochs, learning_rate, key)
     return _fit_one_vs_rest(X, y, jnp.asarray(learning_rate, X.dtype), key, epochs,
-                            int(n_classes))
+                            num_classes)
 
 
-def fit_one_vs_rest(X, y, n_classes: int, *, epochs: int = 10, learning_rate: float = 1.0,
+def fit_one_vs_rest(X, y, num_classes: int, *, epochs: int = 10, learning_rate: float = 1.0,
                     key: Optional[PRNGKey] = None) -> PyTree:
     """Params of :func:`fit_one_vs_rest_with_history`, without the mistake counts."""
-    return fit_one_vs_rest_with_history(X, y, n_classes, epochs=epochs,
-                                        learning_rate=learning_rate, key=key)[0]
+    return fit_one_vs_rest_with_history(X, y, num_classes, epochs=epochs,
+                                        learning_rate=learning_rate, key=key).params
 
 
 def predict_one_vs_rest(params: PyTree, X) -> Array:
     """Class with the largest score ``w_c · x + b_c`` (int32, shape ``(n,)``)."""
     X = _as_float_features(X)
     w, b = params["w"], params["b"]
-    if w.ndim != 2 or w.shape[1] != X.shape[1]:
-        raise ValueError(f"X has {X.shape[1]} features but params['w'] has shape {w.shape}; "
-                         "expected (n_classes, n_features)")
+    checks.rank("params['w']", w, 2, f"(num_classes, {X.shape[1]}) to match the features of X")
+    checks.shape_is("params['w']", w, (w.shape[0], X.shape[1]), "to match the features of X")
     scores = X @ w.T
     return jnp.argmax(scores + jnp.broadcast_to(b, scores.shape), axis=-1).astype(jnp.int32)

@@ -11,10 +11,14 @@ Gradients (what ``jax.grad`` returns, and the closed forms the tests check):
 
     ∂/∂w  Σ|w| = +sign(w)        ∂/∂w  Σw² = +2w
 
-so gradient descent subtracts ``η λ sign(w)`` / ``η λ 2w`` from the weights.  The source
-text prints both terms with a minus sign inside the gradient (``∇L - λ sign(w)``,
-``∇L - 2λw``), which would *grow* the weights; that sign is wrong and is not copied.  It
-also prints the L1 penalty as ``λ Σ w_i`` without the absolute value; it is ``λ Σ |w_i|``.
+so gradient descent subtracts ``η λ sign(w)`` / ``η λ 2w`` from the weights.
+
+Peers: ``lam * l2_penalty(params)`` adds ``2 λ w`` to the gradient, which is what PyTorch's
+``weight_decay=2 * lam`` (SGD, Adam: coupled decay) and ``optax.add_decayed_weights(2 * lam)``
+before the optimizer add; there is no ½ in ``l2_penalty``.
+
+Reference: Goodfellow, Bengio & Courville, *Deep Learning* (2016), §7.1.1 (L2 parameter
+regularization) and §7.1.2 (L1 regularization).
 
 Masks.  ``mask`` selects which leaves are penalised.  It is either
 
@@ -72,13 +76,13 @@ def _abs_with_sign_gradient(w: Array) -> Array:
 def l2_penalty(params: PyTree, mask: Optional[Mask] = None) -> Array:
     """``Σ w²`` over the entries of the selected leaves of ``params`` (a scalar).
 
-    Gradient: ``+2w`` for selected entries, 0 for the others.  (Some texts use ``½ Σ w²``
-    so the gradient is ``w``; this one has no ½.)
+    Gradient: ``+2w`` for selected entries, 0 for the others (no ½ in front of the sum).
     """
     return _masked_sum(jnp.square, params, mask)
 
 
 def _masked_sum(term: Callable[[Array], Array], params: PyTree, mask: Optional[Mask]) -> Array:
+    """``Σ term(w)`` over the entries of ``params`` that ``mask`` selects."""
     if mask is None:
         leaves = jax.tree.leaves(params)
         return _total([_term_sum(term, leaf) for leaf in leaves])
@@ -97,6 +101,7 @@ def _masked_sum(term: Callable[[Array], Array], params: PyTree, mask: Optional[M
 
 
 def _subtree_sum(term: Callable[[Array], Array], selected: Any, subtree: PyTree) -> Array:
+    """``Σ term(w)`` over ``subtree``: all, none, or the entries a bool array selects."""
     leaves = jax.tree.leaves(subtree)
     if isinstance(selected, (bool, np.bool_)):
         if not selected:
@@ -130,6 +135,7 @@ def _term_sum(term: Callable[[Array], Array], leaf: Any, entries: Optional[Array
 
 
 def _total(values: list) -> Array:
+    """The sum of a list of scalars; a float32 zero for an empty list."""
     if not values:
         return jnp.zeros(())
     return sum(values[1:], values[0])

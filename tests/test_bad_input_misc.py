@@ -37,10 +37,14 @@ CASES = [
     case("perceptron learning_rate = 0", lambda f: perceptron.fit(X4, Y_SIGNS, learning_rate=0.0),
          ValueError, "learning_rate"),
     case("perceptron 1-d X", lambda f: perceptron.fit(np.ones(4), Y_SIGNS), ValueError, r"\bX\b"),
-    case("one-vs-rest label >= n_classes", lambda f: perceptron.fit_one_vs_rest(
+    case("one-vs-rest label >= num_classes", lambda f: perceptron.fit_one_vs_rest(
         X4, np.array([0, 1, 2, 3]), 3), ValueError, r"\by\b"),
-    case("one-vs-rest n_classes = 1", lambda f: perceptron.fit_one_vs_rest(
-        X4, np.zeros(4, np.int32), 1), ValueError, "n_classes"),
+    case("one-vs-rest num_classes = 1", lambda f: perceptron.fit_one_vs_rest(
+        X4, np.zeros(4, np.int32), 1), ValueError, "num_classes"),
+    case("one-vs-rest float labels", lambda f: perceptron.fit_one_vs_rest(
+        X4, np.zeros(4), 2), TypeError, r"\by\b"),
+    case("perceptron epochs = 2.0", lambda f: perceptron.fit(X4, Y_SIGNS, epochs=2.0), TypeError,
+         "epochs"),
     case("perceptron predict features", lambda f: perceptron.predict(PARAMS, X4), ValueError,
          r"\bX\b"),
     case("perceptron NaN feature", lambda f: perceptron.fit(
@@ -64,7 +68,7 @@ CASES = [
     case("standardize no training rows", lambda f: datasets.standardize(
         np.zeros((0, 3)), np.zeros((2, 3))), ValueError, "train"),
     case("train_test_split no examples", lambda f: datasets.train_test_split(KEY, np.zeros((0, 2))),
-         ValueError, "0 examples"),
+         ValueError, r"arrays must hold at least one example"),
 ]
 
 

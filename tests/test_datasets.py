@@ -161,7 +161,7 @@ def test_split_keeps_jax_arrays_jax():
     ({"test_size": 1.0}, (np.zeros(10),), ValueError, "test_size"),
     ({"test_size": -0.2}, (np.zeros(10),), ValueError, "test_size"),
     ({"test_size": True}, (np.zeros(10),), TypeError, "test_size"),
-    ({}, (np.zeros(10), np.zeros(9)), ValueError, "same leading length"),
+    ({}, (np.zeros(10), np.zeros(9)), ValueError, "same length"),
     ({}, (), ValueError, "at least one array"),
     ({}, (np.float32(1.0),), ValueError, "leading example axis"),
     ({"test_size": 0.5}, (np.zeros(1),), ValueError, "non-empty"),

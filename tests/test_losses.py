@@ -303,7 +303,7 @@ def test_shape_mismatch_names_both_shapes(fn):
 
 
 def test_integer_labels_shape_and_dtype_errors():
-    with pytest.raises(ValueError, match=r"\(4,\).*\(3, 5\)"):
+    with pytest.raises(ValueError, match=r"\(3, 5\).*\(4,\)"):
         losses.softmax_cross_entropy_with_integer_labels(jnp.ones((3, 5)), jnp.zeros(4, jnp.int32))
     with pytest.raises(TypeError, match="integer dtype"):
         losses.softmax_cross_entropy_with_integer_labels(jnp.ones((3, 5)), jnp.zeros(3))

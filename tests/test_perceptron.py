@@ -1,4 +1,6 @@
 """Perceptron: exactly the plain-loop rule; convergence on separable data; one-vs-rest."""
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -114,20 +116,56 @@ def test_one_vs_rest_equals_one_binary_fit_per_class():
         perceptron.fit_one_vs_rest(X, labels, 3, epochs=5, key=key)["w"], params["w"])
 
 
+def test_matches_scikit_learn_perceptron_in_the_given_order():
+    """The module docstring's recipe: Perceptron(eta0, max_iter, shuffle=False, tol=None)."""
+    linear_model = pytest.importorskip("sklearn.linear_model")
+    X, y = integer_data(n=30)
+    labels = RNG.integers(0, 3, size=30)
+    for learning_rate, epochs in ((1.0, 1), (0.5, 3)):
+        settings = dict(eta0=learning_rate, max_iter=epochs, shuffle=False, tol=None)
+        with warnings.catch_warnings():  # some versions warn that max_iter was reached
+            warnings.simplefilter("ignore")
+            binary = linear_model.Perceptron(**settings).fit(X, y)
+        params = perceptron.fit(X, y, epochs=epochs, learning_rate=learning_rate)
+        np.testing.assert_array_equal(params["w"], binary.coef_[0])
+        np.testing.assert_array_equal(params["b"], binary.intercept_[0])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            multi = linear_model.Perceptron(**settings).fit(X, labels)
+        params = perceptron.fit_one_vs_rest(X, labels, num_classes=3, epochs=epochs,
+                                            learning_rate=learning_rate)
+        np.testing.assert_array_equal(params["w"], multi.coef_)
+        np.testing.assert_array_equal(params["b"], multi.intercept_)
+
+
+def test_with_history_returns_a_named_pair():
+    X, y = integer_data(n=8)
+    result = perceptron.fit_with_history(X, y, epochs=2)
+    assert isinstance(result, perceptron.PerceptronResult)
+    params, mistakes = result
+    assert params is result.params and mistakes is result.mistakes
+    ovr = perceptron.fit_one_vs_rest_with_history(X, (y > 0).astype(int), num_classes=2, epochs=2)
+    assert isinstance(ovr, perceptron.PerceptronResult) and ovr.mistakes.shape == (2, 2)
+
+
 def test_bad_input():
     X, y = integer_data(n=6)
     with pytest.raises(ValueError, match=r"-1 or \+1"):
         perceptron.fit(X, np.array([0, 1, 1, 0, 1, 0]))
-    with pytest.raises(ValueError, match="same number of samples"):
+    with pytest.raises(ValueError, match="X and y must all have the same length"):
         perceptron.fit(X, y[:5])
-    with pytest.raises(ValueError, match="same number of samples"):
+    with pytest.raises(ValueError, match="X and y must all have the same length"):
         perceptron.fit_one_vs_rest(X, np.zeros(5, int), 2)
     with pytest.raises(ValueError, match=r"\[0, 3\)"):
         perceptron.fit_one_vs_rest(X, np.array([0, 1, 2, 3, 0, 1]), 3)
     with pytest.raises(ValueError, match=r"\[0, 3\)"):
         perceptron.fit_one_vs_rest(X, np.array([0, 1, 2, -1, 0, 1]), 3)
-    with pytest.raises(ValueError, match="integer"):
+    with pytest.raises(TypeError, match="y must hold integer"):  # a wrong kind of label
         perceptron.fit_one_vs_rest(X, np.zeros(6), 3)
+    with pytest.raises(ValueError, match="num_classes"):
+        perceptron.fit_one_vs_rest(X, np.zeros(6, int), num_classes=1)
+    with pytest.raises(TypeError, match="epochs"):
+        perceptron.fit(X, y, epochs=2.0)
     with pytest.raises(ValueError, match="epochs"):
         perceptron.fit(X, y, epochs=0)
     with pytest.raises(ValueError, match="learning_rate"):
@@ -136,15 +174,18 @@ def test_bad_input():
         perceptron.fit(X[0], y)
     with pytest.raises(ValueError, match="features"):
         perceptron.predict({"w": jnp.ones(2), "b": jnp.zeros(())}, X)
+    for bad_w in (jnp.ones((4, 2)), jnp.ones(3)):  # wrong feature count, no class axis
+        with pytest.raises(ValueError, match=r"params\['w'\] must have shape .*features of X"):
+            perceptron.predict_one_vs_rest({"w": bad_w, "b": jnp.zeros(4)}, X)
     for bad_value in (np.nan, np.inf):
         X_bad = X.copy()
         X_bad[2, 1] = bad_value
-        with pytest.raises(ValueError, match="X must hold finite"):
+        with pytest.raises(ValueError, match="X must be finite"):
             perceptron.fit(X_bad, y)
-        with pytest.raises(ValueError, match="X must hold finite"):
+        with pytest.raises(ValueError, match="X must be finite"):
             perceptron.fit_one_vs_rest(X_bad, np.zeros(6, int), 2)
     for bad_key in (3, jax.random.split(jax.random.key(0), 2), np.zeros(2, np.float32)):
-        with pytest.raises(TypeError, match="key must be one PRNG key"):
+        with pytest.raises(TypeError, match="key must be (a|one) PRNG key"):
             perceptron.fit(X, y, key=bad_key)
     perceptron.fit(X, y, key=jax.random.PRNGKey(0))  # a raw uint32 key is a key too
 
@@ -175,7 +216,7 @@ def test_the_whole_fit_is_one_jit_around_one_nested_scan():
 
 @pytest.mark.parametrize("one_vs_rest", [False, True], ids=["binary", "one-vs-rest"])
 def test_refitting_new_data_of_the_same_shape_neither_retraces_nor_recompiles(one_vs_rest):
-    """epochs (and n_classes) are static; X, y, learning_rate and key are traced."""
+    """epochs (and num_classes) are static; X, y, learning_rate and key are traced."""
     jitted = "_fit_one_vs_rest" if one_vs_rest else "_fit_binary"
     n, d = (19, 4) if one_vs_rest else (17, 5)  # shapes no other test uses: not yet compiled
     data = [(RNG.integers(-3, 4, (n, d)).astype(np.float32), RNG.integers(0, 3, n))

@@ -55,7 +55,7 @@ def test_masked_penalties_and_closed_form_gradients(wrap):
         for outer, inner in leaves:
             value = leaves[(outer, inner)]
             selected = (outer, inner) in WEIGHT_PATHS
-            # +sign(w) and +2w (the source text prints a minus sign; it is a plus).
+            # +sign(w) and +2w: a descent step shrinks the weights.
             np.testing.assert_allclose(g1[outer][inner], np.sign(value) if selected else 0.0)
             np.testing.assert_allclose(g2[outer][inner], 2 * value if selected else 0.0, rtol=1e-6)
 
@@ -118,3 +118,20 @@ def test_low_precision_weights_are_summed_in_float32(dtype):
     grad = jax.grad(regularizers.l2_penalty)(params)
     assert grad["w"].dtype == dtype
     np.testing.assert_allclose(np.asarray(grad["w"], np.float64), 2 * w, rtol=1e-2)
+
+
+def test_l2_penalty_equals_coupled_weight_decay_of_twice_lambda():
+    """The module docstring's recipe: lam * l2_penalty == optax.add_decayed_weights(2 * lam)."""
+    optax = pytest.importorskip("optax")
+    lam, learning_rate = 0.05, 0.1
+    params = {"w": jnp.asarray(RNG.normal(size=(3, 2))), "b": jnp.asarray(RNG.normal(size=2))}
+    data_loss = lambda p: jnp.sum(jnp.sin(p["w"])) + jnp.sum(p["b"] ** 3)
+    penalized = jax.grad(lambda p: data_loss(p) + lam * regularizers.l2_penalty(p))(params)
+    expected = jax.tree.map(lambda g, w: g + 2 * lam * w, jax.grad(data_loss)(params), params)
+    close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    jax.tree.map(close, penalized, expected)  # NumPy-side closed form
+    decayed = optax.chain(optax.add_decayed_weights(2 * lam), optax.sgd(learning_rate))
+    updates, _ = decayed.update(jax.grad(data_loss)(params), decayed.init(params), params)
+    plain = optax.sgd(learning_rate)
+    reference, _ = plain.update(penalized, plain.init(params), params)
+    jax.tree.map(close, updates, reference)

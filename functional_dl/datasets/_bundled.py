@@ -17,6 +17,8 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from functional_dl import checks
+
 _PACKAGE = __name__.rpartition(".")[0]
 
 
@@ -78,22 +80,14 @@ begun that year). Public domain; see SOURCES.md."""
 
 
 def _read_bytes(filename: str) -> bytes:
+    """The bytes of a data file of this package (installed or a source checkout)."""
     return importlib.resources.files(_PACKAGE).joinpath(filename).read_bytes()
 
 
 def _load_npz(filename: str) -> dict[str, np.ndarray]:
+    """The arrays of a bundled ``.npz`` file, read without pickle."""
     with np.load(io.BytesIO(_read_bytes(filename)), allow_pickle=False) as archive:
         return {name: archive[name] for name in archive.files}
-
-
-def _float_dtype(dtype) -> np.dtype:
-    try:
-        resolved = np.dtype(dtype)
-    except TypeError as error:
-        raise TypeError(f"dtype must be a floating-point dtype, got {dtype!r}") from error
-    if not np.issubdtype(resolved, np.floating):
-        raise TypeError(f"dtype must be a floating-point dtype, got {resolved}")
-    return resolved
 
 
 def load_digits(*, dtype=np.float32) -> Dataset:
@@ -104,7 +98,7 @@ def load_digits(*, dtype=np.float32) -> Dataset:
     ``target`` int32 digits 0..9, ``feature_names`` ``"pixel_<row>_<column>"`` and
     ``target_names`` ``"0"``..``"9"``. Scale to [0, 1] with ``data / 16``.
     """
-    dtype = _float_dtype(dtype)
+    dtype = checks.float_dtype(dtype, name="dtype")
     stored = _load_npz("digits.npz")
     data = stored["pixels"].astype(dtype)
     feature_names = tuple(f"pixel_{row}_{col}" for row in range(8) for col in range(8))
@@ -127,7 +121,7 @@ def load_breast_cancer(*, dtype=np.float32) -> Dataset:
     ``target_names`` ``("malignant", "benign")``. The features span five orders of magnitude;
     standardize them (:func:`standardize`) before a gradient method or the perceptron.
     """
-    dtype = _float_dtype(dtype)
+    dtype = checks.float_dtype(dtype, name="dtype")
     stored = _load_npz("breast_cancer.npz")
     return Dataset(
         data=stored["features"].astype(dtype),
@@ -145,7 +139,7 @@ def load_nile(*, dtype=np.float32) -> TimeSeries:
     ``dtype`` (integers 456..1370, exact in float32). A two-state Gaussian HMM on ``values``
     finds the drop in level near 1898.
     """
-    dtype = _float_dtype(dtype)
+    dtype = checks.float_dtype(dtype, name="dtype")
     text = _read_bytes("nile.csv").decode("ascii")
     table = np.loadtxt(io.StringIO(text), delimiter=",", skiprows=1, dtype=np.int64, ndmin=2)
     return TimeSeries(

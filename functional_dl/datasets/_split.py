@@ -6,13 +6,12 @@ a pure ``jnp`` function and can be jitted.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from functional_dl._checks import check_key
+from functional_dl import checks
 from functional_dl._types import Array, PRNGKey
 
 
@@ -20,7 +19,7 @@ def train_test_split(key: PRNGKey, *arrays: Any, test_size: float = 0.25) -> tup
     """Shuffle examples with ``key`` and split every array the same way.
 
     One permutation ``p = jax.random.permutation(key, n)`` of the ``n`` examples is drawn;
-    the first ``n_test = ceil(test_size * n)`` entries of ``p`` index the test part and the
+    the first ``num_test = ceil(test_size * n)`` entries of ``p`` index the test part and the
     rest, in permuted order, the training part. Every array is indexed along its leading
     axis with the same indices, so rows stay aligned across arrays. NumPy inputs give NumPy
     outputs and JAX inputs JAX outputs. The same key gives the same split.
@@ -34,25 +33,14 @@ def train_test_split(key: PRNGKey, *arrays: Any, test_size: float = 0.25) -> tup
       ``(a_train, a_test, b_train, b_test, ...)``, two arrays per input, in input order.
 
     Raises:
-      ValueError: no arrays, a 0-d array, different leading lengths, ``test_size`` outside
-        (0, 1), or a split that would leave the training or the test part empty.
+      TypeError: ``key`` is not a PRNG key, or ``test_size`` is not a real number.
+      ValueError: no key, no arrays, a 0-d array, different leading lengths, ``test_size``
+        outside (0, 1), or a split that would leave the training or the test part empty.
     """
-    check_key("key", key, what="shuffling before the split")
-    if not arrays:
-        raise ValueError("train_test_split: pass at least one array after key")
-    if isinstance(test_size, bool) or not isinstance(test_size, numbers.Real):
-        raise TypeError(f"test_size must be a number in (0, 1), got {test_size!r}")
-    if not 0.0 < float(test_size) < 1.0:
-        raise ValueError(f"test_size must be in (0, 1), got {test_size!r}")
+    checks.prng_key("key", key, what="shuffling before the split")
+    checks.real_in("test_size", test_size, 0.0, 1.0, low_closed=False, high_closed=False)
     arrays = tuple(a if hasattr(a, "shape") else jnp.asarray(a) for a in arrays)
-    for position, array in enumerate(arrays):
-        if array.ndim == 0:
-            raise ValueError(f"arrays[{position}] must have a leading example axis, got a "
-                             "0-d array")
-    lengths = [array.shape[0] for array in arrays]
-    if len(set(lengths)) != 1:
-        raise ValueError(f"arrays must all have the same leading length, got lengths {lengths}")
-    num_examples = lengths[0]
+    num_examples = checks.leading_length("arrays", arrays)
     # rounded first: 0.07 · 100 is 7.000000000000001 in binary floating point
     num_test = math.ceil(round(float(test_size) * num_examples, 9))
     if not 0 < num_test < num_examples:
