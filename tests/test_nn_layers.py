@@ -1,4 +1,7 @@
-"""Tests for functional_dl.nn layers, initializers and combinators (oracles in NumPy)."""
+"""Tests for functional_dl.nn layers, initializers and combinators (oracles in NumPy).
+
+The common contract and the forward-pass oracle run over every entry of ``tests/_layers.py``.
+"""
 import math
 
 import jax

@@ -5,7 +5,8 @@ NamedTuple, jitted (one compiled step called 100 times) and un-jitted (a Python 
 eager calls), in float64 (x64 on, rtol 1e-10) and float32 (rtol 1e-5), and compares the
 whole parameter trajectory with the NumPy oracle, which steps each leaf on its own in
 float64 (for the float32 runs: from the same float32 inputs, so it is the exact answer that
-float32 arithmetic approximates).
+float32 arithmetic approximates).  The cases and the oracles are the ``variants`` of the
+registry in ``tests/_optimizers.py``.
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def make_grad_sequence(rng: np.random.Generator, params: dict, dtype) -> dict:
 
 
 def build_case(case: str):
-    """(the optimizer, its NumPy oracle for one leaf given (p0, gs, mask flag))."""
+    """(the optimizer, its NumPy oracle for one leaf given (p0, gs, mask flag), its mask)."""
     entry, (rate, options) = VARIANTS[case]
     built_rate, numpy_rate = rate_pair(rate)
     oracle_options = {k: v for k, v in options.items() if k != "mask"}
@@ -62,7 +63,7 @@ def build_case(case: str):
         leaf_mask = {"mask": decayed} if "mask" in options else {}
         return entry.oracle(p, gs, numpy_rate, **oracle_options, **leaf_mask)
 
-    return entry.build(built_rate, **options), oracle
+    return entry.build(built_rate, **options), oracle, options.get("mask")
 
 
 def mask_flags(mask, params) -> list:
@@ -108,15 +109,25 @@ def check_against_oracle(case: str, dtype, rtol: float, jitted: bool, seed: int)
     rng = np.random.default_rng(seed)
     params = make_params(rng, dtype)
     grads = make_grad_sequence(rng, params, dtype)
-    optimizer, oracle = build_case(case)
+    optimizer, oracle, mask = build_case(case)
     got = run_optimizer(optimizer, params, grads, jitted=jitted)
-    want = expected_trajectory(oracle, VARIANTS[case][1].options.get("mask"), params, grads)
+    want = expected_trajectory(oracle, mask, params, grads)
     got_leaves = jax.tree_util.tree_leaves(got)
     assert len(got_leaves) == len(want) == 4
     for g, w in zip(got_leaves, want):
         assert g.dtype == dtype
         # relative to each entry, and to the leaf's scale for entries passing near zero
         np.testing.assert_allclose(np.asarray(g), w, rtol=rtol, atol=rtol * np.abs(w).max())
+
+
+def test_mask_flags_follow_the_flattening_order():
+    # dict keys sorted: blocks[0][0], dense.w, pair.first, pair.second
+    params = make_params(np.random.default_rng(0), np.float32)
+    _, _, tree_mask = build_case("adamw_warmup_cosine_mask_tree")
+    assert mask_flags(tree_mask, params) == [False, True, True, True]
+    _, _, mask_fn = build_case("adamw_mask_fn")
+    assert mask_flags(mask_fn, params) == [False, True, True, False]
+    assert mask_flags(None, params) == [True] * 4
 
 
 EAGER_CASES = ["sgd_cosine", "momentum_nesterov", "adagrad", "rmsprop_centered", "adam",
