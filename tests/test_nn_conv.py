@@ -7,52 +7,10 @@ import pytest
 from functional_dl import nn
 from functional_dl.nn.backprop import check_gradient
 
+from _layers import np_conv2d, np_convnet, np_pool, small_convnet
+
 RNG = np.random.default_rng(3)
 KEY = jax.random.key(0)
-
-
-def same_padding(size, window, stride):
-    out = -(-size // stride)
-    total = max((out - 1) * stride + window - size, 0)
-    return total // 2, total - total // 2
-
-
-def np_pad(x, window, strides, padding, fill):
-    """Pad an NHWC array as the layer's padding argument says; returns the padded array."""
-    if padding == "VALID":
-        pads = ((0, 0), (0, 0))
-    elif padding == "SAME":
-        pads = tuple(same_padding(x.shape[1 + a], window[a], strides[a]) for a in range(2))
-    else:
-        pads = padding
-    return np.pad(x, ((0, 0), pads[0], pads[1], (0, 0)), constant_values=fill)
-
-
-def np_sliding(x_pad, window, strides, channels_out, reduce_patch):
-    """y[:, i, j, :] = reduce_patch(window of x_pad at (i·s_h, j·s_w)), a direct loop."""
-    out_h = (x_pad.shape[1] - window[0]) // strides[0] + 1
-    out_w = (x_pad.shape[2] - window[1]) // strides[1] + 1
-    y = np.zeros((x_pad.shape[0], out_h, out_w, channels_out))
-    for i in range(out_h):
-        for j in range(out_w):
-            top, left = i * strides[0], j * strides[1]
-            y[:, i, j, :] = reduce_patch(x_pad[:, top:top + window[0], left:left + window[1], :])
-    return y
-
-
-def np_conv2d(x, w, b, strides, padding):
-    x_pad = np_pad(x, w.shape[:2], strides, padding, 0.0)
-    # y[n, i, j, o] = b[o] + Σ_{u,v,c} patch[n, u, v, c] w[u, v, c, o]
-    return np_sliding(x_pad, w.shape[:2], strides, w.shape[3],
-                      lambda patch: b + np.einsum("nuvc,uvco->no", patch, w))
-
-
-def np_pool(x, window, strides, padding, kind):
-    fill = -np.inf if kind == "max" else np.nan  # NaN padding: nanmean skips it
-    x_pad = np_pad(x, window, strides, padding, fill)
-    reduce_patch = ((lambda p: np.max(p, axis=(1, 2))) if kind == "max"
-                    else (lambda p: np.nanmean(p, axis=(1, 2))))
-    return np_sliding(x_pad, window, strides, x.shape[3], reduce_patch)
 
 
 def batched_and_per_image(layer, params, x):
@@ -124,23 +82,6 @@ def test_flatten():
     assert nn.Flatten.init(KEY, x.shape)[0] == y.shape
     with pytest.raises(ValueError, match="only the batch axis"):
         nn.Flatten.init(KEY, (2, -1, 3))
-
-
-def small_convnet():
-    return nn.serial(nn.Conv2D(3, 3, padding="SAME"), nn.Relu, nn.MaxPool(2),
-                     nn.Conv2D(2, (2, 2), strides=1, padding="VALID"), nn.Tanh,
-                     nn.AvgPool(2, padding="SAME"), nn.Flatten, nn.Dense(4))
-
-
-def np_convnet(params, x):
-    """The NumPy forward pass of ``small_convnet`` built from the loop oracles above."""
-    p = {name: {k: np.asarray(v, np.float64) for k, v in layer.items()}
-         for name, layer in params.items()}
-    h = np.maximum(np_conv2d(x, p["conv_0"]["w"], p["conv_0"]["b"], (1, 1), "SAME"), 0)
-    h = np_pool(h, (2, 2), (2, 2), "VALID", "max")
-    h = np.tanh(np_conv2d(h, p["conv_1"]["w"], p["conv_1"]["b"], (1, 1), "VALID"))
-    h = np_pool(h, (2, 2), (2, 2), "SAME", "avg")
-    return h.reshape(h.shape[0], -1) @ p["dense_0"]["w"] + p["dense_0"]["b"]
 
 
 def test_convnet_shapes_jit_and_per_example_vmap():

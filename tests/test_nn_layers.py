@@ -1,4 +1,7 @@
-"""Tests for functional_dl.nn layers, initializers and combinators (oracles in NumPy)."""
+"""Tests for functional_dl.nn layers, initializers and combinators (oracles in NumPy).
+
+The common contract and the forward-pass oracle run over every entry of ``tests/_layers.py``.
+"""
 import math
 
 import jax
@@ -8,6 +11,8 @@ import pytest
 
 from functional_dl import nn
 from functional_dl.nn import initializers
+
+from _layers import ACTIVATION_ORACLES, LAYERS, np_mlp
 
 RNG = np.random.default_rng(2)
 KEY = jax.random.key(0)
@@ -56,28 +61,13 @@ def test_normal_and_zeros_initializers_and_dtypes():
 # ------------------------------------------------------------------- activations
 
 
-def np_gelu(x):
-    return np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x.ravel()]).reshape(x.shape)
-
-
-def np_softmax(x):
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-ACTIVATIONS = {  # function, layer, NumPy oracle
-    "relu": (nn.relu, nn.Relu, lambda x: np.maximum(x, 0)),
-    "sigmoid": (nn.sigmoid, nn.Sigmoid, lambda x: 1 / (1 + np.exp(-x))),
-    "tanh": (nn.tanh, nn.Tanh, np.tanh),
-    "gelu": (nn.gelu, nn.Gelu, np_gelu),
-    "softmax": (nn.softmax, nn.Softmax, np_softmax),
-    "log_softmax": (nn.log_softmax, nn.LogSoftmax, lambda x: np.log(np_softmax(x))),
-}
+ACTIVATIONS = {"relu": nn.relu, "sigmoid": nn.sigmoid, "tanh": nn.tanh, "gelu": nn.gelu,
+               "softmax": nn.softmax, "log_softmax": nn.log_softmax}
 
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
 def test_activations_match_numpy_as_functions_and_layers(name):
-    fn, layer, oracle = ACTIVATIONS[name]
+    fn, layer, oracle = ACTIVATIONS[name], LAYERS[name].build(), ACTIVATION_ORACLES[name]
     x = RNG.normal(size=(4, 5)) * 3
     expected = oracle(x)
     np.testing.assert_allclose(fn(jnp.asarray(x, jnp.float32)), expected, rtol=1e-5, atol=1e-6)
@@ -182,16 +172,6 @@ def test_dropout_needs_a_key_when_training():
 # ---------------------------------------------------- serial, mlp and the contract
 
 
-def np_mlp(params, x, activation):
-    h = np.asarray(x, np.float64)
-    names = sorted(params, key=lambda n: int(n.split("_")[1]))
-    for i, name in enumerate(names):
-        h = h @ np.asarray(params[name]["w"]) + np.asarray(params[name]["b"])
-        if i < len(names) - 1:
-            h = activation(h)
-    return h
-
-
 def test_mlp_params_names_and_forward_match_numpy():
     init, apply = nn.mlp([5, 4, 3], activation="tanh")
     out_shape, params = init(KEY, (-1, 6))
@@ -268,23 +248,10 @@ def test_mlp_bad_arguments():
         nn.serial(nn.Relu, "dense")
 
 
-LAYERS = {
-    "dense": (nn.Dense(3), (2, 4)),
-    "relu": (nn.Relu, (2, 4)),
-    "sigmoid": (nn.Sigmoid, (2, 4)),
-    "tanh": (nn.Tanh, (2, 4)),
-    "gelu": (nn.Gelu, (2, 4)),
-    "softmax": (nn.Softmax, (2, 4)),
-    "log_softmax": (nn.LogSoftmax, (2, 4)),
-    "dropout": (nn.Dropout(0.25), (2, 4)),
-    "mlp": (nn.mlp([5, 3], activation="gelu", dropout=0.1), (2, 4)),
-    "serial": (nn.serial(nn.Dense(6), nn.Sigmoid, nn.Dense(2), nn.LogSoftmax), (2, 4)),
-}
-
-
 @pytest.mark.parametrize("name", sorted(LAYERS))
 def test_layer_contract_shapes_jit_vmap_grad(name):
-    layer, shape = LAYERS[name]
+    entry = LAYERS[name]
+    layer, shape = entry.build(), entry.input_shape
     with jax.enable_x64(True):  # float64, so the derivative check below can be tight
         unknown_shape, _ = layer.init(KEY, (-1,) + shape[1:])
         out_shape, params = layer.init(KEY, shape)
@@ -298,8 +265,12 @@ def test_layer_contract_shapes_jit_vmap_grad(name):
         @jax.jit  # one compilation per layer for everything below
         def under_jit_vmap_and_grad(x_, direction_):
             jitted = [layer.apply(params, x_), layer.apply(params, x_, key=dropout_key, train=True)]
-            # vmap over single examples (no batch axis), as a per-example caller does.
-            per_example = jax.vmap(lambda xi: layer.apply(params, xi))(x_)
+            # vmap over single examples, as a per-example caller does: without the batch
+            # axis where the layer takes that, else as a batch of one.
+            if entry.per_example:
+                per_example = jax.vmap(lambda xi: layer.apply(params, xi))(x_)
+            else:
+                per_example = jax.vmap(lambda xi: layer.apply(params, xi[None])[0])(x_)
             # Directional derivative: jax.grad against a central difference.
             analytic = jnp.vdot(jax.grad(fn)(x_), direction_)
             numeric = (fn(x_ + eps * direction_) - fn(x_ - eps * direction_)) / (2 * eps)
@@ -312,6 +283,20 @@ def test_layer_contract_shapes_jit_vmap_grad(name):
         np.testing.assert_allclose(per_example, eager[False], rtol=1e-12, atol=1e-12)
         assert abs(float(analytic)) > 1e-3  # the comparison is not 0 = 0
         np.testing.assert_allclose(analytic, numeric, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, entry in LAYERS.items() if entry.oracle))
+def test_layer_forward_matches_numpy_oracle(name):
+    """Eval-mode forward pass, jitted, in float64 against the NumPy transcription."""
+    entry = LAYERS[name]
+    with jax.enable_x64(True):
+        _, params = entry.build().init(KEY, entry.input_shape)
+        x = RNG.normal(size=entry.input_shape)
+        expected = entry.oracle(jax.tree_util.tree_map(lambda v: np.asarray(v, np.float64),
+                                                       params), x)
+        got = jax.jit(entry.build().apply)(params, jnp.asarray(x))
+        assert got.shape == expected.shape and got.dtype == jnp.float64
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
 
 
 def test_relu_keeps_nan_so_corrupt_inputs_stay_visible():

@@ -5,11 +5,11 @@ NamedTuple, jitted (one compiled step called 100 times) and un-jitted (a Python 
 eager calls), in float64 (x64 on, rtol 1e-10) and float32 (rtol 1e-5), and compares the
 whole parameter trajectory with the NumPy oracle, which steps each leaf on its own in
 float64 (for the float32 runs: from the same float32 inputs, so it is the exact answer that
-float32 arithmetic approximates).
+float32 arithmetic approximates).  The cases and the oracles are the ``variants`` of the
+registry in ``tests/_optimizers.py``.
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import jax
@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 
 from functional_dl import optim
+
+from _optimizers import VARIANTS, rate_pair
 
 N_STEPS = 100
 
@@ -51,171 +53,28 @@ def make_grad_sequence(rng: np.random.Generator, params: dict, dtype) -> dict:
     return grads
 
 
-# ----------------------------------------------------------------------------------------
-# NumPy transcriptions: one leaf, all steps; return the trajectory (N_STEPS, *shape).
-# ``lr(t)`` is the rate for the update after t earlier updates.
+def build_case(case: str):
+    """(the optimizer, its NumPy oracle for one leaf given (p0, gs, mask flag), its mask)."""
+    entry, (rate, options) = VARIANTS[case]
+    built_rate, numpy_rate = rate_pair(rate)
+    oracle_options = {k: v for k, v in options.items() if k != "mask"}
+
+    def oracle(p, gs, decayed):
+        leaf_mask = {"mask": decayed} if "mask" in options else {}
+        return entry.oracle(p, gs, numpy_rate, **oracle_options, **leaf_mask)
+
+    return entry.build(built_rate, **options), oracle, options.get("mask")
 
 
-def np_sgd(p, gs, lr):
-    out = []
-    for t, g in enumerate(gs):
-        p = p - lr(t) * g
-        out.append(p)
-    return np.stack(out)
-
-
-def np_momentum(p, gs, lr, beta, nesterov):
-    m = np.zeros_like(p)
-    out = []
-    for t, g in enumerate(gs):
-        m = beta * m - lr(t) * g
-        step = beta * m - lr(t) * g if nesterov else m
-        p = p + step
-        out.append(p)
-    return np.stack(out)
-
-
-def np_adagrad(p, gs, lr, eps, initial_accumulator_value, eps_in_sqrt):
-    G = np.full_like(p, initial_accumulator_value)
-    out = []
-    for t, g in enumerate(gs):
-        G = G + g ** 2
-        denom = np.sqrt(G + eps) if eps_in_sqrt else np.sqrt(G) + eps
-        p = p - lr(t) * g / denom
-        out.append(p)
-    return np.stack(out)
-
-
-def np_rmsprop(p, gs, lr, decay, eps, eps_in_sqrt, centered):
-    E = np.zeros_like(p)
-    mean_g = np.zeros_like(p)
-    out = []
-    for t, g in enumerate(gs):
-        E = decay * E + (1 - decay) * g ** 2
-        s = E
-        if centered:
-            mean_g = decay * mean_g + (1 - decay) * g
-            s = np.maximum(E - mean_g ** 2, 0)
-        denom = np.sqrt(s + eps) if eps_in_sqrt else np.sqrt(s) + eps
-        p = p - lr(t) * g / denom
-        out.append(p)
-    return np.stack(out)
-
-
-def np_adamw(p, gs, lr, b1, b2, eps, weight_decay, decayed):
-    m = np.zeros_like(p)
-    v = np.zeros_like(p)
-    out = []
-    for step, g in enumerate(gs, start=1):
-        m = b1 * m + (1 - b1) * g
-        v = b2 * v + (1 - b2) * g ** 2
-        m_hat = m / (1 - b1 ** step)
-        v_hat = v / (1 - b2 ** step)
-        decay_term = weight_decay * p if decayed else 0.0
-        p = p - lr(step - 1) * (m_hat / (np.sqrt(v_hat) + eps) + decay_term)
-        out.append(p)
-    return np.stack(out)
-
-
-def np_adam(p, gs, lr, b1, b2, eps):
-    return np_adamw(p, gs, lr, b1, b2, eps, 0.0, False)
-
-
-def constant_rate(value):
-    return lambda t: value
-
-
-def np_exponential_rate(t):
-    return 0.05 * 0.5 ** (t / 40)
-
-
-def np_cosine_rate(t):
-    return 0.001 + (0.05 - 0.001) * 0.5 * (1 + math.cos(math.pi * min(t, 80) / 80))
-
-
-def np_warmup_cosine_rate(t):
-    if t < 10:
-        return 0.0 + 0.05 * t / 10
-    return 0.5 * 0.05 * (1 + math.cos(math.pi * min(t - 10, 70) / 70))
-
-
-def np_piecewise_rate(t):
-    return 0.05 if t < 30 else (0.02 if t < 60 else 0.005)
-
-
-SCHEDULES = {
-    "exponential": (lambda: optim.schedules.exponential_decay(0.05, 40, 0.5),
-                    np_exponential_rate),
-    "cosine": (lambda: optim.schedules.cosine_decay(0.05, 80, end_value=0.001), np_cosine_rate),
-    "warmup_cosine": (lambda: optim.schedules.warmup_cosine_decay(0.0, 0.05, 10, 80),
-                      np_warmup_cosine_rate),
-    "piecewise": (lambda: optim.schedules.piecewise_constant([30, 60], [0.05, 0.02, 0.005]),
-                  np_piecewise_rate),
-}
-
-
-def decay_mask(params):
-    """Spare 1-D leaves (biases), decay the rest."""
-    return jax.tree_util.tree_map(lambda x: x.ndim > 1, params)
-
-
-# case id -> (build optimizer, NumPy oracle for one leaf given (p0, gs, decayed))
-CASES = {
-    "sgd": (lambda: optim.sgd(0.05), lambda p, gs, d: np_sgd(p, gs, constant_rate(0.05))),
-    "momentum": (lambda: optim.momentum(0.02),
-                 lambda p, gs, d: np_momentum(p, gs, constant_rate(0.02), 0.9, False)),
-    "momentum_nesterov": (lambda: optim.momentum(0.02, beta=0.8, nesterov=True),
-                          lambda p, gs, d: np_momentum(p, gs, constant_rate(0.02), 0.8, True)),
-    "adagrad": (lambda: optim.adagrad(0.1),
-                lambda p, gs, d: np_adagrad(p, gs, constant_rate(0.1), 1e-10, 0.0, True)),
-    "adagrad_eps_outside": (   # the constant schedule gives the numbers of a float rate
-        lambda: optim.adagrad(optim.schedules.constant(0.1), eps=1e-2, eps_in_sqrt=False),
-        lambda p, gs, d: np_adagrad(p, gs, constant_rate(0.1), 1e-2, 0.0, False)),
-    "adagrad_eps_inside_initial": (
-        lambda: optim.adagrad(0.1, eps=1e-2, initial_accumulator_value=0.1),
-        lambda p, gs, d: np_adagrad(p, gs, constant_rate(0.1), 1e-2, 0.1, True)),
-    "rmsprop": (lambda: optim.rmsprop(0.01),
-                lambda p, gs, d: np_rmsprop(p, gs, constant_rate(0.01), 0.9, 1e-8, True, False)),
-    "rmsprop_eps_outside": (
-        lambda: optim.rmsprop(0.01, decay=0.99, eps=1e-2, eps_in_sqrt=False),
-        lambda p, gs, d: np_rmsprop(p, gs, constant_rate(0.01), 0.99, 1e-2, False, False)),
-    "rmsprop_centered": (
-        lambda: optim.rmsprop(0.01, decay=0.8, eps=1e-2, centered=True),
-        lambda p, gs, d: np_rmsprop(p, gs, constant_rate(0.01), 0.8, 1e-2, True, True)),
-    "rmsprop_centered_eps_outside": (
-        lambda: optim.rmsprop(0.01, eps=1e-2, eps_in_sqrt=False, centered=True),
-        lambda p, gs, d: np_rmsprop(p, gs, constant_rate(0.01), 0.9, 1e-2, False, True)),
-    "adam": (lambda: optim.adam(0.01),
-             lambda p, gs, d: np_adam(p, gs, constant_rate(0.01), 0.9, 0.999, 1e-8)),
-    "adam_options": (lambda: optim.adam(0.01, b1=0.5, b2=0.9, eps=1e-2),
-                     lambda p, gs, d: np_adam(p, gs, constant_rate(0.01), 0.5, 0.9, 1e-2)),
-    "adamw": (lambda: optim.adamw(0.01, weight_decay=0.5),
-              lambda p, gs, d: np_adamw(p, gs, constant_rate(0.01), 0.9, 0.999, 1e-8, 0.5, True)),
-    "adamw_mask_fn": (
-        lambda: optim.adamw(0.01, weight_decay=0.5, mask=decay_mask),
-        lambda p, gs, d: np_adamw(p, gs, constant_rate(0.01), 0.9, 0.999, 1e-8, 0.5, d)),
-}
-for _name, (_build_schedule, _np_rate) in SCHEDULES.items():
-    CASES[f"sgd_{_name}"] = (
-        lambda b=_build_schedule: optim.sgd(b()),
-        lambda p, gs, d, r=_np_rate: np_sgd(p, gs, r))
-CASES["momentum_cosine"] = (
-    lambda: optim.momentum(SCHEDULES["cosine"][0](), nesterov=True),
-    lambda p, gs, d: np_momentum(p, gs, np_cosine_rate, 0.9, True))
-CASES["adagrad_piecewise"] = (
-    lambda: optim.adagrad(SCHEDULES["piecewise"][0](), eps=1e-6),
-    lambda p, gs, d: np_adagrad(p, gs, np_piecewise_rate, 1e-6, 0.0, True))
-CASES["rmsprop_exponential"] = (
-    lambda: optim.rmsprop(SCHEDULES["exponential"][0](), centered=True),
-    lambda p, gs, d: np_rmsprop(p, gs, np_exponential_rate, 0.9, 1e-8, True, True))
-CASES["adamw_warmup_cosine_mask_tree"] = (
-    lambda: optim.adamw(SCHEDULES["warmup_cosine"][0](), weight_decay=0.3,
-                        mask={"dense": {"w": True}, "blocks": False, "pair": True}),
-    lambda p, gs, d: np_adamw(p, gs, np_warmup_cosine_rate, 0.9, 0.999, 1e-8, 0.3, d))
-
-# Which leaves that tree mask decays, in flattening order (dict keys sorted):
-# blocks[0][0], dense.w, pair.first, pair.second.
-TREE_MASK_DECAYED = {"adamw_warmup_cosine_mask_tree": [False, True, True, True]}
+def mask_flags(mask, params) -> list:
+    """The mask's flag for each leaf of ``params``: a function of params, or a prefix tree."""
+    if mask is None:
+        return [True] * len(jax.tree_util.tree_leaves(params))
+    if callable(mask):
+        return jax.tree_util.tree_leaves(mask(params))
+    spread = jax.tree_util.tree_map(
+        lambda flag, subtree: jax.tree_util.tree_map(lambda _: flag, subtree), mask, params)
+    return jax.tree_util.tree_leaves(spread)
 
 
 def run_optimizer(optimizer, params, grad_sequence, *, jitted: bool):
@@ -237,13 +96,12 @@ def run_optimizer(optimizer, params, grad_sequence, *, jitted: bool):
     return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *trajectory)
 
 
-def expected_trajectory(case: str, params, grad_sequence):
+def expected_trajectory(oracle, mask, params, grad_sequence):
     """The oracle's trajectory per leaf, computed in float64."""
-    _, oracle = CASES[case]
     p_leaves, treedef = jax.tree_util.tree_flatten(params)
     g_leaves = [np.asarray(g, np.float64) for g in treedef.flatten_up_to(grad_sequence)]
     p_leaves = [np.asarray(p, np.float64) for p in p_leaves]
-    decayed = TREE_MASK_DECAYED.get(case, [p.ndim > 1 for p in p_leaves])
+    decayed = mask_flags(mask, params)
     return [oracle(p, gs, d) for p, gs, d in zip(p_leaves, g_leaves, decayed)]
 
 
@@ -251,8 +109,9 @@ def check_against_oracle(case: str, dtype, rtol: float, jitted: bool, seed: int)
     rng = np.random.default_rng(seed)
     params = make_params(rng, dtype)
     grads = make_grad_sequence(rng, params, dtype)
-    got = run_optimizer(CASES[case][0](), params, grads, jitted=jitted)
-    want = expected_trajectory(case, params, grads)
+    optimizer, oracle, mask = build_case(case)
+    got = run_optimizer(optimizer, params, grads, jitted=jitted)
+    want = expected_trajectory(oracle, mask, params, grads)
     got_leaves = jax.tree_util.tree_leaves(got)
     assert len(got_leaves) == len(want) == 4
     for g, w in zip(got_leaves, want):
@@ -261,17 +120,27 @@ def check_against_oracle(case: str, dtype, rtol: float, jitted: bool, seed: int)
         np.testing.assert_allclose(np.asarray(g), w, rtol=rtol, atol=rtol * np.abs(w).max())
 
 
+def test_mask_flags_follow_the_flattening_order():
+    # dict keys sorted: blocks[0][0], dense.w, pair.first, pair.second
+    params = make_params(np.random.default_rng(0), np.float32)
+    _, _, tree_mask = build_case("adamw_warmup_cosine_mask_tree")
+    assert mask_flags(tree_mask, params) == [False, True, True, True]
+    _, _, mask_fn = build_case("adamw_mask_fn")
+    assert mask_flags(mask_fn, params) == [False, True, True, False]
+    assert mask_flags(None, params) == [True] * 4
+
+
 EAGER_CASES = ["sgd_cosine", "momentum_nesterov", "adagrad", "rmsprop_centered", "adam",
                "adamw_mask_fn"]
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", sorted(VARIANTS))
 def test_matches_numpy_float64_jit(case):
     with jax.enable_x64(True):
         check_against_oracle(case, np.float64, 1e-10, True, seed=len(case))
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", sorted(VARIANTS))
 def test_matches_numpy_float32_jit(case):
     check_against_oracle(case, np.float32, 1e-5, True, seed=len(case) + 100)
 

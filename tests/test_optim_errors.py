@@ -9,23 +9,18 @@ import pytest
 
 from functional_dl import optim
 
+from _optimizers import INSTANCES, instances
+
 PARAMS = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
 
-STATEFUL = {
-    "momentum": lambda: optim.momentum(0.1),
-    "adagrad": lambda: optim.adagrad(0.1),
-    "rmsprop": lambda: optim.rmsprop(0.1),
-    "rmsprop_centered": lambda: optim.rmsprop(0.1, centered=True),
-    "adam": lambda: optim.adam(0.1),
-    "adamw": lambda: optim.adamw(0.1),
-}
-ALL = dict(STATEFUL, sgd=lambda: optim.sgd(0.1))
+STATEFUL = sorted(instances(0.1, stateful_only=True))
+ALL = sorted(INSTANCES)
 
 
-@pytest.mark.parametrize("name", sorted(STATEFUL))
+@pytest.mark.parametrize("name", STATEFUL)
 @pytest.mark.parametrize("jitted", [False, True], ids=["eager", "jit"])
 def test_grads_with_other_structure_show_both_structures(name, jitted):
-    optimizer = STATEFUL[name]()
+    optimizer = instances(0.1)[name]
     state = optimizer.init(PARAMS)
     grads = {"w": jnp.ones((3, 2)), "bias": jnp.zeros(2)}
     update = jax.jit(optimizer.update) if jitted else optimizer.update
@@ -43,18 +38,18 @@ def test_sgd_checks_grads_against_params():
         optimizer.update([jnp.ones(2)], optimizer.init(PARAMS), PARAMS)
 
 
-@pytest.mark.parametrize("name", sorted(ALL))
+@pytest.mark.parametrize("name", ALL)
 def test_grads_with_other_leaf_shape_name_the_leaf(name):
-    optimizer = ALL[name]()
+    optimizer = instances(0.1)[name]
     grads = {"w": jnp.ones((2, 3)), "b": jnp.zeros(2)}
     with pytest.raises(ValueError, match=re.escape("grads['w'] has shape (2, 3)")):
         optimizer.update(grads, optimizer.init(PARAMS), PARAMS)
 
 
-@pytest.mark.parametrize("name", sorted(ALL))
+@pytest.mark.parametrize("name", ALL)
 @pytest.mark.parametrize("bad_dtype", [jnp.int32, jnp.bool_, jnp.complex64])
 def test_integer_bool_complex_leaves_raise_type_error_naming_the_leaf(name, bad_dtype):
-    optimizer = ALL[name]()
+    optimizer = instances(0.1)[name]
     bad_params = {"w": jnp.ones((3, 2)), "steps": jnp.zeros(2, bad_dtype)}
     with pytest.raises(TypeError, match=re.escape("params['steps'] has dtype")):
         optimizer.init(bad_params)

@@ -14,21 +14,16 @@ import pytest
 
 from functional_dl import optim
 
+from _optimizers import CONVERGENCE, instances
+
 S = optim.schedules
 
 
 def all_optimizers(rate: float = 0.01):
-    """One instance per optimizer and option, at a modest constant rate."""
+    """One instance per optimizer and option, at a modest constant rate, and combinators."""
     return {
-        "sgd": optim.sgd(rate),
+        **instances(rate),
         "sgd_schedule": optim.sgd(S.exponential_decay(rate, 10, 0.9)),
-        "momentum": optim.momentum(rate),
-        "nesterov": optim.momentum(rate, nesterov=True),
-        "adagrad": optim.adagrad(rate),
-        "rmsprop": optim.rmsprop(rate),
-        "rmsprop_centered": optim.rmsprop(rate, centered=True, eps_in_sqrt=False),
-        "adam": optim.adam(rate),
-        "adamw": optim.adamw(rate, mask=lambda p: jax.tree_util.tree_map(lambda x: x.ndim > 1, p)),
         "chain": optim.chain(optim.clip_by_global_norm(1.0), optim.adam(rate)),
         "apply_if_finite": optim.apply_if_finite(optim.momentum(rate)),
     }
@@ -46,27 +41,6 @@ def descend(optimizer, loss, params, n_steps: int):
     return run(params)[0]
 
 
-CONVERGENCE = {
-    # name: (optimizer on the quadratic, optimizer on Rosenbrock, Rosenbrock steps, distance
-    # to (1, 1) allowed at the end: a few times the distance reached, and less than the
-    # distance reached after half the steps, so a slower or wrong optimizer fails)
-    "sgd": (optim.sgd(0.05), optim.sgd(1e-3), 20_000, 1e-3),
-    "momentum": (optim.momentum(0.01), optim.momentum(1e-3), 5_000, 1e-5),
-    "nesterov": (optim.momentum(0.01, nesterov=True), optim.momentum(1e-3, nesterov=True),
-                 5_000, 1e-5),
-    "adagrad": (optim.adagrad(0.5), optim.adagrad(0.5), 5_000, 5e-2),
-    "rmsprop": (optim.rmsprop(S.cosine_decay(0.01, 3_000)),
-                optim.rmsprop(S.cosine_decay(0.01, 5_000)), 5_000, 1.5e-2),
-    "rmsprop_centered": (optim.rmsprop(S.cosine_decay(0.01, 3_000), centered=True),
-                         optim.rmsprop(S.cosine_decay(0.01, 5_000), centered=True), 5_000,
-                         1.5e-2),
-    "adam": (optim.adam(S.cosine_decay(0.05, 3_000)), optim.adam(S.cosine_decay(0.02, 5_000)),
-             5_000, 1e-2),
-    "adamw": (optim.adamw(S.warmup_cosine_decay(0.0, 0.05, 100, 3_000), weight_decay=0.0),
-              optim.adamw(S.cosine_decay(0.02, 5_000), weight_decay=0.0), 5_000, 1e-2),
-}
-
-
 @pytest.mark.parametrize("name", sorted(CONVERGENCE))
 def test_converges_on_quadratic(name):
     rng = np.random.default_rng(0)
@@ -79,7 +53,7 @@ def test_converges_on_quadratic(name):
     def loss(p):
         return 0.5 * p["w"] @ a32 @ p["w"] - b32 @ p["w"]
 
-    w = descend(CONVERGENCE[name][0], loss, {"w": jnp.zeros(4)}, 3_000)["w"]
+    w = descend(CONVERGENCE[name].quadratic(), loss, {"w": jnp.zeros(4)}, 3_000)["w"]
     np.testing.assert_allclose(np.asarray(w), minimiser, atol=1e-5)
 
 
@@ -88,7 +62,8 @@ def test_converges_on_rosenbrock(name):
     def rosenbrock(p):
         return (1.0 - p["x"]) ** 2 + 100.0 * (p["y"] - p["x"] ** 2) ** 2
 
-    _, optimizer, n_steps, distance = CONVERGENCE[name]
+    _, build, n_steps, distance = CONVERGENCE[name]
+    optimizer = build()
     start = {"x": jnp.float32(-1.2), "y": jnp.float32(1.0)}
     assert float(rosenbrock(start)) > 20
     end = descend(optimizer, rosenbrock, start, n_steps)

@@ -1,0 +1,168 @@
+"""The registry of layers the tests run: one entry per layer, read by the contract and oracle tests.
+
+An entry gives a zero-argument ``build`` returning the layer (an ``(init, apply)`` pair), the
+input shape (batch axis first), the NumPy float64 forward pass at eval time
+``oracle(params, x)`` (params as a tree of float64 arrays; None where no oracle exists),
+and ``per_example``: whether ``apply`` also takes one example without the batch axis.
+``tests/test_nn_layers.py`` runs the common contract (shapes, jit, vmap, grad) and the
+oracle comparison for every entry, so a new layer is one entry here.
+
+The NumPy oracles are direct transcriptions: loops over output positions for convolution
+and pooling, ``math.erf`` per entry for GELU.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+
+from functional_dl import nn
+
+
+# ----------------------------------------------------------------------------------------
+# NumPy oracles.
+
+
+def np_gelu(x):
+    return np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x.ravel()]).reshape(x.shape)
+
+
+def np_softmax(x):
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def np_sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def np_dense(params, x):
+    return x @ params["w"] + params["b"]
+
+
+def np_mlp(params, x, activation):
+    h = np.asarray(x, np.float64)
+    names = sorted(params, key=lambda n: int(n.split("_")[1]))
+    for i, name in enumerate(names):
+        h = h @ np.asarray(params[name]["w"]) + np.asarray(params[name]["b"])
+        if i < len(names) - 1:
+            h = activation(h)
+    return h
+
+
+def same_padding(size, window, stride):
+    out = -(-size // stride)
+    total = max((out - 1) * stride + window - size, 0)
+    return total // 2, total - total // 2
+
+
+def np_pad(x, window, strides, padding, fill):
+    """Pad an NHWC array as the layer's padding argument says; returns the padded array."""
+    if padding == "VALID":
+        pads = ((0, 0), (0, 0))
+    elif padding == "SAME":
+        pads = tuple(same_padding(x.shape[1 + a], window[a], strides[a]) for a in range(2))
+    else:
+        pads = padding
+    return np.pad(x, ((0, 0), pads[0], pads[1], (0, 0)), constant_values=fill)
+
+
+def np_sliding(x_pad, window, strides, channels_out, reduce_patch):
+    """y[:, i, j, :] = reduce_patch(window of x_pad at (i·s_h, j·s_w)), a direct loop."""
+    out_h = (x_pad.shape[1] - window[0]) // strides[0] + 1
+    out_w = (x_pad.shape[2] - window[1]) // strides[1] + 1
+    y = np.zeros((x_pad.shape[0], out_h, out_w, channels_out))
+    for i in range(out_h):
+        for j in range(out_w):
+            top, left = i * strides[0], j * strides[1]
+            y[:, i, j, :] = reduce_patch(x_pad[:, top:top + window[0], left:left + window[1], :])
+    return y
+
+
+def np_conv2d(x, w, b, strides, padding):
+    x_pad = np_pad(x, w.shape[:2], strides, padding, 0.0)
+    # y[n, i, j, o] = b[o] + Σ_{u,v,c} patch[n, u, v, c] w[u, v, c, o]
+    return np_sliding(x_pad, w.shape[:2], strides, w.shape[3],
+                      lambda patch: b + np.einsum("nuvc,uvco->no", patch, w))
+
+
+def np_pool(x, window, strides, padding, kind):
+    fill = -np.inf if kind == "max" else np.nan  # NaN padding: nanmean skips it
+    x_pad = np_pad(x, window, strides, padding, fill)
+    reduce_patch = ((lambda p: np.max(p, axis=(1, 2))) if kind == "max"
+                    else (lambda p: np.nanmean(p, axis=(1, 2))))
+    return np_sliding(x_pad, window, strides, x.shape[3], reduce_patch)
+
+
+def small_convnet():
+    return nn.serial(nn.Conv2D(3, 3, padding="SAME"), nn.Relu, nn.MaxPool(2),
+                     nn.Conv2D(2, (2, 2), strides=1, padding="VALID"), nn.Tanh,
+                     nn.AvgPool(2, padding="SAME"), nn.Flatten, nn.Dense(4))
+
+
+def np_convnet(params, x):
+    """The NumPy forward pass of ``small_convnet`` built from the loop oracles above."""
+    p = {name: {k: np.asarray(v, np.float64) for k, v in layer.items()}
+         for name, layer in params.items()}
+    h = np.maximum(np_conv2d(x, p["conv_0"]["w"], p["conv_0"]["b"], (1, 1), "SAME"), 0)
+    h = np_pool(h, (2, 2), (2, 2), "VALID", "max")
+    h = np.tanh(np_conv2d(h, p["conv_1"]["w"], p["conv_1"]["b"], (1, 1), "VALID"))
+    h = np_pool(h, (2, 2), (2, 2), "SAME", "avg")
+    return h.reshape(h.shape[0], -1) @ p["dense_0"]["w"] + p["dense_0"]["b"]
+
+
+def _np_serial(params, x):
+    """The forward pass of the ``serial`` entry: Dense, Sigmoid, Dense, LogSoftmax."""
+    h = np_sigmoid(np_dense(params["dense_0"], x))
+    return np.log(np_softmax(np_dense(params["dense_1"], h)))
+
+
+# ----------------------------------------------------------------------------------------
+# The registry.
+
+
+class LayerEntry(NamedTuple):
+    """One layer configuration and what the common tests need to run it."""
+    build: Callable[[], Any]
+    input_shape: tuple
+    oracle: Callable[[Any, np.ndarray], np.ndarray] | None
+    per_example: bool = True
+
+
+def _stateless(oracle):
+    """An oracle for a parameter-free layer, from its elementwise NumPy function."""
+    return lambda params, x: oracle(x)
+
+
+ACTIVATION_ORACLES = {
+    "relu": lambda x: np.maximum(x, 0),
+    "sigmoid": np_sigmoid,
+    "tanh": np.tanh,
+    "gelu": np_gelu,
+    "softmax": np_softmax,
+    "log_softmax": lambda x: np.log(np_softmax(x)),
+}
+_ACTIVATION_LAYERS = {"relu": nn.Relu, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.Gelu,
+                      "softmax": nn.Softmax, "log_softmax": nn.LogSoftmax}
+
+LAYERS = {
+    "dense": LayerEntry(lambda: nn.Dense(3), (2, 4), np_dense),
+    **{name: LayerEntry(lambda layer=layer: layer, (2, 4), _stateless(ACTIVATION_ORACLES[name]))
+       for name, layer in _ACTIVATION_LAYERS.items()},
+    "dropout": LayerEntry(lambda: nn.Dropout(0.25), (2, 4), _stateless(lambda x: x)),
+    "mlp": LayerEntry(lambda: nn.mlp([5, 3], activation="gelu", dropout=0.1), (2, 4),
+                      lambda params, x: np_mlp(params, x, np_gelu)),
+    "serial": LayerEntry(lambda: nn.serial(nn.Dense(6), nn.Sigmoid, nn.Dense(2), nn.LogSoftmax),
+                         (2, 4), _np_serial),
+    "conv2d": LayerEntry(lambda: nn.Conv2D(3, (2, 3), (2, 1), "SAME"), (2, 5, 6, 2),
+                         lambda params, x: np_conv2d(x, params["w"], params["b"], (2, 1), "SAME")),
+    "max_pool": LayerEntry(lambda: nn.MaxPool((3, 2), (2, 2), "SAME"), (2, 5, 6, 3),
+                           _stateless(lambda x: np_pool(x, (3, 2), (2, 2), "SAME", "max"))),
+    "avg_pool": LayerEntry(lambda: nn.AvgPool((3, 2), (2, 2), "SAME"), (2, 5, 6, 3),
+                           _stateless(lambda x: np_pool(x, (3, 2), (2, 2), "SAME", "avg"))),
+    # Flatten keeps the leading axis as the batch axis, so one example is not its input.
+    "flatten": LayerEntry(lambda: nn.Flatten, (2, 3, 4, 5),
+                          _stateless(lambda x: x.reshape(x.shape[0], -1)), per_example=False),
+    "convnet": LayerEntry(small_convnet, (3, 8, 8, 1), np_convnet, per_example=False),
+}

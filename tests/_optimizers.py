@@ -1,0 +1,286 @@
+"""The registry of optimizers the tests run: one entry per optimizer, read by every test module.
+
+An entry gives the optimizer's constructor, a NumPy float64 transcription of its formula for
+one leaf (``oracle(p0, grads, rate, **options)`` returning the trajectory; it takes the
+constructor's keyword options with the same defaults, and for ``mask`` the leaf's own flag),
+and the configurations each kind of test uses:
+
+- ``variants``: the cases compared with the oracle over 100 steps (``tests/test_optim.py``);
+- ``instances``: one instance per option that changes the state or the update path, at a rate
+  the test chooses (bad input, state invariants, tracing, half precision);
+- ``convergence``: settings that reach the quadratic's and Rosenbrock's minima;
+- ``optax_recipes``: our arguments beside optax's for the same numbers (None: no peer).
+
+A new optimizer is one entry here (with its oracle); its tests follow.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple
+
+import jax
+import numpy as np
+
+from functional_dl import optim
+
+S = optim.schedules
+
+
+# ----------------------------------------------------------------------------------------
+# NumPy transcriptions: one leaf, all steps; return the trajectory (num_steps, *shape).
+# ``lr(t)`` is the rate for the update after t earlier updates.
+
+
+def np_sgd(p, gs, lr):
+    out = []
+    for t, g in enumerate(gs):
+        p = p - lr(t) * g
+        out.append(p)
+    return np.stack(out)
+
+
+def np_momentum(p, gs, lr, beta=0.9, nesterov=False):
+    m = np.zeros_like(p)
+    out = []
+    for t, g in enumerate(gs):
+        m = beta * m - lr(t) * g
+        step = beta * m - lr(t) * g if nesterov else m
+        p = p + step
+        out.append(p)
+    return np.stack(out)
+
+
+def np_adagrad(p, gs, lr, eps=1e-10, initial_accumulator_value=0.0, eps_in_sqrt=True):
+    G = np.full_like(p, initial_accumulator_value)
+    out = []
+    for t, g in enumerate(gs):
+        G = G + g ** 2
+        denom = np.sqrt(G + eps) if eps_in_sqrt else np.sqrt(G) + eps
+        p = p - lr(t) * g / denom
+        out.append(p)
+    return np.stack(out)
+
+
+def np_rmsprop(p, gs, lr, decay=0.9, eps=1e-8, eps_in_sqrt=True, centered=False):
+    E = np.zeros_like(p)
+    mean_g = np.zeros_like(p)
+    out = []
+    for t, g in enumerate(gs):
+        E = decay * E + (1 - decay) * g ** 2
+        s = E
+        if centered:
+            mean_g = decay * mean_g + (1 - decay) * g
+            s = np.maximum(E - mean_g ** 2, 0)
+        denom = np.sqrt(s + eps) if eps_in_sqrt else np.sqrt(s) + eps
+        p = p - lr(t) * g / denom
+        out.append(p)
+    return np.stack(out)
+
+
+def np_adamw(p, gs, lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4, mask=True):
+    m = np.zeros_like(p)
+    v = np.zeros_like(p)
+    out = []
+    for step, g in enumerate(gs, start=1):
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g ** 2
+        m_hat = m / (1 - b1 ** step)
+        v_hat = v / (1 - b2 ** step)
+        decay_term = weight_decay * p if mask else 0.0
+        p = p - lr(step - 1) * (m_hat / (np.sqrt(v_hat) + eps) + decay_term)
+        out.append(p)
+    return np.stack(out)
+
+
+def np_adam(p, gs, lr, b1=0.9, b2=0.999, eps=1e-8):
+    return np_adamw(p, gs, lr, b1, b2, eps, weight_decay=0.0, mask=False)
+
+
+# ----------------------------------------------------------------------------------------
+# Schedules the oracle cases use: name -> (build the schedule, NumPy rate t -> float).
+
+
+def _np_exponential(t):
+    return 0.05 * 0.5 ** (t / 40)
+
+
+def _np_cosine(t):
+    return 0.001 + (0.05 - 0.001) * 0.5 * (1 + math.cos(math.pi * min(t, 80) / 80))
+
+
+def _np_warmup_cosine(t):
+    if t < 10:
+        return 0.0 + 0.05 * t / 10
+    return 0.5 * 0.05 * (1 + math.cos(math.pi * min(t - 10, 70) / 70))
+
+
+def _np_piecewise(t):
+    return 0.05 if t < 30 else (0.02 if t < 60 else 0.005)
+
+
+SCHEDULES = {
+    "constant": (lambda: S.constant(0.1), lambda t: 0.1),
+    "exponential": (lambda: S.exponential_decay(0.05, 40, 0.5), _np_exponential),
+    "cosine": (lambda: S.cosine_decay(0.05, 80, end_value=0.001), _np_cosine),
+    "warmup_cosine": (lambda: S.warmup_cosine_decay(0.0, 0.05, 10, 80), _np_warmup_cosine),
+    "piecewise": (lambda: S.piecewise_constant([30, 60], [0.05, 0.02, 0.005]), _np_piecewise),
+}
+
+
+def rate_pair(rate):
+    """(the rate to build with, the NumPy rate t -> float) for a float or a SCHEDULES name."""
+    if isinstance(rate, str):
+        build, numpy_rate = SCHEDULES[rate]
+        return build(), numpy_rate
+    return rate, lambda t: rate
+
+
+# ----------------------------------------------------------------------------------------
+# The registry.
+
+
+def no_bias(params):
+    """Decay the leaves with two or more axes; spare the 1-D ones (biases)."""
+    return jax.tree_util.tree_map(lambda x: x.ndim > 1, params)
+
+
+class Variant(NamedTuple):
+    """An oracle case: the rate (a float or a SCHEDULES name) and the keyword options."""
+    rate: Any
+    options: dict = {}
+
+
+class Convergence(NamedTuple):
+    """Settings for the minimisation tests; ``distance`` is the allowed distance to (1, 1)."""
+    quadratic: Callable[[], Any]
+    rosenbrock: Callable[[], Any]
+    rosenbrock_steps: int
+    distance: float
+
+
+class Entry(NamedTuple):
+    """One optimizer and the configurations every test module reads."""
+    name: str
+    build: Callable[..., Any]
+    oracle: Callable[..., Any]
+    stateful: bool
+    variants: dict          # case id -> Variant
+    instances: dict         # instance id -> keyword options
+    convergence: dict       # instance id -> Convergence
+    optax_recipes: dict | None  # recipe id -> (build ours, build optax's from the module)
+
+
+OPTIMIZERS = (
+    Entry(
+        "sgd", optim.sgd, np_sgd, stateful=False,
+        variants={"sgd": Variant(0.05),
+                  **{f"sgd_{name}": Variant(name) for name in SCHEDULES if name != "constant"}},
+        instances={"sgd": {}},
+        convergence={"sgd": Convergence(lambda: optim.sgd(0.05), lambda: optim.sgd(1e-3),
+                                        20_000, 1e-3)},
+        optax_recipes={"sgd": (lambda: optim.sgd(0.1), lambda optax: optax.sgd(0.1))}),
+    Entry(
+        "momentum", optim.momentum, np_momentum, stateful=True,
+        variants={"momentum": Variant(0.02),
+                  "momentum_nesterov": Variant(0.02, dict(beta=0.8, nesterov=True)),
+                  "momentum_cosine": Variant("cosine", dict(nesterov=True))},
+        instances={"momentum": {}, "nesterov": dict(nesterov=True)},
+        convergence={
+            "momentum": Convergence(lambda: optim.momentum(0.01), lambda: optim.momentum(1e-3),
+                                    5_000, 1e-5),
+            "nesterov": Convergence(lambda: optim.momentum(0.01, nesterov=True),
+                                    lambda: optim.momentum(1e-3, nesterov=True), 5_000, 1e-5)},
+        optax_recipes={
+            "momentum": (lambda: optim.momentum(0.05, beta=0.8),
+                         lambda optax: optax.sgd(0.05, momentum=0.8)),
+            "nesterov": (lambda: optim.momentum(0.05, nesterov=True),
+                         lambda optax: optax.sgd(0.05, momentum=0.9, nesterov=True))}),
+    Entry(
+        "adagrad", optim.adagrad, np_adagrad, stateful=True,
+        variants={
+            "adagrad": Variant(0.1),
+            # the constant schedule gives the numbers of a float rate
+            "adagrad_eps_outside": Variant("constant", dict(eps=1e-2, eps_in_sqrt=False)),
+            "adagrad_eps_inside_initial": Variant(0.1, dict(eps=1e-2,
+                                                            initial_accumulator_value=0.1)),
+            "adagrad_piecewise": Variant("piecewise", dict(eps=1e-6))},
+        instances={"adagrad": {}},
+        convergence={"adagrad": Convergence(lambda: optim.adagrad(0.5),
+                                            lambda: optim.adagrad(0.5), 5_000, 5e-2)},
+        optax_recipes={"adagrad": (
+            lambda: optim.adagrad(0.1, eps=1e-7, initial_accumulator_value=0.1),
+            lambda optax: optax.adagrad(0.1))}),
+    Entry(
+        "rmsprop", optim.rmsprop, np_rmsprop, stateful=True,
+        variants={
+            "rmsprop": Variant(0.01),
+            "rmsprop_eps_outside": Variant(0.01, dict(decay=0.99, eps=1e-2, eps_in_sqrt=False)),
+            "rmsprop_centered": Variant(0.01, dict(decay=0.8, eps=1e-2, centered=True)),
+            "rmsprop_centered_eps_outside": Variant(0.01, dict(eps=1e-2, eps_in_sqrt=False,
+                                                               centered=True)),
+            "rmsprop_exponential": Variant("exponential", dict(centered=True))},
+        instances={"rmsprop": {}, "rmsprop_centered": dict(centered=True, eps_in_sqrt=False)},
+        convergence={
+            "rmsprop": Convergence(lambda: optim.rmsprop(S.cosine_decay(0.01, 3_000)),
+                                   lambda: optim.rmsprop(S.cosine_decay(0.01, 5_000)),
+                                   5_000, 1.5e-2),
+            "rmsprop_centered": Convergence(
+                lambda: optim.rmsprop(S.cosine_decay(0.01, 3_000), centered=True),
+                lambda: optim.rmsprop(S.cosine_decay(0.01, 5_000), centered=True),
+                5_000, 1.5e-2)},
+        optax_recipes={
+            "rmsprop": (lambda: optim.rmsprop(0.01), lambda optax: optax.rmsprop(0.01)),
+            "rmsprop_centered": (
+                lambda: optim.rmsprop(0.01, decay=0.8, eps=1e-3, centered=True),
+                lambda optax: optax.rmsprop(0.01, decay=0.8, eps=1e-3, centered=True))}),
+    Entry(
+        "adam", optim.adam, np_adam, stateful=True,
+        variants={"adam": Variant(0.01),
+                  "adam_options": Variant(0.01, dict(b1=0.5, b2=0.9, eps=1e-2))},
+        instances={"adam": {}},
+        convergence={"adam": Convergence(lambda: optim.adam(S.cosine_decay(0.05, 3_000)),
+                                         lambda: optim.adam(S.cosine_decay(0.02, 5_000)),
+                                         5_000, 1e-2)},
+        optax_recipes={
+            "adam": (lambda: optim.adam(0.01, b1=0.8, b2=0.99, eps=1e-6),
+                     lambda optax: optax.adam(0.01, b1=0.8, b2=0.99, eps=1e-6)),
+            "adam_schedule": (
+                lambda: optim.adam(S.warmup_cosine_decay(0.0, 0.02, 10, 50)),
+                lambda optax: optax.adam(optax.warmup_cosine_decay_schedule(0.0, 0.02, 10, 50)))}),
+    Entry(
+        "adamw", optim.adamw, np_adamw, stateful=True,
+        variants={
+            "adamw": Variant(0.01, dict(weight_decay=0.5)),
+            "adamw_mask_fn": Variant(0.01, dict(weight_decay=0.5, mask=no_bias)),
+            "adamw_warmup_cosine_mask_tree": Variant("warmup_cosine", dict(
+                weight_decay=0.3, mask={"dense": {"w": True}, "blocks": False, "pair": True}))},
+        instances={"adamw": dict(mask=no_bias)},
+        convergence={"adamw": Convergence(
+            lambda: optim.adamw(S.warmup_cosine_decay(0.0, 0.05, 100, 3_000), weight_decay=0.0),
+            lambda: optim.adamw(S.cosine_decay(0.02, 5_000), weight_decay=0.0), 5_000, 1e-2)},
+        optax_recipes={"adamw": (lambda: optim.adamw(0.01, weight_decay=0.1, mask=no_bias),
+                                 lambda optax: optax.adamw(0.01, weight_decay=0.1,
+                                                           mask=no_bias))}),
+)
+
+
+def _merged(field: str) -> dict:
+    """One field's dicts of every entry, merged, with each value paired with its entry."""
+    merged = {}
+    for entry in OPTIMIZERS:
+        for key, value in (getattr(entry, field) or {}).items():
+            assert key not in merged, f"{field} id {key!r} appears twice"
+            merged[key] = (entry, value)
+    return merged
+
+
+VARIANTS = _merged("variants")
+INSTANCES = _merged("instances")
+CONVERGENCE = {key: value for key, (_, value) in _merged("convergence").items()}
+OPTAX_RECIPES = {key: value for key, (_, value) in _merged("optax_recipes").items()}
+
+
+def instances(rate: float, *, stateful_only: bool = False) -> dict:
+    """instance id -> a fresh optimizer at ``rate``, one per entry's instance."""
+    return {key: entry.build(rate, **options) for key, (entry, options) in INSTANCES.items()
+            if entry.stateful or not stateful_only}
