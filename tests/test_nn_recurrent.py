@@ -9,7 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.example_libraries import stax
 
+from functional_dl import nn
 from functional_dl.nn.recurrent import RNN, Bidirectional, scan_cell
 from functional_dl.nn.recurrent_cells import Cell, GRUCell, LSTMCell, SimpleRNNCell
 
@@ -86,9 +88,7 @@ def numpy_scan(step, params, x, lengths=None, reverse=False, carry0=None, lstm=F
     return final, ys
 
 
-# ------------------------------------------------------------------ registry
-# Entries in the shape tests/_layers.py can take: constructor, input shape, NumPy oracle
-# ``oracle(params, x) -> y``.
+# ------------------------------------------------------------------ layers against NumPy
 
 CELLS = {  # name -> (cell constructor, NumPy step, LSTM carry?, torch module name, torch options)
     "lstm": (lambda: LSTMCell(H), numpy_lstm_step, True, "LSTM", {}),
@@ -128,7 +128,7 @@ LAYER_ENTRIES = {  # name -> (constructor, input shape, NumPy oracle)
 
 
 @pytest.mark.parametrize("name", sorted(LAYER_ENTRIES))
-def test_registry_layers_match_numpy_with_init_shape_and_jit(name):
+def test_layers_match_numpy_with_init_shape_and_jit(name):
     make, input_shape, oracle = LAYER_ENTRIES[name]
     layer = make()
     out_shape, params = layer.init(KEY, (-1,) + input_shape[1:])
@@ -389,6 +389,15 @@ def test_bad_lengths_name_lengths(lstm_layer, lengths, error, message):
         layer.apply(params, np.zeros((B, T, F), np.float32), lengths=lengths)
 
 
+def test_initial_carry_of_the_wrong_shape_names_initial_carry(lstm_layer):
+    layer, params = lstm_layer
+    carry = (np.zeros((B, H + 1), np.float32), np.zeros((B, H), np.float32))
+    with pytest.raises(ValueError, match=r"RNN\(LSTMCell\): initial_carry\[0\] has shape"):
+        layer.apply(params, np.zeros((B, T, F), np.float32), initial_carry=carry)
+    with pytest.raises(ValueError, match=r"RNN\(LSTMCell\): initial_carry differs"):
+        layer.apply(params, np.zeros((B, T, F), np.float32), initial_carry=carry[0])
+
+
 def test_bidirectional_rejects_directions_of_different_shapes():
     with pytest.raises(ValueError, match="Bidirectional: forward_rnn and backward_rnn"):
         Bidirectional(RNN(GRUCell(H)), RNN(GRUCell(H), reverse=True,
@@ -410,3 +419,23 @@ def test_a_hand_written_cell_scans_through_apply():
     for b, length in enumerate(LENGTHS):
         want[b, :length] = np.cumsum(x[b, :length][::-1], axis=0)[::-1]
     np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------ nesting
+
+
+def test_rnn_nests_in_nn_serial_and_in_stax_serial():
+    rnn = nn.RNN(nn.GRUCell(H), return_sequences=False)
+    model = nn.serial(rnn, nn.Dense(2))
+    out_shape, params = model.init(KEY, (-1, T, F))
+    assert out_shape == (-1, 2) and list(params) == ["rnn_0", "dense_0"]
+    x = RNG.normal(size=(B, T, F)).astype(np.float32)
+    w, b = (np.asarray(params["dense_0"][name], np.float64) for name in ("w", "b"))
+    want = _oracle("gru", last=True)(params["rnn_0"], x) @ w + b[None]
+    np.testing.assert_allclose(model.apply(params, x), want, rtol=1e-5, atol=1e-5)
+    # stax passes rng=; stax.Dense broadcasts its bias by rank, which the strict config refuses
+    stax_init, stax_apply = stax.serial(rnn, stax.Tanh)
+    _, stax_params = stax_init(KEY, (B, T, F))
+    np.testing.assert_allclose(stax_apply(stax_params, x, rng=KEY),
+                               np.tanh(_oracle("gru", last=True)(stax_params[0], x)),
+                               rtol=1e-5, atol=1e-5)

@@ -91,9 +91,10 @@ def scan_cell(cell: Cell, params: PyTree, x: Array, *, lengths: Any = None,
         inputs, step = cell.project(params, x), cell.step
     else:
         inputs, step = jnp.asarray(x), cell.apply
-    if initial_carry is None:
-        carry = cell.initial_carry((batch,), inputs.dtype)
-    else:
+    carry = cell.initial_carry((batch,), inputs.dtype)
+    if initial_carry is not None:
+        checks.same_structure(f"{owner}: initial_carry", initial_carry,
+                              "the cell's carry for x's batch", carry)
         carry = jax.tree.map(lambda part: jnp.asarray(part).astype(inputs.dtype),
                              initial_carry)
 

@@ -26,7 +26,8 @@ This is torch's layout transposed: ``torch.nn.LSTM/GRU/RNN(F, H, batch_first=Tru
 every weight and bias ``U(-1/√H, 1/√H)``.
 
 Parameterized cells take keyword-only ``dtype`` (computation dtype; ``None`` promotes ``x``
-with the parameters) and ``param_dtype`` (``None``: the default float), as ``nn.Dense``.
+with the parameters) and ``param_dtype`` (``None``: the default float) as
+:mod:`functional_dl.nn.base` states.
 """
 from __future__ import annotations
 
@@ -143,7 +144,7 @@ def LSTMCell(features: int, *, w_init: Optional[Callable] = None,
       features: ``H``, the size of ``h`` and ``c``.
       w_init, recurrent_init, b_init: initializers of ``W_i``, ``W_h`` and both biases;
         default ``U(-1/√H, 1/√H)``.
-      dtype, param_dtype: as ``nn.Dense``.
+      dtype, param_dtype: computation and parameter dtypes (module docstring).
     """
     def recurrence(gates_x, gates_h, carry):
         h, c = carry
