@@ -439,3 +439,14 @@ def test_rnn_nests_in_nn_serial_and_in_stax_serial():
     np.testing.assert_allclose(stax_apply(stax_params, x, rng=KEY),
                                np.tanh(_oracle("gru", last=True)(stax_params[0], x)),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_vmap_over_groups_of_padded_batches_equals_each_group():
+    layer = RNN(LSTMCell(H), reverse=True)
+    _, params = layer.init(KEY, (B, T, F))
+    x = RNG.normal(size=(2, B, T, F)).astype(np.float32)
+    lengths = np.stack([LENGTHS, LENGTHS[::-1]])
+    y = jax.vmap(lambda xs, ls: layer.apply(params, xs, lengths=ls))(x, lengths)
+    for group in range(2):
+        _, want = numpy_scan(numpy_lstm_step, params, x[group], lengths[group], True, lstm=True)
+        np.testing.assert_allclose(y[group], want, rtol=1e-5, atol=1e-5)
