@@ -104,7 +104,7 @@ def test_dense_matches_numpy_and_shapes():
 
 
 def test_dense_bad_input():
-    with pytest.raises(ValueError, match="out_dim"):
+    with pytest.raises(ValueError, match="features"):
         nn.Dense(0)
     init, apply = nn.Dense(3)
     _, params = init(KEY, (2, 4))
@@ -231,7 +231,7 @@ def test_numpy_numbers_are_accepted_as_hyperparameters():
     np.testing.assert_allclose(y[y != 0], 1 / 0.75, rtol=1e-6)
     with pytest.raises(ValueError, match="rate"):
         nn.Dropout(np.bool_(True))
-    with pytest.raises(ValueError, match="out_dim"):
+    with pytest.raises(ValueError, match="features"):
         nn.Dense(np.float64(3.0))
 
 

@@ -1,44 +1,35 @@
-"""The layer contract, stated once, and the small kit every layer is written with.
+"""The layer contract, stated once, and the kit every layer is written with.
 
 A **layer** is a pair of pure functions::
 
-    init(key, input_shape)                           -> (output_shape, params)
-    apply(params, x, *, key=None, train=False)       -> y
-
-A **stateful layer** (``BatchNorm``: running statistics) carries a third tree, ``state``,
-that is not trained by gradients but updated by ``apply``::
-
-    init(key, input_shape)                           -> (output_shape, params, state)
-    apply(params, x, *, state, key=None, train=False) -> (y, state)
+    init(key, input_shape)                      -> (output_shape, params)
+    apply(params, x, *, key=None, train=False)  -> y
 
 * ``input_shape`` includes the batch axis, which may be unknown (``-1``); ``init`` never
-  looks at the batch size, so the output shape keeps the ``-1``.  Layers with several inputs
-  or outputs (``FanOut``, ``parallel``, ``FanInSum``) take and give *lists* of shapes and
-  arrays, as stax does.
-* ``params`` and ``state`` are dicts with readable names (``{"w": ..., "b": ...}``;
-  combinators key them by child: ``{"dense_0": {...}}``); a layer without parameters
-  returns ``{}``.  ``state`` is returned unchanged when ``train=False``.
+  looks at the batch size, so the output shape keeps the ``-1``.
+* ``params`` is a dict with readable names (``{"w": ..., "b": ...}``; ``serial`` keys its
+  children's by name and count: ``{"dense_0": {...}}``); a layer without parameters
+  returns ``{}``.
 * ``key`` is used only by random layers (``Dropout``) and only when ``train=True``;
   ``train`` is a Python bool (static under ``jit``: close over it or mark it static).
-* ``apply`` also accepts ``rng=`` as another name for ``key=``: that is the keyword stax's
-  combinators pass, so every layer here nests inside ``jax.example_libraries.stax``
-  combinators.  Extra keywords (an attention mask, sequence lengths) pass through to the
-  layer's own ``apply``.
+* ``apply`` also takes ``rng=`` as another name for ``key=`` (the keyword stax's
+  combinators pass), so every layer nests inside ``jax.example_libraries.stax``; other
+  keywords (sequence ``lengths``, a mask) pass through to the layer's own ``apply``.
 * ``apply`` is pure: it works under ``jit``, ``grad`` and ``vmap``.
 
-``Layer`` and ``StatefulLayer`` are tuples of two items, so both unpack like stax's pair
-(``init, apply = nn.Dense(10)``); they also carry the ``name`` that combinators use for
-their children's entries (``"dense"`` -> ``"dense_0"``, ``"dense_1"``, ...).  Constructing
-one wraps ``apply`` so that it takes ``rng=``, checks ``key`` and ``train``, and, for a
-stateful layer, raises when ``state`` is missing: a layer author writes only the
+:class:`Layer` is a tuple of two items, so it unpacks like stax's pair
+(``init, apply = nn.Dense(10)``), and it carries the ``name`` that ``serial`` gives its
+params (``"dense"`` -> ``"dense_0"``, ``"dense_1"``, ...).  Constructing one wraps ``apply``
+so that it takes ``rng=`` and checks ``key`` and ``train``: a layer author writes only the
 computation.  :func:`as_layer` turns any other ``(init, apply)`` pair (a stax layer, a
-hand-written pair) into a ``Layer``, calling it with ``rng=`` or ``key=`` as its signature
-says.
+hand-written pair) into a ``Layer``.
 
 Parameterized layers take keyword-only ``dtype=None`` (the computation dtype; ``None``
 promotes the input with the parameters as ``jnp`` does) and ``param_dtype=None`` (the
 parameters' dtype; ``None`` is the default float at ``init`` time): ``dtype=jnp.bfloat16``
-computes in bfloat16 from float32 parameters, as flax's ``dtype``/``param_dtype`` do.
+computes in bfloat16 from float32 parameters.  :func:`dtype_options` and :func:`promote`
+implement that; :func:`check_input_shape`, :func:`check_input` and :func:`check_params`
+give the messages that name the layer and the shape it expects.
 """
 from __future__ import annotations
 
@@ -51,14 +42,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from functional_dl import checks
-from functional_dl._types import Array, PRNGKey, PyTree, Shape
+from functional_dl._types import Array, PRNGKey, Shape
 
 __all__ = [
-    "Layer", "StatefulLayer", "as_layer", "named", "is_stateful",
+    "Layer", "as_layer", "named",
     "check_input_shape", "check_input", "check_params", "dtype_options", "promote",
 ]
 
-# Applies already wrapped by ``_public_apply`` (so renaming a layer does not wrap twice).
+# Applies already wrapped by ``_public_apply`` (so re-wrapping a layer is a no-op).
 _PUBLIC_APPLIES: "weakref.WeakSet[Callable]" = weakref.WeakSet()
 
 
@@ -74,53 +65,42 @@ def _key_from(owner: str, key: Any, rng: Any) -> Optional[PRNGKey]:
 
 
 def _check_train(owner: str, train: Any) -> None:
+    """TypeError unless ``train`` is a bool (it selects the computation: static under jit)."""
     if not isinstance(train, (bool, np.bool_)):
         raise TypeError(f"{owner}: train must be a Python bool (it selects the computation, "
                         f"so it is static under jit), got {checks.describe(train)}")
 
 
-def _public_apply(apply: Callable, name: str, stateful: bool) -> Callable:
-    """``apply`` taking ``rng=`` too, with ``key``/``train`` (and ``state``) checked."""
+def _public_apply(apply: Callable, name: str) -> Callable:
+    """``apply`` taking ``rng=`` too, with ``key`` and ``train`` checked."""
     if apply in _PUBLIC_APPLIES:
         return apply
-    if stateful:
-        @functools.wraps(apply)
-        def public_apply(params, x, *, state=None, key=None, train=False, rng=None, **options):
-            key = _key_from(name, key, rng)
-            _check_train(name, train)
-            if state is None:
-                raise ValueError(
-                    f"{name} is a stateful layer: apply needs state= (the state from init, "
-                    f"then the one each apply returns) and returns (y, state)")
-            return apply(params, x, state=state, key=key, train=bool(train), **options)
-    else:
-        @functools.wraps(apply)
-        def public_apply(params, x, *, key=None, train=False, rng=None, **options):
-            key = _key_from(name, key, rng)
-            _check_train(name, train)
-            return apply(params, x, key=key, train=bool(train), **options)
+
+    @functools.wraps(apply)
+    def public_apply(params, x, *, key=None, train=False, rng=None, **options):
+        key = _key_from(name, key, rng)
+        _check_train(name, train)
+        return apply(params, x, key=key, train=bool(train), **options)
     _PUBLIC_APPLIES.add(public_apply)
     return public_apply
 
 
-class _Pair(tuple):
-    """``(init, apply)`` with a ``name``; subclasses fix the apply convention."""
-
-    stateful = False
+class Layer(tuple):
+    """``(init, apply)`` with a ``name``: the layer contract of the module docstring."""
 
     def __new__(cls, init: Callable, apply: Callable, name: str = "layer"):
         if not (callable(init) and callable(apply)):
-            raise TypeError(f"{cls.__name__} needs callable init and apply, got "
-                            f"{type(init).__name__} and {type(apply).__name__}")
+            raise TypeError(f"Layer needs callable init and apply, got "
+                            f"{checks.describe(init)} and {checks.describe(apply)}")
         if not isinstance(name, str) or not name.isidentifier():
-            raise ValueError(f"{cls.__name__}: name must be a Python identifier such as "
-                             f"'dense', got {name!r}")
-        pair = super().__new__(cls, (init, _public_apply(apply, name, cls.stateful)))
+            raise ValueError(f"Layer: name must be a Python identifier such as 'dense', "
+                             f"got {name!r}")
+        pair = super().__new__(cls, (init, _public_apply(apply, name)))
         pair.__dict__["name"] = name
         return pair
 
     def __setattr__(self, attribute, value):
-        raise AttributeError(f"{type(self).__name__} is immutable; use nn.named(name, layer)")
+        raise AttributeError("Layer is immutable; use nn.named(name, layer)")
 
     def __getnewargs__(self):
         return tuple(self) + (self.name,)
@@ -134,29 +114,12 @@ class _Pair(tuple):
         return self[1]
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r})"
-
-
-class Layer(_Pair):
-    """``init(key, input_shape) -> (output_shape, params)``;
-    ``apply(params, x, *, key=None, train=False) -> y`` (module docstring)."""
-
-
-class StatefulLayer(_Pair):
-    """``init(key, input_shape) -> (output_shape, params, state)``;
-    ``apply(params, x, *, state, key=None, train=False) -> (y, state)`` (module docstring)."""
-
-    stateful = True
-
-
-def is_stateful(layer: Any) -> bool:
-    """True for a :class:`StatefulLayer` (its init returns state, its apply threads it)."""
-    return isinstance(layer, StatefulLayer)
+        return f"Layer(name={self.name!r})"
 
 
 def _foreign_apply(apply: Callable) -> Callable:
-    """Call ``apply`` with the keywords its signature takes: ``key=`` (this package's
-    convention) or ``rng=`` (stax's), and ``train=``."""
+    """``apply`` called with the keywords its signature takes: ``key=`` (this package's
+    convention) or ``rng=`` (stax's), and ``train=``; other keywords pass through."""
     try:
         parameters = inspect.signature(apply).parameters
     except (TypeError, ValueError):  # some builtins have no signature: pass nothing
@@ -172,30 +135,31 @@ def _foreign_apply(apply: Callable) -> Callable:
     key_word = "key" if "key" in parameters else ("rng" if takes("rng") else None)
     pass_train = takes("train")
 
-    def apply_foreign(params, x, *, key=None, train=False):
-        options = {"train": train} if pass_train else {}
+    def apply_foreign(params, x, *, key=None, train=False, **options):
+        if pass_train:
+            options["train"] = train
         if key_word is not None:
             options[key_word] = key
         return apply(params, x, **options)
     return apply_foreign
 
 
-def as_layer(layer: Any, name: Optional[str] = None, *, owner: str = "as_layer") -> _Pair:
-    """``layer`` as a :class:`Layer` (or itself, for this package's layers).
+def as_layer(layer: Any, name: Optional[str] = None, *, owner: str = "as_layer") -> Layer:
+    """``layer`` as a :class:`Layer` (itself when it already is one and ``name`` is None).
 
-    Any other ``(init, apply)`` pair, a stax layer included, becomes a ``Layer`` named
-    ``name`` (default ``"layer"``) whose apply is called with ``rng=`` (stax) or ``key=``,
-    and ``train=``, as far as its signature accepts them (stax layers take ``**kwargs``).
+    Any other ``(init, apply)`` pair becomes a ``Layer`` named ``name`` (default
+    ``"layer"``); its apply is called as :func:`_foreign_apply` says.
     """
-    if isinstance(layer, _Pair):
-        return layer if name is None else type(layer)(layer.init, layer.apply, name)
+    if isinstance(layer, Layer):
+        return layer if name is None else Layer(layer.init, layer.apply, name)
     if not (isinstance(layer, tuple) and len(layer) == 2 and all(map(callable, layer))):
-        raise TypeError(f"{owner} must be an (init, apply) pair of functions, got {layer!r}")
+        raise TypeError(f"{owner} must be an (init, apply) pair of functions, got "
+                        f"{checks.describe(layer)}")
     init, apply = layer
     return Layer(init, _foreign_apply(apply), "layer" if name is None else name)
 
 
-def named(name: str, layer: Any) -> _Pair:
+def named(name: str, layer: Any) -> Layer:
     """The same layer called ``name`` (its entries in ``serial``: ``name_0``, ``name_1``...)."""
     return as_layer(layer, name, owner="named: layer")
 
@@ -263,8 +227,3 @@ def promote(dtype: Any, *arrays: Array) -> tuple[Array, ...]:
     """``arrays`` cast to ``dtype``, or to their common ``jnp.result_type`` when None."""
     target = jnp.result_type(*arrays) if dtype is None else dtype
     return tuple(jnp.asarray(array).astype(target) for array in arrays)
-
-
-def empty(params: PyTree) -> bool:
-    """True for the "no parameters" values: ``{}`` here, ``()`` or ``[]`` in stax."""
-    return isinstance(params, (dict, tuple, list)) and len(params) == 0
