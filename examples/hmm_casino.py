@@ -11,7 +11,8 @@ The script
 
 1. samples a batch of roll sequences from that model (``hmm.sample`` vmapped over keys);
 2. fits a 2-state categorical HMM by Baum–Welch from several random starting points at once
-   (``hmm.baum_welch_fit`` vmapped over the starts: one compiled EM loop for all of them) and
+   (``hmm.baum_welch_with_history`` vmapped over the starts: one compiled EM loop for all
+   of them) and
    keeps the start with the highest log-likelihood;
 3. matches the fitted states to the true ones (EM identifies states only up to a
    permutation) and prints fitted against true parameters;
@@ -150,7 +151,8 @@ def main() -> None:
           f"{np.mean(states == LOADED):.1%} of rolls used the loaded die")
 
     starts = random_starts(np.random.default_rng(args.seed), num_starts)
-    fit_all = jax.vmap(lambda start: hmm.baum_welch_fit(start, train_rolls, max_iter=500, tol=1e-4))
+    fit_all = jax.vmap(lambda start: hmm.baum_welch_with_history(start, train_rolls,
+                                                                 max_iter=500, tol=1e-4))
     results = fit_all(starts)
     final_log_liks = np.nanmax(np.asarray(results.history), axis=1)
     best = int(np.argmax(final_log_liks))

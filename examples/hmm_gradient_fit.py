@@ -164,7 +164,7 @@ def main() -> None:
             print(f"  step {step:4d}: {trajectory[step]:.5f}")
 
     start = model_from_logits(initial_logits)
-    result = hmm.baum_welch_fit(start, rolls, max_iter=500, tol=1e-6 * num_observations)
+    result = hmm.baum_welch_with_history(start, rolls, max_iter=500, tol=1e-6 * num_observations)
     em_score = float(mean_log_likelihood_of(result.model, rolls))
     em_history = np.append(np.asarray(result.history)[:int(result.num_iterations)],
                            em_score * num_observations) / num_observations

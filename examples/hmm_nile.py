@@ -7,9 +7,9 @@ Markov model with two states, "high" and "low", each with its own Gaussian level
 
     x_t | z_t = k  ~  N(μ_k, σ²_k),    p(z_t = j | z_{t−1} = i) = A_ij,
 
-is fitted by Baum–Welch (``hmm.baum_welch_fit``) from a deliberately neutral start: the two
-means at the 75 % and 25 % quantiles of the series, both variances equal to the variance of
-the whole series, A = [[0.9, 0.1], [0.1, 0.9]].  Nothing tells the model that there is a
+is fitted by Baum–Welch (``hmm.baum_welch_with_history``) from a deliberately neutral start:
+the two means at the 75 % and 25 % quantiles of the series, both variances equal to the
+variance of the whole series, A = [[0.9, 0.1], [0.1, 0.9]].  Nothing tells the model that there is a
 single change; it learns from the data that the low state is (almost) never left.
 Viterbi (``hmm.viterbi``) gives the decoded regimes and the change year, ``hmm.posteriors``
 the probability of the low regime year by year.
@@ -75,7 +75,7 @@ def main() -> None:
           f"mean {flow.mean():.1f}")
 
     start = initial_model(flow)
-    result = hmm.baum_welch_fit(start, observations, max_iter=200, tol=1e-4)
+    result = hmm.baum_welch_with_history(start, observations, max_iter=200, tol=1e-4)
     fitted = result.model
     history = np.asarray(result.history)[:int(result.num_iterations)]
     print(f"Baum–Welch: {int(result.num_iterations)} iterations, converged: {bool(result.converged)}, "

@@ -79,7 +79,7 @@ def test_shapes_that_disagree_on_k():
 def test_observations_outside_the_alphabet():
     assert_all_raise(ValueError, r"observations must be symbols in \[0, 4\)", GOOD, X.at[2].set(4))
     assert_all_raise(ValueError, r"observations must be symbols in \[0, 4\)", GOOD, X.at[0].set(-1))
-    assert_all_raise(TypeError, "observations of Categorical emissions must be integers", GOOD,
+    assert_all_raise(TypeError, "observations must hold integer symbols", GOOD,
                      X.astype(jnp.float32))
 
 
@@ -127,16 +127,23 @@ def test_lengths_with_the_wrong_shape_or_dtype():
         hmm.check(GOOD, jnp.stack([X, X]), jnp.array([5]))
     with pytest.raises(ValueError, match="lengths must have the batch shape"):
         hmm.baum_welch(GOOD, jnp.stack([X, X]), jnp.array([5, 5, 5]))
-    with pytest.raises(TypeError, match="lengths must be integers"):
+    with pytest.raises(TypeError, match="lengths must hold integers"):
         hmm.check(GOOD, jnp.stack([X, X]), jnp.array([5.0, 4.0]))
 
 
 def test_baum_welch_options():
     x = jnp.stack([X, X])
     for kwargs, match in [({"max_iter": 0}, "max_iter"), ({"tol": -1.0}, "tol"),
-                          ({"pseudo_count": -0.5}, "pseudo_count"), ({"min_covar": 0.0}, "min_covar")]:
+                          ({"pseudo_count": -0.5}, "pseudo_count")]:
         with pytest.raises(ValueError, match=match):
             hmm.baum_welch(GOOD, x, **kwargs)
+    # the emission family owns its hyperparameters and checks them
+    with pytest.raises(ValueError, match="Categorical: pseudo_count"):
+        hmm.baum_welch(GOOD, x, emission_hyperparameters={"pseudo_count": -0.5})
+    with pytest.raises(ValueError, match="Gaussian: min_covar"):
+        hmm.baum_welch(GAUSSIAN, jnp.stack([Y, Y]), emission_hyperparameters={"min_covar": 0.0})
+    with pytest.raises(TypeError, match="Categorical emissions have no hyperparameter 'min_covar'"):
+        hmm.baum_welch(GOOD, x, emission_hyperparameters={"min_covar": 1e-3})
 
 
 def test_model_and_emissions_types():
@@ -147,7 +154,7 @@ def test_model_and_emissions_types():
 
 
 def test_sample_arguments():
-    with pytest.raises(ValueError, match="num_steps must be >= 1"):
+    with pytest.raises(ValueError, match="num_steps must be an int >= 1"):
         hmm.sample(jax.random.key(0), GOOD, 0)
     with pytest.raises(TypeError, match="num_steps must be an int"):
         hmm.sample(jax.random.key(0), GOOD, 2.5)
@@ -160,7 +167,7 @@ def test_sample_arguments():
 def test_low_level_functions_check_shapes():
     lls = jnp.zeros((5, 3))
     for function in (hmm.forward_filter, hmm.smoother, hmm.most_likely_states,
-                     hmm.parallel.forward_filter, hmm.parallel.smoothed_probs,
+                     hmm.parallel.forward_filter, hmm.parallel.smoother,
                      hmm.parallel.most_likely_states):
         with pytest.raises(ValueError, match="initial_probs must have shape"):
             function(PI[:2], A, lls)

@@ -1,12 +1,17 @@
-"""Sequential HMM inference against brute-force enumeration of all K^T state paths.
+"""HMM inference, sequential and parallel, against brute-force enumeration of all K^T paths.
 
-Speed: every jitted check goes through ``run_all``, one compiled program per emission family
-(and dtype / sequence length) that returns everything the tests look at: forward, smoothed
-and Viterbi results, transition counts and gradients.  ``length`` is a traced argument, so
-the brute-force comparison (length T) and the padding tests (length 4) share a compilation;
-``length=None`` (no masks at all) runs un-jitted against brute force and jitted on the long
-float32 sequence (against a NumPy float64 oracle).
+The common tests run for every emission family of the registry (``_hmm_families``) and for
+both implementations (``hmm`` and ``hmm.parallel`` have the same functions).
+
+Speed: every jitted check goes through ``run_all``, one compiled program per implementation,
+emission family (and dtype / sequence length) that returns everything the tests look at:
+forward, backward, smoothed and Viterbi results, transition counts and (sequential)
+gradients.  ``length`` is a traced argument, so the brute-force comparison (length T) and
+the padding tests (length 4) share a compilation; ``length=None`` (no masks at all) runs
+un-jitted against brute force and jitted on the long float32 sequence (against a NumPy
+float64 oracle).
 """
+import functools
 import itertools
 
 import jax
@@ -14,90 +19,41 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from _hmm_families import (BY_NAME, FAMILIES, brute_force, observations, parametrize_families,
+                           random_hmm)
 from functional_dl import hmm
 from functional_dl.hmm import inference
 
-K, V, D, T = 3, 4, 2, 6
-KINDS = ["categorical", "gaussian", "diagonal"]
+K, T = 3, 6
+IMPLEMENTATIONS = {"sequential": hmm, "parallel": hmm.parallel}
+CATEGORICAL = BY_NAME["categorical"]
 
 
-def brute_force(initial_probs, transition_matrix, log_likelihoods):
-    """log p(x), posteriors γ, Σ_t ξ_t, best path and its log-probability, by enumeration."""
-    pi, A, ll = (np.asarray(a, np.float64) for a in (initial_probs, transition_matrix, log_likelihoods))
-    num_steps, num_states = ll.shape
-    with np.errstate(divide="ignore"):
-        log_pi, log_A = np.log(pi), np.log(A)
-    paths = np.array(list(itertools.product(range(num_states), repeat=num_steps)))
-    log_joint = log_pi[paths[:, 0]] + ll[np.arange(num_steps), paths].sum(axis=1)
-    log_joint = log_joint + log_A[paths[:, :-1], paths[:, 1:]].sum(axis=1)
-    log_evidence = np.logaddexp.reduce(log_joint)
-    best = int(np.argmax(log_joint))
-    gamma = np.zeros((num_steps, num_states))
-    xi = np.zeros((num_states, num_states))
-    if np.isfinite(log_evidence):
-        weights = np.exp(log_joint - log_evidence)
-        for t in range(num_steps):
-            np.add.at(gamma[t], paths[:, t], weights)
-            if t + 1 < num_steps:
-                np.add.at(xi, (paths[:, t], paths[:, t + 1]), weights)
-    return log_evidence, gamma, xi, paths[best], log_joint[best]
+def random_model(rng, family, dtype=np.float64, num_steps=T):
+    model = random_hmm(rng, family, K, dtype)
+    return model, jnp.asarray(observations(rng, family, (num_steps,), dtype))
 
 
-def random_model(rng, kind, dtype=np.float64):
-    pi = rng.dirichlet(np.ones(K))
-    A = rng.dirichlet(np.ones(K), size=K)
-    if kind == "categorical":
-        emissions = hmm.Categorical(jnp.asarray(rng.dirichlet(np.ones(V), size=K), dtype))
-        observations = rng.integers(0, V, T)
-    elif kind == "gaussian":
-        factors = rng.normal(size=(K, D, D))
-        covariances = factors @ factors.transpose(0, 2, 1) + 0.5 * np.eye(D)
-        emissions = hmm.Gaussian(jnp.asarray(rng.normal(size=(K, D)), dtype), jnp.asarray(covariances, dtype))
-        observations = rng.normal(size=(T, D)).astype(dtype)
-    else:
-        emissions = hmm.DiagonalGaussian(jnp.asarray(rng.normal(size=(K, D)), dtype),
-                                         jnp.asarray(rng.uniform(0.3, 2.0, size=(K, D)), dtype))
-        observations = rng.normal(size=(T, D)).astype(dtype)
-    model = hmm.HMM(jnp.asarray(pi, dtype), jnp.asarray(A, dtype), emissions)
-    return model, jnp.asarray(observations)
-
-
-def gaussian_logpdf(x, mean, covariance):
-    """NumPy log N(x; mean, covariance) for rows of x."""
-    diff = np.asarray(x, np.float64) - np.asarray(mean, np.float64)
-    covariance = np.asarray(covariance, np.float64)
-    solved = np.linalg.solve(covariance, diff.T).T
-    _, log_det = np.linalg.slogdet(2 * np.pi * covariance)
-    return -0.5 * (np.sum(diff * solved, axis=-1) + log_det)
-
-
-def numpy_log_likelihoods(emissions, observations):
-    """Independent (T, K) emission log-likelihoods from NumPy."""
-    x = np.asarray(observations, np.float64)
-    if isinstance(emissions, hmm.Categorical):
-        with np.errstate(divide="ignore"):
-            return np.log(np.asarray(emissions.probs, np.float64))[:, x.astype(int)].T
-    if isinstance(emissions, hmm.Gaussian):
-        return np.stack([gaussian_logpdf(x, m, c) for m, c in
-                         zip(emissions.means, emissions.covariances)], axis=1)
-    return np.stack([gaussian_logpdf(x, m, np.diag(np.asarray(s))) for m, s in
-                     zip(emissions.means, emissions.variances)], axis=1)
-
-
-def _everything(model, x, length):
+def _everything(implementation, model, x, length):
     """The public functions' results for one sequence (jitted by ``run_all``)."""
-    log_lik, filtered = hmm.forward(model, x, length)
-    states, log_prob = hmm.viterbi(model, x, length)
+    functions = IMPLEMENTATIONS[implementation]
+    log_lik, filtered = functions.forward(model, x, length)
+    states, log_prob = functions.viterbi(model, x, length)
     lls = model.emissions.log_likelihoods(x)
-    post = hmm.smoother(model.initial_probs, model.transition_matrix, lls, length)
-    return {"forward_log_lik": log_lik, "log_lik": hmm.log_likelihood(model, x, length),
-            "filtered": filtered, "gamma": hmm.posteriors(model, x, length),
-            "counts": post.transition_counts, "smoother_gamma": post.smoothed_probs,
-            "states": states, "log_prob": log_prob, "emission_lls": lls,
-            "grads": jax.grad(hmm.log_likelihood)(model, x, length)}
+    post = functions.smoother(model.initial_probs, model.transition_matrix, lls, length)
+    backward = functions.backward_filter(model.transition_matrix, lls, length, post.filtered_probs)
+    result = {"forward_log_lik": log_lik, "log_lik": functions.log_likelihood(model, x, length),
+              "filtered": filtered, "gamma": functions.posteriors(model, x, length),
+              "counts": post.transition_counts, "smoother_gamma": post.smoothed_probs,
+              "smoother_log_lik": post.log_likelihood, "smoother_filtered": post.filtered_probs,
+              "backward": backward, "states": states, "log_prob": log_prob, "emission_lls": lls}
+    if implementation == "sequential":  # the parallel functions are not for differentiation
+        result["grads"] = jax.grad(hmm.log_likelihood)(model, x, length)
+    return result
 
 
-run_all = jax.jit(_everything)
+_run = jax.jit(_everything, static_argnums=0)
+run_all = functools.partial(_run, "sequential")
 
 
 def unjitted(model, x):
@@ -114,67 +70,69 @@ def unjitted(model, x):
 
 def assert_matches(result, reference, num_steps=T):
     log_evidence, gamma, xi, path, path_log_prob = reference
-    np.testing.assert_allclose(result["forward_log_lik"], log_evidence, rtol=1e-10)
-    np.testing.assert_allclose(result["log_lik"], log_evidence, rtol=1e-10)
+    for name in ("forward_log_lik", "log_lik", "smoother_log_lik"):
+        if name in result:
+            np.testing.assert_allclose(result[name], log_evidence, rtol=1e-10)
     np.testing.assert_allclose(result["gamma"][:num_steps], gamma, rtol=1e-8, atol=1e-12)
     np.testing.assert_allclose(result["smoother_gamma"][:num_steps], gamma, rtol=1e-8, atol=1e-12)
     np.testing.assert_allclose(result["counts"], xi, rtol=1e-8, atol=1e-12)
     np.testing.assert_array_equal(result["states"][:num_steps], path)
     np.testing.assert_allclose(result["log_prob"], path_log_prob, rtol=1e-10)
+    if "backward" in result:  # β_t ∝ p(x_{t+1:L} | z_t): γ_t ∝ α̂_t ⊙ β_t
+        product = np.asarray(result["filtered"] * result["backward"])[:num_steps]
+        np.testing.assert_allclose(product / product.sum(axis=1, keepdims=True), gamma,
+                                   rtol=1e-8, atol=1e-12)
+        np.testing.assert_allclose(result["smoother_filtered"], result["filtered"], rtol=1e-12)
 
 
-def reference_for(model, x):
+def reference_for(family, model, x):
     return brute_force(model.initial_probs, model.transition_matrix,
-                       numpy_log_likelihoods(model.emissions, x))
+                       family.log_pdf(model.emissions, x))
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_matches_brute_force_and_padding_changes_nothing(kind):
-    """Brute force on the full sequence; then the first 4 steps padded with garbage."""
+@pytest.mark.parametrize("implementation", list(IMPLEMENTATIONS))
+@parametrize_families()
+def test_matches_brute_force_and_padding_changes_nothing(family, implementation):
+    """Brute force on the full sequence; then the last steps padded with garbage."""
     with jax.enable_x64(True):
-        model, x = random_model(np.random.default_rng(2), kind)
-        np.testing.assert_allclose(run_all(model, x, T)["emission_lls"],
-                                   numpy_log_likelihoods(model.emissions, x), rtol=1e-10)
-        assert_matches(run_all(model, x, T), reference_for(model, x))
-        if kind == "categorical":  # un-jitted, and with length=None (no padding masks at all)
-            assert_matches(unjitted(model, x), reference_for(model, x))
+        model, x = random_model(np.random.default_rng(2), family)
+        result = _run(implementation, model, x, T)
+        np.testing.assert_allclose(result["emission_lls"], family.log_pdf(model.emissions, x),
+                                   rtol=1e-10)
+        assert_matches(result, reference_for(family, model, x))
 
         length = 4
-        if kind == "categorical":
-            garbage = [x.at[length:].set(jnp.array([-7, 99])), x.at[length:].set(jnp.array([3, 0]))]
-        else:
-            garbage = [x.at[length:].set(jnp.nan), x.at[length:].set(1e30)]
-        reference = reference_for(model, x[:length])
-        for padded in garbage:
-            result = run_all(model, padded, length)
+        reference = reference_for(family, model, x[:length])
+        for garbage in family.garbage:
+            result = _run(implementation, model, x.at[length:].set(garbage), length)
             assert_matches(result, reference, num_steps=length)
             np.testing.assert_array_equal(result["gamma"][length:], 0.0)
             np.testing.assert_array_equal(result["filtered"][length:], 0.0)
             np.testing.assert_array_equal(result["states"][length:], -1)
-            assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(result["grads"]))
+            np.testing.assert_allclose(result["backward"][length - 1:], 1.0 / K, rtol=1e-12)
+            assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(result.get("grads", {})))
 
 
-def test_emission_log_likelihoods_match_scipy():
-    stats = pytest.importorskip("scipy.stats")
+def test_unjitted_and_without_length_matches_brute_force():
     with jax.enable_x64(True):
-        for kind in ("gaussian", "diagonal"):
-            model, x = random_model(np.random.default_rng(2), kind)
-            ours = run_all(model, x, T)["emission_lls"]
-            means = np.asarray(model.emissions.means)
-            if kind == "gaussian":
-                scipy_values = [stats.multivariate_normal(m, c).logpdf(x) for m, c in
-                                zip(means, np.asarray(model.emissions.covariances))]
-            else:
-                scipy_values = [stats.norm(m, np.sqrt(v)).logpdf(x).sum(axis=1) for m, v in
-                                zip(means, np.asarray(model.emissions.variances))]
-            np.testing.assert_allclose(ours, np.stack(scipy_values, axis=1), rtol=1e-10)
+        model, x = random_model(np.random.default_rng(2), CATEGORICAL)
+        assert_matches(unjitted(model, x), reference_for(CATEGORICAL, model, x))
 
 
-def test_filtered_probs_match_brute_force_on_prefixes():
+@parametrize_families(families=[f for f in FAMILIES if f.peer_log_pdf is not None])
+def test_emission_log_likelihoods_match_scipy(family):
     with jax.enable_x64(True):
-        model, x = random_model(np.random.default_rng(2), "categorical")
+        model, x = random_model(np.random.default_rng(2), family)
+        np.testing.assert_allclose(run_all(model, x, T)["emission_lls"],
+                                   family.peer_log_pdf(model.emissions, np.asarray(x)), rtol=1e-10)
+
+
+@parametrize_families()
+def test_filtered_probs_match_brute_force_on_prefixes(family):
+    with jax.enable_x64(True):
+        model, x = random_model(np.random.default_rng(2), family)
         filtered = run_all(model, x, T)["filtered"]
-        lls = numpy_log_likelihoods(model.emissions, x)
+        lls = family.log_pdf(model.emissions, x)
         for t in range(T):
             _, gamma, _, _, _ = brute_force(model.initial_probs, model.transition_matrix, lls[:t + 1])
             np.testing.assert_allclose(filtered[t], gamma[t], rtol=1e-8, atol=1e-12)
@@ -187,7 +145,7 @@ def test_zero_probabilities_match_brute_force_without_nan():
         B = jnp.array([[0.5, 0.5, 0.0, 0.0], [0.0, 0.2, 0.8, 0.0], [0.1, 0.0, 0.3, 0.6]])
         model = hmm.HMM(pi, A, hmm.Categorical(B))
         x = jnp.array([1, 2, 3, 0, 1, 2])
-        reference = reference_for(model, x)
+        reference = reference_for(CATEGORICAL, model, x)
         assert np.isfinite(reference[0])
         result = run_all(model, x, T)
         assert_matches(result, reference)
@@ -252,7 +210,8 @@ def test_a_batch_runs_the_careful_pass_only_as_a_whole_and_agrees_with_single_ru
     model = two_state_chain([1.0, 0.0], [[1.0, 0.0], [0.5, 0.5]], [[0.0], [30.0]])
     stuck = jnp.full((STUCK_STEPS, 1), 30.0, jnp.float32)  # needs the careful pass
     ordinary = jnp.asarray(np.random.default_rng(8).normal(size=(STUCK_STEPS, 1)), jnp.float32)
-    batched = jax.jit(jax.vmap(_everything, in_axes=(None, 0, None)))(
+    sequential = functools.partial(_everything, "sequential")
+    batched = jax.jit(jax.vmap(sequential, in_axes=(None, 0, None)))(
         model, jnp.stack([stuck, ordinary]), STUCK_STEPS)
     for index, x in enumerate((stuck, ordinary)):
         single = run_all(model, x, STUCK_STEPS)
@@ -294,13 +253,13 @@ def pairwise_log_evidence_and_best_path(pi, A, ll):
 
 def test_long_sequence_float32_is_finite_and_accurate():
     rng = np.random.default_rng(5)
-    model32, _ = random_model(rng, "categorical", np.float32)
-    x = jnp.asarray(rng.integers(0, V, 100_000))
+    model32, _ = random_model(rng, CATEGORICAL, np.float32)
+    x = jnp.asarray(observations(rng, CATEGORICAL, (100_000,)))
     result = run_all(model32, x, None)  # length=None: the path without padding masks
     assert np.isfinite(result["log_lik"]) and np.isfinite(result["log_prob"])
     assert np.all(np.isfinite(result["gamma"]))
     np.testing.assert_allclose(result["gamma"].sum(axis=1), 1.0, rtol=1e-5)
-    lls = numpy_log_likelihoods(model32.emissions, x)
+    lls = CATEGORICAL.log_pdf(model32.emissions, x)
     log_evidence, best = pairwise_log_evidence_and_best_path(model32.initial_probs,
                                                             model32.transition_matrix, lls)
     np.testing.assert_allclose(result["log_lik"], log_evidence, rtol=2e-6)
@@ -314,7 +273,7 @@ def test_long_sequence_float32_is_finite_and_accurate():
 def test_gradient_matches_finite_differences():
     with jax.enable_x64(True):
         rng = np.random.default_rng(6)
-        model, x = random_model(rng, "gaussian")
+        model, x = random_model(rng, BY_NAME["gaussian"])
         # zeros in π and A: the gradient there is still exact (no log of π or A is taken)
         model = model._replace(initial_probs=model.initial_probs.at[0].set(0.0),
                                transition_matrix=model.transition_matrix.at[1, 2].set(0.0))
@@ -341,7 +300,7 @@ def test_gradient_matches_finite_differences():
                 numeric[position] = (shifted[0] - shifted[1]) / (2 * step)
             if index == len(leaves) - 1:
                 # a symmetric perturbation of an off-diagonal pair moves two entries at once
-                expected = np.asarray(grad) + np.where(np.eye(D, dtype=bool), 0.0,
+                expected = np.asarray(grad) + np.where(np.eye(grad.shape[-1], dtype=bool), 0.0,
                                                        np.swapaxes(np.asarray(grad), -1, -2))
             else:
                 expected = np.asarray(grad)

@@ -1,5 +1,10 @@
-"""Baum–Welch: one EM step against brute-force expected counts and the closed-form M-step,
-hmmlearn's M-step, monotonicity, parameter recovery, padding, compilation, gradient fitting."""
+"""Baum–Welch: one EM step against brute-force expected counts and the family's closed-form
+M-step, monotonicity, states without mass, hmmlearn's M-step, traced hyperparameters,
+parameter recovery, padding, compilation, gradient fitting.
+
+The common tests run for every family of the registry (``_hmm_families``); each compiles the
+EM loop once (``max_iter=1``, the same hyperparameter names in every call) and reuses it.
+"""
 import itertools
 
 import jax
@@ -7,156 +12,124 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from _hmm_families import (BY_NAME, brute_force, observations, parametrize_families,
+                           random_hmm)
 from _jax_events import recording_jax_events, traces
 from functional_dl import hmm
 
-K, V, D = 2, 3, 2
+K = 2
 LENGTHS = np.array([5, 3, 4])
+CATEGORICAL = BY_NAME["categorical"]
+V = CATEGORICAL.event_size
 
 
-def brute_force_posteriors(pi, A, ll):
-    """(log p(x), γ (T, K), Σ_t ξ_t) of one sequence by enumerating all K^T paths."""
-    num_steps, num_states = ll.shape
-    with np.errstate(divide="ignore"):
-        log_pi, log_A = np.log(pi), np.log(A)
-    paths = np.array(list(itertools.product(range(num_states), repeat=num_steps)))
-    log_joint = (log_pi[paths[:, 0]] + ll[np.arange(num_steps), paths].sum(axis=1)
-                 + log_A[paths[:, :-1], paths[:, 1:]].sum(axis=1))
-    log_evidence = np.logaddexp.reduce(log_joint)
-    weights = np.exp(log_joint - log_evidence)
-    gamma = np.zeros((num_steps, num_states))
-    xi = np.zeros((num_states, num_states))
-    for t in range(num_steps):
-        np.add.at(gamma[t], paths[:, t], weights)
-        if t + 1 < num_steps:
-            np.add.at(xi, (paths[:, t], paths[:, t + 1]), weights)
-    return log_evidence, gamma, xi
+def small_problem(family, rng):
+    """A K-state model and three sequences of lengths 5, 3, 4 (garbage beyond sequence 1's)."""
+    model = random_hmm(rng, family, K, concentration=2.0)
+    x = observations(rng, family, (len(LENGTHS), LENGTHS.max()))
+    x[1, 3:] = family.garbage[0]
+    return model, jnp.asarray(x)
 
 
-def gaussian_logpdf(x, mean, covariance):
-    """NumPy log N(x; mean, covariance) for rows of x."""
-    diff = np.asarray(x, np.float64) - np.asarray(mean, np.float64)
-    covariance = np.asarray(covariance, np.float64)
-    solved = np.linalg.solve(covariance, diff.T).T
-    _, log_det = np.linalg.slogdet(2 * np.pi * covariance)
-    return -0.5 * (np.sum(diff * solved, axis=-1) + log_det)
+def observed(x, lengths):
+    """The non-padded steps of a batch, concatenated."""
+    return np.concatenate([np.asarray(seq)[:length] for seq, length in zip(x, lengths)])
 
 
-def numpy_log_likelihoods(emissions, x):
-    if isinstance(emissions, hmm.Categorical):
-        return np.log(np.asarray(emissions.probs))[:, x].T
-    if isinstance(emissions, hmm.Gaussian):
-        return np.stack([gaussian_logpdf(x, m, c) for m, c in
-                         zip(np.asarray(emissions.means), np.asarray(emissions.covariances))], axis=1)
-    return np.stack([gaussian_logpdf(x, m, np.diag(s)) for m, s in
-                     zip(np.asarray(emissions.means), np.asarray(emissions.variances))], axis=1)
-
-
-def oracle_em_step(model, observations, lengths, pseudo_count, min_covar):
-    """One EM step from brute-force posteriors and the closed-form M-step, in NumPy."""
+def oracle_em_step(family, model, x, lengths, pseudo_count, hyperparameters):
+    """One EM step from brute-force posteriors and the family's NumPy M-step."""
     pi, A = np.asarray(model.initial_probs), np.asarray(model.transition_matrix)
-    total, n_pi, n_A, gammas, xs = 0.0, np.zeros(K), np.zeros((K, K)), [], []
-    for x, length in zip(np.asarray(observations), lengths):
-        x = x[:length]
-        log_evidence, gamma, xi = brute_force_posteriors(pi, A, numpy_log_likelihoods(model.emissions, x))
+    total, n_pi, n_A, gammas = 0.0, np.zeros(K), np.zeros((K, K)), []
+    for sequence, length in zip(np.asarray(x), lengths):
+        lls = family.log_pdf(model.emissions, sequence[:length])
+        log_evidence, gamma, xi, _, _ = brute_force(pi, A, lls)
         total += log_evidence
         n_pi += gamma[0]
         n_A += xi
         gammas.append(gamma)
-        xs.append(x)
-    gamma, x = np.concatenate(gammas), np.concatenate(xs)
     new_pi = (n_pi + pseudo_count) / (n_pi + pseudo_count).sum()
     new_A = (n_A + pseudo_count) / (n_A + pseudo_count).sum(axis=1, keepdims=True)
-    if isinstance(model.emissions, hmm.Categorical):
-        counts = gamma.T @ np.eye(V)[x] + pseudo_count
-        emissions = (counts / counts.sum(axis=1, keepdims=True),)
-    else:
-        weights = gamma / gamma.sum(axis=0)
-        means = weights.T @ x
-        diffs = x[:, None, :] - means[None]
-        if isinstance(model.emissions, hmm.Gaussian):
-            covariances = np.einsum("tk,tkd,tke->kde", weights, diffs, diffs)
-            values, vectors = np.linalg.eigh(covariances)
-            floored = np.maximum(values, min_covar)[..., None] * np.swapaxes(vectors, 1, 2)
-            emissions = (means, vectors @ floored)
-        else:
-            emissions = (means, np.maximum(np.einsum("tk,tkd->kd", weights, diffs**2), min_covar))
-    return total, (new_pi, new_A) + emissions
+    emissions = family.m_step(model.emissions, observed(x, lengths), np.concatenate(gammas),
+                              **hyperparameters)
+    return total, (new_pi, new_A) + tuple(emissions)
 
 
-def small_problem(kind, rng):
-    pi = rng.dirichlet(np.ones(K))
-    A = rng.dirichlet(np.ones(K) * 2, size=K)
-    T = LENGTHS.max()
-    if kind == "categorical":
-        emissions = hmm.Categorical(jnp.asarray(rng.dirichlet(np.ones(V), size=K)))
-        x = rng.integers(0, V, (len(LENGTHS), T))
-        x[1, 3:] = -5  # garbage beyond the length of sequence 1
-    elif kind == "gaussian":
-        factors = rng.normal(size=(K, D, D))
-        emissions = hmm.Gaussian(jnp.asarray(rng.normal(size=(K, D))),
-                                 jnp.asarray(factors @ factors.transpose(0, 2, 1) + np.eye(D)))
-        x = rng.normal(size=(len(LENGTHS), T, D))
-        x[1, 3:] = np.nan
-    else:
-        emissions = hmm.DiagonalGaussian(jnp.asarray(rng.normal(size=(K, D))),
-                                         jnp.asarray(rng.uniform(0.5, 2, size=(K, D))))
-        x = rng.normal(size=(len(LENGTHS), T, D))
-        x[1, 3:] = np.nan
-    return hmm.HMM(jnp.asarray(pi), jnp.asarray(A), emissions), jnp.asarray(x)
+def em_step(model, x, family, pseudo_count=0.0, hyperparameters=None):
+    """``baum_welch_with_history`` for one iteration (one compilation per family)."""
+    return hmm.baum_welch_with_history(
+        model, x, jnp.asarray(LENGTHS), max_iter=1, pseudo_count=pseudo_count,
+        emission_hyperparameters=family.hyperparameters[0] if hyperparameters is None
+        else hyperparameters)
 
 
-@pytest.mark.parametrize("kind", ["categorical", "gaussian", "diagonal"])
-def test_one_em_step_matches_oracle_with_variable_lengths(kind):
-    """Brute-force expected counts and the closed-form M-step; then other garbage in the
-    padding gives bit-identical results.  ``pseudo_count`` is traced: one compilation."""
+@parametrize_families()
+def test_one_em_step_matches_oracle_with_variable_lengths(family):
+    """Brute-force expected counts and the family's M-step, at two settings of π/A's
+    pseudo-count and the family's hyperparameters (traced: one compilation); then other
+    garbage in the padding gives bit-identical results."""
     with jax.enable_x64(True):
-        model, x = small_problem(kind, np.random.default_rng(0))
-        for pseudo_count in (0.0, 0.5):
-            result = hmm.baum_welch_fit(model, x, jnp.asarray(LENGTHS), max_iter=1,
-                                        pseudo_count=pseudo_count, min_covar=1e-3)
-            expected_log_lik, expected = oracle_em_step(model, x, LENGTHS, pseudo_count, 1e-3)
+        model, x = small_problem(family, np.random.default_rng(0))
+        for pseudo_count, hyperparameters in zip((0.0, 0.5), family.hyperparameters):
+            result = em_step(model, x, family, pseudo_count, hyperparameters)
+            expected_log_lik, expected = oracle_em_step(family, model, x, LENGTHS, pseudo_count,
+                                                        hyperparameters)
             np.testing.assert_allclose(result.history, [expected_log_lik], rtol=1e-10)
             assert int(result.num_iterations) == 1
-            for leaf, value in zip(jax.tree.leaves(result.model), expected):
+            for leaf, value in zip(jax.tree.leaves(result.model), expected, strict=True):
                 np.testing.assert_allclose(leaf, value, rtol=1e-8, atol=1e-12)
-        other_garbage = x.at[1, 3:].set(7 if kind == "categorical" else 1e30)
-        other_garbage = other_garbage.at[2, 4:].set(0 if kind == "categorical" else -7.0)
-        again = hmm.baum_welch_fit(model, other_garbage, jnp.asarray(LENGTHS), max_iter=1,
-                                   pseudo_count=0.5, min_covar=1e-3)
+        other_garbage = x.at[1, 3:].set(family.garbage[1]).at[2, 4:].set(family.garbage[1])
+        again = em_step(model, other_garbage, family, 0.5, family.hyperparameters[-1])
         for a, b in zip(jax.tree.leaves(result), jax.tree.leaves(again)):
             np.testing.assert_array_equal(a, b)
 
 
-def test_m_step_unjitted_equals_jitted():
-    """On hand-made statistics (state 1 has no mass): the eager Python path gives the same model."""
+@parametrize_families()
+def test_em_iterations_never_decrease_the_log_likelihood(family):
+    """Eight EM steps, one call each (the compilation of the oracle test)."""
     with jax.enable_x64(True):
-        rng = np.random.default_rng(0)
-        for kind in ("categorical", "gaussian"):
-            model, _ = small_problem(kind, rng)
-            if kind == "categorical":
-                emission_stats = hmm.emissions.CategoricalStats(jnp.array([[2.0, 1.0, 0.5], [0.0, 0.0, 0.0]]))
-            else:
-                emission_stats = hmm.emissions.GaussianStats(
-                    jnp.array([3.0, 0.0]), jnp.array([[0.3, -0.6], [0.0, 0.0]]),
-                    jnp.array([[[2.0, 0.4], [0.4, 1.0]], [[0.0, 0.0], [0.0, 0.0]]]))
-            stats_ = hmm.SufficientStats(jnp.array([2.5, 0.5]), jnp.array([[4.0, 1.0], [0.0, 0.0]]),
-                                         emission_stats)
-            updated = hmm.m_step(model, stats_, 0.0, 1e-3)
-            with jax.disable_jit():
-                updated_eager = hmm.m_step(model, stats_, 0.0, 1e-3)
-            for eager, jitted in zip(jax.tree.leaves(updated_eager), jax.tree.leaves(updated)):
-                np.testing.assert_allclose(eager, jitted, rtol=1e-12)
-            np.testing.assert_array_equal(updated.transition_matrix[1], model.transition_matrix[1])
-            np.testing.assert_allclose(updated.initial_probs, [5 / 6, 1 / 6], rtol=1e-12)
+        model, x = small_problem(family, np.random.default_rng(1))
+        log_liks = []
+        for _ in range(8):
+            result = em_step(model, x, family)
+            log_liks.append(float(result.history[0]))
+            model = result.model
+        assert np.all(np.isfinite(log_liks))
+        assert np.all(np.diff(log_liks) >= -1e-9 * np.abs(log_liks[:-1]))
+
+
+@parametrize_families()
+def test_m_step_keeps_a_state_without_mass_jitted_or_not(family):
+    """Statistics in which state 1 has no weight: it keeps its parameters, state 0 gets the
+    oracle's; the eager Python path gives the same model as the compiled one."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(3)
+        model, x = small_problem(family, rng)
+        steps = observed(x, LENGTHS)
+        weights = np.stack([rng.uniform(0.2, 1.0, len(steps)), np.zeros(len(steps))], axis=1)
+        emission_stats = model.emissions.sufficient_stats(jnp.asarray(steps), jnp.asarray(weights))
+        stats = hmm.SufficientStats(jnp.array([2.5, 0.5]), jnp.array([[4.0, 1.0], [0.0, 0.0]]),
+                                    emission_stats)
+        hyperparameters = family.hyperparameters[0]
+        updated = hmm.m_step(model, stats, 0.0, hyperparameters)
+        with jax.disable_jit():
+            updated_eager = hmm.m_step(model, stats, 0.0, hyperparameters)
+        for eager, jitted in zip(jax.tree.leaves(updated_eager), jax.tree.leaves(updated)):
+            np.testing.assert_allclose(eager, jitted, rtol=1e-12)
+        expected = family.m_step(model.emissions, steps, weights, **hyperparameters)
+        for leaf, old, value in zip(jax.tree.leaves(updated.emissions),
+                                    jax.tree.leaves(model.emissions), expected, strict=True):
+            np.testing.assert_allclose(leaf, value, rtol=1e-10, atol=1e-12)
+            np.testing.assert_array_equal(leaf[1], old[1])
+        np.testing.assert_array_equal(updated.transition_matrix[1], model.transition_matrix[1])
+        np.testing.assert_allclose(updated.initial_probs, [5 / 6, 1 / 6], rtol=1e-12)
 
 
 def test_categorical_em_step_matches_hmmlearn():
-    """hmmlearn's own M-step on three sequences of 5 (the oracle test's shapes: no new compile)."""
+    """hmmlearn's own M-step on three sequences of 5 (the oracle test's compilation)."""
     hmmlearn_hmm = pytest.importorskip("hmmlearn.hmm")
     with jax.enable_x64(True):
         rng = np.random.default_rng(1)
-        model, _ = small_problem("categorical", rng)
+        model, _ = small_problem(CATEGORICAL, rng)
         x = rng.integers(0, V, (len(LENGTHS), LENGTHS.max()))
         reference = hmmlearn_hmm.CategoricalHMM(n_components=K, n_iter=1, init_params="", params="ste",
                                                 implementation="scaling")
@@ -166,34 +139,58 @@ def test_categorical_em_step_matches_hmmlearn():
         reference.emissionprob_ = np.asarray(model.emissions.probs)
         reference.fit(x.reshape(-1, 1), lengths=[x.shape[1]] * len(x))
         lengths = jnp.asarray(np.full(len(x), x.shape[1]))
-        fitted, _ = hmm.baum_welch(model, jnp.asarray(x), lengths, max_iter=1)
+        fitted = hmm.baum_welch(model, jnp.asarray(x), lengths, max_iter=1,
+                                emission_hyperparameters=CATEGORICAL.hyperparameters[0])
         np.testing.assert_allclose(fitted.initial_probs, reference.startprob_, rtol=1e-8)
         np.testing.assert_allclose(fitted.transition_matrix, reference.transmat_, rtol=1e-8)
         np.testing.assert_allclose(fitted.emissions.probs, reference.emissionprob_, rtol=1e-8)
 
 
+def test_hyperparameters_are_traced_so_vmap_fits_one_model_per_value():
+    """``jax.vmap`` over π/A's pseudo-count and the categorical emissions' own pseudo-count
+    gives, value by value, the models of separate calls."""
+    with jax.enable_x64(True):
+        model, x = small_problem(CATEGORICAL, np.random.default_rng(0))
+        values = jnp.array([0.0, 0.5, 2.0])
+
+        def fit(value):
+            return em_step(model, x, CATEGORICAL, value, {"pseudo_count": value}).model
+
+        fitted = jax.vmap(fit)(values)
+        for index, value in enumerate(values.tolist()):
+            single = fit(value)
+            for batched, leaf in zip(jax.tree.leaves(fitted), jax.tree.leaves(single)):
+                np.testing.assert_allclose(batched[index], leaf, rtol=1e-12)
+
+
 # Two (B, T, D) = (6, 20, 2) float64 configurations, max_iter=40, each compiled once and
 # shared by two tests: diagonal (monotonicity, variance floor), full (empty state, floor).
-BATCH, STEPS, MAX_ITER = 6, 20, 40
+BATCH, STEPS, MAX_ITER, D = 6, 20, 40, 2
+FLOOR = {"min_covar": 1e-3}
 
 
 def test_log_likelihood_never_decreases_and_history_convention():
     with jax.enable_x64(True):
         rng = np.random.default_rng(2)
-        model, _ = small_problem("diagonal", rng)
+        model, _ = small_problem(BY_NAME["diagonal_gaussian"], rng)
         x = jnp.asarray(rng.normal(size=(BATCH, STEPS, D))
                         + np.r_[0, 3][rng.integers(0, 2, (BATCH, STEPS))][..., None])
-        result = hmm.baum_welch_fit(model, x, max_iter=MAX_ITER, tol=0.0)
+        result = hmm.baum_welch_with_history(model, x, max_iter=MAX_ITER, tol=0.0,
+                                             emission_hyperparameters=FLOOR)
         count = int(result.num_iterations)
         history = np.asarray(result.history)
         assert count >= 5 and np.all(np.isfinite(history[:count])) and np.all(np.isnan(history[count:]))
         assert np.all(np.diff(history[:count]) >= -1e-9 * np.abs(history[:count - 1]))
         # a huge tol stops after the second E-step (the first improvement is below it) ...
-        stopped = hmm.baum_welch_fit(model, x, max_iter=MAX_ITER, tol=1e9)
+        stopped = hmm.baum_welch_with_history(model, x, max_iter=MAX_ITER, tol=1e9,
+                                              emission_hyperparameters=FLOOR)
         assert int(stopped.num_iterations) == 2 and bool(stopped.converged)
         np.testing.assert_allclose(stopped.history[:2], history[:2], rtol=1e-12)
         # ... and the model returned has had two M-steps: history[2] is its log-likelihood
         np.testing.assert_allclose(history[2], hmm.e_step(stopped.model, x)[0], rtol=1e-12)
+        fitted = hmm.baum_welch(model, x, max_iter=MAX_ITER, tol=1e9, emission_hyperparameters=FLOOR)
+        for a, b in zip(jax.tree.leaves(fitted), jax.tree.leaves(stopped.model), strict=True):
+            np.testing.assert_array_equal(a, b)
 
 
 def best_permutation(fitted_values, true_values):
@@ -225,8 +222,7 @@ def test_recovers_categorical_parameters_from_200_sequences():
     start = hmm.HMM(jnp.asarray([0.4, 0.3, 0.3]), jnp.asarray(np.full((3, 3), 0.4 / 3) + 0.6 * np.eye(3)),
                     hmm.Categorical(jnp.asarray([[0.4, 0.2, 0.2, 0.2], [0.2, 0.4, 0.2, 0.2],
                                                  [0.2, 0.2, 0.2, 0.4]])))
-    fitted, history = hmm.baum_welch(start, jnp.asarray(x), jnp.asarray(lengths), max_iter=300,
-                                     tol=1e-5)
+    fitted = hmm.baum_welch(start, jnp.asarray(x), jnp.asarray(lengths), max_iter=300, tol=1e-5)
     assert np.all(np.isfinite(fitted.emissions.probs))
     order = np.array(best_permutation(fitted.emissions.probs, B))
     np.testing.assert_allclose(fitted.emissions.probs[order], B, atol=0.05)
@@ -245,7 +241,7 @@ def test_recovers_gaussian_parameters_from_200_sequences():
     start = hmm.HMM(jnp.asarray([0.5, 0.5]), jnp.asarray([[0.6, 0.4], [0.4, 0.6]]),
                     hmm.Gaussian(jnp.asarray([[1.0, 1.0], [2.0, -1.0]]),
                                  jnp.asarray(np.stack([np.eye(2)] * 2))))
-    fitted, _ = hmm.baum_welch(start, jnp.asarray(x, jnp.float32), max_iter=200, tol=1e-5)
+    fitted = hmm.baum_welch(start, jnp.asarray(x, jnp.float32), max_iter=200, tol=1e-5)
     order = np.array(best_permutation(fitted.emissions.means, means))
     np.testing.assert_allclose(fitted.emissions.means[order], means, atol=0.1)
     np.testing.assert_allclose(fitted.emissions.covariances[order], covariances, atol=0.15)
@@ -256,15 +252,17 @@ def test_second_call_with_new_data_does_not_retrace():
     """New data, lengths, tol and pseudo_count of the same shapes: no new trace or compile."""
     with jax.enable_x64(True):
         rng = np.random.default_rng(4)
-        model, x1 = small_problem("categorical", rng)  # the oracle test's shapes
+        model, x1 = small_problem(CATEGORICAL, rng)  # the oracle test's shapes
         x2 = jnp.asarray(rng.integers(0, V, x1.shape))
         lengths1, lengths2 = jnp.asarray(LENGTHS), jnp.asarray(rng.integers(1, x1.shape[1] + 1, 3))
         with recording_jax_events() as events:
-            hmm.baum_welch(model, x1, lengths1, max_iter=1, tol=1e-3)  # compiles unless cached
+            hmm.baum_welch(model, x1, lengths1, max_iter=1, tol=1e-3,  # compiles unless cached
+                           emission_hyperparameters=CATEGORICAL.hyperparameters[0])
             jax.jit(lambda v: v + 1)(jnp.arange(3.0))  # a new function: the listener sees it
             assert traces(events) >= 1
             before = traces(events)
-            fitted, _ = hmm.baum_welch(model, x2, lengths2, max_iter=1, tol=2e-3, pseudo_count=0.1)
+            fitted = hmm.baum_welch(model, x2, lengths2, max_iter=1, tol=2e-3, pseudo_count=0.1,
+                                    emission_hyperparameters=CATEGORICAL.hyperparameters[1])
     assert traces(events) == before
     assert np.all(np.isfinite(fitted.emissions.probs))
 
@@ -277,7 +275,8 @@ def test_state_without_mass_keeps_its_parameters_and_nothing_is_nan():
         gaussian = hmm.Gaussian(jnp.asarray([[0.0, 0.0], [9.0, 9.0]]), jnp.asarray(np.stack([np.eye(2)] * 2)))
         model = hmm.HMM(pi, A, gaussian)
         x = jnp.asarray(np.random.default_rng(5).normal(size=(BATCH, STEPS, D)) + 1.5)
-        fitted, history = hmm.baum_welch(model, x, max_iter=MAX_ITER)
+        fitted, history, _, _ = hmm.baum_welch_with_history(model, x, max_iter=MAX_ITER,
+                                                            emission_hyperparameters=FLOOR)
         for leaf in jax.tree.leaves(fitted):
             assert np.all(np.isfinite(leaf))
         np.testing.assert_array_equal(fitted.emissions.means[1], gaussian.means[1])
@@ -299,13 +298,15 @@ def test_variances_are_floored_at_min_covar():
         x = jnp.asarray(np.stack([constant] * (BATCH // 2) + [line] * (BATCH // 2)))
         diagonal = hmm.HMM(jnp.array([0.5, 0.5]), jnp.array([[0.9, 0.1], [0.1, 0.9]]),
                            hmm.DiagonalGaussian(jnp.asarray([[4.0, 4.0], [0.0, 0.0]]), jnp.asarray(np.ones((2, 2)))))
-        fitted, _ = hmm.baum_welch(diagonal, x, max_iter=MAX_ITER, min_covar=0.01)
+        fitted = hmm.baum_welch(diagonal, x, max_iter=MAX_ITER,
+                                emission_hyperparameters={"min_covar": 0.01})
         np.testing.assert_allclose(fitted.emissions.variances[0], [0.01, 0.01], rtol=1e-5)
         np.testing.assert_allclose(fitted.emissions.variances[1], np.var(np.asarray(line)[:, 0]),
                                    rtol=1e-4)
         full = diagonal._replace(emissions=hmm.Gaussian(diagonal.emissions.means,
                                                         jnp.asarray(np.stack([np.eye(2)] * 2))))
-        fitted, _ = hmm.baum_welch(full, x, max_iter=MAX_ITER, min_covar=0.01)
+        fitted = hmm.baum_welch(full, x, max_iter=MAX_ITER,
+                                emission_hyperparameters={"min_covar": 0.01})
         eigenvalues = np.linalg.eigvalsh(np.asarray(fitted.emissions.covariances, np.float64))
         np.testing.assert_allclose(eigenvalues[0], [0.01, 0.01], rtol=1e-4)
         np.testing.assert_allclose(eigenvalues[1], [0.01, 2 * np.var(np.asarray(line)[:, 0])],

@@ -118,7 +118,7 @@ def weighted_row_sum(weights: Array, rows: Array) -> Array:
     """``Σ_i weights[i] · rows[i]``, i.e. ``weights @ rows`` for ``weights`` (K,), ``rows`` (K, N).
 
     Inside a ``lax.scan`` on CPU a small ``dot`` is a call into a matrix library whose fixed
-    cost dominates (about 5× slower than this in float64 at K = 8); K ≤ ``UNROLLED_MAX_STATES``
+    cost dominates the work; K ≤ ``UNROLLED_MAX_STATES``
     multiply-adds fuse with the surrounding elementwise work into one loop, also when the
     scan is ``vmap``ped.  Larger K use the ``dot``.
     """

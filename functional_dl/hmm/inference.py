@@ -4,6 +4,7 @@ Low-level functions take ``(initial_probs, transition_matrix, log_likelihoods, l
 with ``log_likelihoods[t, k] = log p(x_t | z_t = k)`` of shape ``(T, K)``, so any emission model
 or a neural network can feed them.  The high-level ``forward``, ``log_likelihood`` and
 ``posteriors`` take ``(model, observations, length=None)``; Viterbi is in ``decoding``.
+``functional_dl.hmm.parallel`` has the same functions, parallel in time.
 
 Numerics (the loops are in ``_scans``).  The forward pass is scaled (Rabiner 1989),
 ``α̂_t ∝ (α̂_{t−1}ᵀ A) ⊙ exp(ll_t − m_t)``, ``log p = Σ_t (log c_t + m_t)``; shifts,
@@ -22,36 +23,16 @@ smoothed probabilities are 0.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 from functional_dl._types import Array
-from functional_dl.hmm._numerics import finite_or_zero, replace_padding, safe_divide
+from functional_dl.hmm._numerics import finite_or_zero, safe_divide
 from functional_dl.hmm._scans import (backward_likelihoods, backward_scan, forward_pass, mask_rows,
                                       masked, smooth)
-from functional_dl.hmm.model import HMM, check_one_sequence
-
-
-def check_inference_shapes(initial_probs, transition_matrix, log_likelihoods, length) -> None:
-    """Static shape checks of the low-level arguments (also inside ``jit``); ValueError."""
-    if jnp.ndim(log_likelihoods) != 2 or log_likelihoods.shape[0] < 1:
-        raise ValueError(f"log_likelihoods must have shape (T, K) with T >= 1, "
-                         f"got {jnp.shape(log_likelihoods)}")
-    if not jnp.issubdtype(jnp.result_type(log_likelihoods), jnp.floating):
-        raise TypeError(f"log_likelihoods must be a floating-point array, got "
-                        f"{jnp.result_type(log_likelihoods)}")
-    num_states = log_likelihoods.shape[1]
-    if initial_probs is not None and jnp.shape(initial_probs) != (num_states,):
-        raise ValueError(f"initial_probs must have shape (K,) = ({num_states},) to match "
-                         f"log_likelihoods, got {jnp.shape(initial_probs)}")
-    if jnp.shape(transition_matrix) != (num_states, num_states):
-        raise ValueError(f"transition_matrix must have shape (K, K) = {(num_states, num_states)} "
-                         f"to match log_likelihoods, got {jnp.shape(transition_matrix)}")
-    if length is not None and jnp.ndim(length) != 0:
-        raise ValueError(f"length must be a scalar, got shape {jnp.shape(length)}")
+from functional_dl.hmm.model import (HMM, SmootherResult, check_inference_shapes,
+                                     check_one_sequence, on_model)
 
 
 @jax.jit
@@ -102,17 +83,9 @@ def backward_filter(transition_matrix: Array, log_likelihoods: Array, length: Ar
     return backward_scan(transition_matrix, scaled, valid)
 
 
-class Posteriors(NamedTuple):
-    """Everything one forward-backward pass gives (padded rows of the (T, K) arrays are 0)."""
-    log_likelihood: Array  # scalar, log p(x_{1:L})
-    filtered_probs: Array  # (T, K), p(z_t | x_{1:t})
-    smoothed_probs: Array  # (T, K), γ_t = p(z_t | x_{1:L})
-    transition_counts: Array  # (K, K), Σ_t ξ_t(i, j) = Σ_t p(z_t = i, z_{t+1} = j | x_{1:L})
-
-
 @jax.jit
 def smoother(initial_probs: Array, transition_matrix: Array, log_likelihoods: Array,
-             length: Array | None = None) -> Posteriors:
+             length: Array | None = None) -> SmootherResult:
     """Forward-backward: smoothed marginals ``γ_t ∝ α̂_t ⊙ β_t`` and expected transition counts.
 
     ``ξ_t(i, j) = α̂_t(i) A_ij b̃_{t+1}(j) β_{t+1}(j) / n_t`` with
@@ -125,8 +98,8 @@ def smoother(initial_probs: Array, transition_matrix: Array, log_likelihoods: Ar
     log_likelihoods, valid = masked(log_likelihoods, length)
     pieces = smooth(initial_probs, transition_matrix, log_likelihoods, valid)
     counts = transition_matrix.astype(pieces.weights.dtype) * (pieces.weights.T @ pieces.future)
-    return Posteriors(pieces.forward.log_likelihood, pieces.forward.filtered, pieces.smoothed,
-                      counts)
+    return SmootherResult(pieces.forward.log_likelihood, pieces.forward.filtered,
+                          pieces.smoothed, counts)
 
 
 def _gradient_cap(dtype) -> float:
@@ -150,8 +123,8 @@ def _log_likelihood(initial_probs: Array, transition_matrix: Array, log_likeliho
     with positive filtered probability.  For a state outside that support (reachable only
     through an entry of π or A that is 0) the factor ``exp(ll − m)`` is capped at ``exp(20)``
     in float32 (``exp(200)`` in float64): the true derivative there can be astronomically
-    large.  Reverse mode evaluates the pass once (it also gives ``log p``); compiling it costs
-    about half as much as differentiating through the loops.
+    large.  Reverse mode evaluates the pass once (it also gives ``log p``) instead of
+    differentiating through the loops.
     """
     log_likelihoods, valid = masked(log_likelihoods, length)
     return forward_pass(initial_probs, transition_matrix, log_likelihoods, valid).log_likelihood
@@ -172,23 +145,6 @@ def _log_likelihood_jvp(primals, tangents):
                + jnp.sum(transition_gradient * transition_tangent)
                + jnp.sum(initial_gradient * initial_tangent))
     return pieces.forward.log_likelihood, tangent.astype(pieces.forward.log_likelihood.dtype)
-
-
-def model_log_likelihoods(model: HMM, observations: Array, length: Array | None = None) -> Array:
-    """The ``(T, K)`` emission log-likelihoods with padded observations replaced first."""
-    return model.emissions.log_likelihoods(replace_padding(observations, length))
-
-
-def on_model(low_level):
-    """Jitted ``(model, observations, length) -> low_level(π, A, log-likelihoods, length)``:
-    the bridge from an ``HMM`` to the functions on the ``(T, K)`` log-likelihood matrix."""
-
-    def run(model, observations, length):
-        lls = model_log_likelihoods(model, observations, length)
-        return low_level(model.initial_probs, model.transition_matrix, lls, length)
-
-    run.__name__ = f"{low_level.__name__.lstrip('_')}_on_model"  # names traces and profiles
-    return jax.jit(run)
 
 
 def _checked_log_likelihood(initial_probs, transition_matrix, log_likelihoods, length):

@@ -1,43 +1,57 @@
-"""The hidden Markov model as data, and its eager argument check.
+"""The hidden Markov model as data, its checks, and the bridge from a model to the inference.
 
 ``HMM(initial_probs, transition_matrix, emissions)`` with K hidden states:
 ``initial_probs[k] = p(z_1 = k)``, ``transition_matrix[i, j] = p(z_t = j | z_{t−1} = i)``, and
-``emissions`` any emission model of ``functional_dl.hmm.emissions`` (``b_k(x) = p(x_t = x | z_t = k)``).
-The joint probability of states and observations is
+``emissions`` an ``EmissionModel`` (``b_k(x) = p(x_t = x | z_t = k)``).  The joint probability
+of states and observations is
 
     p(z_{1:T}, x_{1:T}) = π_{z_1} b_{z_1}(x_1) Π_{t=2..T} A_{z_{t−1} z_t} b_{z_t}(x_t).
 
-(The source text prints this formula garbled; the line above is the one implemented.)
+Inference, sequential (``inference``, ``decoding``) and parallel (``parallel``) alike, works on
+``(π, A, log_likelihoods, length)``; ``on_model`` turns such a function into one of
+``(model, observations, length)``; ``check_inference_shapes`` and ``SmootherResult`` are
+shared by both.
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
+from functional_dl import checks
 from functional_dl._types import Array
-from functional_dl.hmm import _validation as v
+from functional_dl.hmm import validation
+from functional_dl.hmm._numerics import replace_padding
+from functional_dl.hmm.emissions import EmissionModel, check_emission_model
 
 
 class HMM(NamedTuple):
     """A K-state HMM; a pytree, so it can be jitted, vmapped, differentiated and checkpointed."""
     initial_probs: Array  # (K,)
     transition_matrix: Array  # (K, K), rows sum to 1
-    emissions: Any  # an emission model with num_states == K
+    emissions: EmissionModel  # num_states == K
 
     @property
     def num_states(self) -> int:
         return self.initial_probs.shape[0]
 
 
-_EMISSION_METHODS = ("log_likelihoods", "sufficient_stats", "m_step", "sample", "check")
+class SmootherResult(NamedTuple):
+    """What ``smoother`` (sequential or parallel) returns (padded rows of the (T, K) arrays are 0)."""
+    log_likelihood: Array  # scalar, log p(x_{1:L})
+    filtered_probs: Array  # (T, K), p(z_t | x_{1:t})
+    smoothed_probs: Array  # (T, K), γ_t = p(z_t | x_{1:L})
+    transition_counts: Array  # (K, K), Σ_t ξ_t(i, j) = Σ_t p(z_t = i, z_{t+1} = j | x_{1:L})
 
 
 def check(model: HMM, observations: Any = None, lengths: Any = None, *,
           lengths_name: str = "lengths") -> None:
     """Raise ``ValueError``/``TypeError`` naming the first bad argument; return None if all is well.
 
-    Checks: ``initial_probs`` ``(K,)`` and ``transition_matrix`` ``(K, K)`` non-negative, finite,
+    Checks: ``model`` an ``HMM`` whose ``emissions`` implement ``EmissionModel``;
+    ``initial_probs`` ``(K,)`` and ``transition_matrix`` ``(K, K)`` non-negative, finite,
     each row summing to 1 within 1e-4 relative; the emission model's K agrees; the emission
     model's own checks (e.g. categorical probabilities, symbols in ``[0, V)``, Gaussian D and
     positive-definite covariances) on the non-padded observations; ``lengths`` integers in
@@ -53,62 +67,82 @@ def check(model: HMM, observations: Any = None, lengths: Any = None, *,
         raise TypeError(f"model must be an HMM(initial_probs, transition_matrix, emissions), "
                         f"got {type(model).__name__}")
     emissions = model.emissions
-    missing = [name for name in _EMISSION_METHODS if not hasattr(emissions, name)]
-    if missing or not hasattr(emissions, "num_states"):
-        raise TypeError(f"model.emissions must be an emission model (with num_states and "
-                        f"{', '.join(_EMISSION_METHODS)}), got {type(emissions).__name__}")
-    v.require_ndim("initial_probs", model.initial_probs, 1, "(K,)")
-    num_states = v.shape_of(model.initial_probs)[0]
-    if v.shape_of(model.transition_matrix) != (num_states, num_states):
-        raise ValueError(f"transition_matrix must have shape (K, K) = {(num_states, num_states)} "
-                         f"to match initial_probs, got {v.shape_of(model.transition_matrix)}")
+    check_emission_model("model.emissions", emissions)
+    checks.rank("initial_probs", model.initial_probs, 1, "(K,)")
+    num_states = np.shape(model.initial_probs)[0]
+    checks.shape_is("transition_matrix", model.transition_matrix, (num_states, num_states),
+                    "(K, K) to match initial_probs")
     if emissions.num_states != num_states:
         raise ValueError(f"emissions must describe K = {num_states} states (from initial_probs), "
                          f"got {emissions.num_states}")
-    v.check_probability_rows("initial_probs", model.initial_probs)
-    v.check_probability_rows("transition_matrix", model.transition_matrix)
+    checks.probability_rows("initial_probs", model.initial_probs)
+    checks.probability_rows("transition_matrix", model.transition_matrix)
     if observations is None:
         emissions.check(None)
         return
-    valid = _check_lengths(observations, lengths, emissions.event_ndim, lengths_name)
+    valid = validation.valid_positions(observations, lengths, emissions.event_ndim,
+                                       name=lengths_name)
     emissions.check(observations, valid)
-
-
-def _check_lengths(observations: Any, lengths: Any, event_ndim: int,
-                   name: str = "lengths") -> np.ndarray | None:
-    """Validate ``lengths`` (called ``name`` in messages); the mask of non-padded positions
-    when concrete."""
-    shape = v.shape_of(observations)
-    if len(shape) < 1 + event_ndim:
-        hint = "; for scalar data use observations[..., None]" if event_ndim == 1 else ""
-        raise ValueError(f"observations must have at least {1 + event_ndim} dimension(s) "
-                         f"((T,) + event shape), got shape {shape}{hint}")
-    leading = shape[:len(shape) - event_ndim]
-    num_steps, batch_shape = leading[-1], leading[:-1]
-    if num_steps < 1:
-        raise ValueError(f"observations must hold at least one time step, got shape {shape}")
-    if lengths is None:
-        return None
-    if v.shape_of(lengths) != batch_shape:
-        raise ValueError(f"{name} must have the batch shape of observations, {batch_shape}, "
-                         f"got shape {v.shape_of(lengths)}")
-    dtype = v.dtype_of(lengths)
-    if not np.issubdtype(dtype, np.integer):
-        raise TypeError(f"{name} must be integers, got dtype {dtype}")
-    values = v.concrete_values(lengths)
-    if values is None:
-        return None
-    if np.any(values[0] < 1) or np.any(values[0] > num_steps):
-        raise ValueError(f"{name} must be in [1, T] = [1, {num_steps}], got "
-                         f"{np.min(values[0])}..{np.max(values[0])}")
-    return np.arange(num_steps) < values[0][..., None]
 
 
 def check_one_sequence(model: HMM, observations: Any, length: Any = None) -> None:
     """``check`` for the single-sequence functions: ``observations`` must be ``(T,) + event_shape``."""
     event_ndim = getattr(model.emissions, "event_ndim", 0) if isinstance(model, HMM) else 0
-    shape = v.shape_of(observations)
+    shape = tuple(np.shape(observations))
     if len(shape) > 1 + event_ndim:
         raise ValueError(f"observations must be one sequence with {1 + event_ndim} dimension(s) "
                          f"((T,) + event shape), got shape {shape}; use jax.vmap for a batch")
     check(model, observations, length, lengths_name="length")
+
+
+def check_inference_shapes(initial_probs: Any, transition_matrix: Any, log_likelihoods: Any,
+                           length: Any) -> None:
+    """Static checks of the low-level arguments (also inside ``jit``); ``initial_probs`` may be None."""
+    checks.rank("log_likelihoods", log_likelihoods, 2, "(T, K) with T >= 1")
+    if jnp.shape(log_likelihoods)[0] < 1:
+        raise ValueError(f"log_likelihoods must have shape (T, K) with T >= 1, "
+                         f"got {jnp.shape(log_likelihoods)}")
+    checks.floating_dtype("log_likelihoods", log_likelihoods)
+    num_states = jnp.shape(log_likelihoods)[1]
+    if initial_probs is not None:
+        checks.shape_is("initial_probs", initial_probs, (num_states,),
+                        "(K,) to match log_likelihoods")
+    checks.shape_is("transition_matrix", transition_matrix, (num_states, num_states),
+                    "(K, K) to match log_likelihoods")
+    if length is not None and jnp.ndim(length) != 0:
+        raise ValueError(f"length must be a scalar (one sequence's length; jax.vmap for a "
+                         f"batch), got shape {jnp.shape(length)}")
+
+
+def model_log_likelihoods(model: HMM, observations: Array, length: Array | None = None) -> Array:
+    """The ``(T, K)`` emission log-likelihoods with padded observations replaced first."""
+    return model.emissions.log_likelihoods(replace_padding(observations, length))
+
+
+def _log_likelihood_arguments(model: HMM, observations: Array, length: Array | None):
+    """``(π, A, log-likelihoods, length)``, ``length`` None becoming T."""
+    lls = model_log_likelihoods(model, observations, length)
+    length = lls.shape[0] if length is None else length
+    return model.initial_probs, model.transition_matrix, lls, jnp.asarray(length, jnp.int32)
+
+
+_separate_log_likelihood_arguments = jax.jit(_log_likelihood_arguments)
+
+
+def on_model(low_level: Callable, *, separate_emissions: bool = False) -> Callable:
+    """``(model, observations, length) -> low_level(π, A, log-likelihoods, length)``, jitted.
+
+    By default one compiled program evaluates the emissions and runs ``low_level`` (one
+    dispatch: the sequential functions).  With ``separate_emissions`` the emissions are
+    evaluated by a small compiled function of their own and ``length=None`` becomes T, so
+    one compilation of a jitted ``low_level`` per ``(T, K, dtype)`` serves every emission
+    family and both kinds of ``length`` (the parallel functions, slow to compile).
+    """
+    def run(model, observations, length):
+        if separate_emissions:
+            return low_level(*_separate_log_likelihood_arguments(model, observations, length))
+        lls = model_log_likelihoods(model, observations, length)
+        return low_level(model.initial_probs, model.transition_matrix, lls, length)
+
+    run.__name__ = f"{low_level.__name__.lstrip('_')}_on_model"  # names traces and profiles
+    return run if separate_emissions else jax.jit(run)

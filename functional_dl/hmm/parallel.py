@@ -1,6 +1,9 @@
 """Parallel-in-time HMM inference with ``lax.associative_scan`` (O(log T) depth).
 
-Same signatures and results as the sequential ``functional_dl.hmm`` functions.  The forward
+The same functions, names, signatures and results as the sequential ones in
+``functional_dl.hmm`` (``forward_filter``, ``backward_filter``, ``smoother``,
+``most_likely_states`` on a ``(T, K)`` log-likelihood matrix; ``forward``, ``log_likelihood``,
+``posteriors``, ``viterbi`` on a model), so that one can stand for the other.  The forward
 recursion is a product of K×K matrices,
 
     E_1[i, j] = π_j b_1(j),    E_t[i, j] = A_ij b_t(j)  (t ≥ 2),
@@ -15,8 +18,7 @@ the same way.  Padded steps are identity elements.
 
 Numerics of the sum-product.  A matrix is stored as ``(P, s)``: ``P`` with every row summing
 to 1 (or all zero) and one log-scale per row, ``M[i, :] = exp(s_i) P[i, :]``; a row vector as
-``(p, c)``, ``v = exp(c) p``.  A product needs one matmul, K² exponentials and K logarithms
-(the log-space version it replaces took 2K² exponentials and K² logarithms):
+``(p, c)``, ``v = exp(c) p``.  A product needs one matmul, K² exponentials and K logarithms:
 
     a_i = max_{k: P1[i,k] > 0} s2_k,   W[i, k] = P1[i, k] exp(s2_k − a_i),   Q = W P2,
     n_i = Σ_j Q[i, j],   (P1, s1) ⊗ (P2, s2) = (Q / n, s1 + a + log n).
@@ -27,7 +29,9 @@ whose only successors fit the data badly from underflowing to 0 beside rows that
 and ``s_i = −inf``, never NaN.  The rows of ``E_t`` are built the same way, each shifted by the
 best log-likelihood among the states it reaches.  ``log p(x)`` is the log-scale of α at the
 last step: a sum of T terms formed along the tree of products, as accurate in float32 as the
-sequential sum.  β is kept in log space (``log β_t(i)``), one row shift per state.
+sequential sum.  β is kept in log space (``log β_t(i)``), one row shift per state.  The
+expected transition counts are formed from α̂ and β for all t at once, as in the sequential
+``smoother``.
 
 When is it faster?  The sequential scan does O(K² T) work in T dependent steps; the parallel
 one does O(K³ T) work in O(log T) dependent steps.  On an accelerator with one long sequence
@@ -35,24 +39,24 @@ one does O(K³ T) work in O(log T) dependent steps.  On an accelerator with one 
 CPU, for short sequences, or for a large batch (which already fills the device through
 ``vmap``) the sequential scan wins (``benchmarks/hmm.py`` measures both).  Compiling takes
 seconds, growing with log T because every level of the associative scan is compiled on its
-own: measured on a 2-core CPU, K = 8, about 1–3 s per function at T = 10³ and 3–7 s at
-T = 10⁵ (the blocks cut 2 log₂ 32 = 10 levels; before them 4–9 s at T = 10³–10⁴).  That pays
-off only for repeated calls on long sequences.  These functions are not meant to be differentiated (use the sequential
-``log_likelihood``).
+own, so it pays off only for repeated calls on long sequences.  These functions are not
+meant to be differentiated (use the sequential ``log_likelihood``).
 """
 from __future__ import annotations
-
 
 import jax
 import jax.numpy as jnp
 
 from functional_dl._types import Array
 from functional_dl.hmm._blocked_scan import blocked_vector_scan
-from functional_dl.hmm._numerics import (UNROLLED_MAX_STATES, finite_or_zero, normalize, safe_log,
-                                         state_index_dtype, valid_mask)
-from functional_dl.hmm.inference import check_inference_shapes, model_log_likelihoods
-from functional_dl.hmm.decoding import path_log_prob
-from functional_dl.hmm.model import HMM, check_one_sequence
+from functional_dl.hmm._numerics import (UNROLLED_MAX_STATES, finite_or_zero, normalize,
+                                         safe_divide, safe_log, state_index_dtype, valid_mask)
+from functional_dl.hmm._scans import mask_rows, masked, path_log_prob
+from functional_dl.hmm.model import (HMM, SmootherResult, check_inference_shapes,
+                                     check_one_sequence, on_model)
+
+__all__ = ["forward_filter", "backward_filter", "smoother", "most_likely_states",
+           "forward", "log_likelihood", "posteriors", "viterbi"]
 
 
 def _shifted_weights(weights: Array, log_factors: Array) -> tuple[Array, Array]:
@@ -116,21 +120,26 @@ def _max_product(earlier: Array, later: Array) -> Array:
     return product - finite_or_zero(jnp.max(product))
 
 
-def _masked(log_likelihoods: Array, length: Array | None) -> tuple[Array, Array]:
-    """(log-likelihoods with padded rows set to 0, validity mask)."""
-    valid = valid_mask(log_likelihoods.shape[0], length)
-    return jnp.where(valid[:, None], log_likelihoods, 0.0), valid
+def _masked_always(log_likelihoods: Array, length: Array | None) -> tuple[Array, Array]:
+    """``masked``, with a mask also for ``length=None`` (the elements need one anyway)."""
+    log_likelihoods, valid = masked(log_likelihoods, length)
+    return log_likelihoods, valid_mask(log_likelihoods.shape[0], None) if valid is None else valid
 
 
 def _sum_product_elements(initial_probs, transition_matrix, log_likelihoods, valid):
-    """Per-step ``(P_t, s_t)`` of ``E_t``; padded steps are the identity ``(I, 0)``."""
+    """Per-step ``(P_t, s_t)`` of ``E_t``; padded steps are the identity ``(I, 0)``.
+
+    With ``initial_probs`` None, ``E_1`` is ``A diag(b_1)`` like the others: it then reaches
+    only α and ``β_0``'s discarded push, so the backward messages need no π.
+    """
     num_states = log_likelihoods.shape[1]
     dtype = log_likelihoods.dtype
     transition_matrix = transition_matrix.astype(dtype)
     probs, scales = _scaled_rows(transition_matrix[None, :, :], log_likelihoods[:, None, :])
-    first_row, first_scale = _scaled_rows(initial_probs.astype(dtype), log_likelihoods[0])
-    probs = probs.at[0].set(jnp.broadcast_to(first_row, (num_states, num_states)))
-    scales = scales.at[0].set(jnp.full((num_states,), first_scale))
+    if initial_probs is not None:
+        first_row, first_scale = _scaled_rows(initial_probs.astype(dtype), log_likelihoods[0])
+        probs = probs.at[0].set(jnp.broadcast_to(first_row, (num_states, num_states)))
+        scales = scales.at[0].set(jnp.full((num_states,), first_scale))
     identity = jnp.eye(num_states, dtype=dtype)
     probs = jnp.where(valid[:, None, None], probs, identity[None])
     scales = jnp.where(valid[:, None], scales, 0.0)
@@ -160,46 +169,95 @@ def _forward_rows(elements: tuple[Array, Array]) -> tuple[Array, Array]:
                                _unit_row(num_states, elements[1].dtype))
 
 
+def _log_backward(elements: tuple[Array, Array]) -> Array:
+    """``log β_t`` for every t: ``log β_{t−1} = log(E_t exp(log β_t))`` from ``β_T = 1``."""
+    # from the end, E_{t+1} is met before E_t, and (E_t E_{t+1}) β = E_t (E_{t+1} β)
+    pushed = blocked_vector_scan(lambda met_first, met_next: _sum_product(met_next, met_first),
+                                 lambda log_vector, matrix: _matrix_times_log_vector(
+                                     matrix, log_vector),
+                                 elements, jnp.zeros_like(elements[1][0]), reverse=True)
+    return jnp.concatenate([pushed[1:], jnp.zeros_like(pushed[:1])])  # [t] = log β_t
+
+
+def _transition_counts(filtered: Array, log_backward: Array, transition_matrix: Array,
+                       log_likelihoods: Array, valid: Array) -> Array:
+    """``Σ_t ξ_t = A ⊙ (Xᵀ Y)``, ``Y_t = exp(ll_{t+1} + log β_{t+1} − a_t)``, ``X_t = α̂_t / n_t``.
+
+    ``n_t = (α̂_tᵀ A) · Y_t``; ``a_t`` is the largest exponent among the states the prediction
+    ``α̂_tᵀ A`` reaches, so ``n_t`` cannot underflow while positive (``Y`` is capped at 1
+    where the prediction is 0, and every term there is 0).
+    """
+    transition_matrix = transition_matrix.astype(filtered.dtype)
+    predicted = _small_matmul(filtered[:-1], transition_matrix)
+    log_future = log_likelihoods[1:] + log_backward[1:]
+    candidates = jnp.where(predicted > 0, log_future, -jnp.inf)
+    excess = log_future - finite_or_zero(jnp.max(candidates, axis=1))[:, None]
+    future = jnp.exp(jnp.where(excess > 0, 0.0, excess))
+    inverse_norms = jnp.where(valid[1:], safe_divide(1.0, jnp.sum(predicted * future, axis=1)), 0.0)
+    return transition_matrix * ((inverse_norms[:, None] * filtered[:-1]).T @ future)
+
+
 @jax.jit
 def forward_filter(initial_probs: Array, transition_matrix: Array, log_likelihoods: Array,
                    length: Array | None = None) -> tuple[Array, Array]:
-    """``(log p(x_{1:L}), filtered)`` as ``inference.forward_filter``, in O(log T) depth.
+    """``(log p(x_{1:L}), filtered)`` as ``hmm.forward_filter``, in O(log T) depth.
 
     ``filtered[t] = α̂_t`` (``e_0 E_1 ⋯ E_t`` normalised); ``log p`` is the log-scale of α at
     the last step (padded steps are identities).
     """
     check_inference_shapes(initial_probs, transition_matrix, log_likelihoods, length)
-    log_likelihoods, valid = _masked(log_likelihoods, length)
+    log_likelihoods, valid = _masked_always(log_likelihoods, length)
     elements = _sum_product_elements(initial_probs, transition_matrix, log_likelihoods, valid)
     filtered, log_scales = _forward_rows(elements)
     return log_scales[-1], jnp.where(valid[:, None], filtered, 0.0)
 
 
 @jax.jit
-def smoothed_probs(initial_probs: Array, transition_matrix: Array, log_likelihoods: Array,
-                   length: Array | None = None) -> Array:
-    """``γ_t ∝ α_t ⊙ β_t``, with α pushed forwards and ``log β`` backwards through the ``E_t``.
+def backward_filter(transition_matrix: Array, log_likelihoods: Array, length: Array | None = None,
+                    filtered_probs: Array | None = None) -> Array:
+    """Backward messages ``β_t(i) ∝ p(x_{t+1:L} | z_t = i)`` as ``hmm.backward_filter``.
 
-    ``log β_{t−1} = log(E_t exp(log β_t))``, ``β_T = 1``.
+    Each row normalised to sum 1, rows from ``L − 1`` on uniform.  β is pushed in log space
+    and exact before the normalisation.  With ``filtered_probs`` (from ``forward_filter``)
+    each row is normalised over the support ``filtered_probs[t] > 0`` and is 0 off it: a
+    state that cannot carry probability yet fits the future far better then cannot
+    round the others to 0 (as in the sequential version, exact wherever
+    ``filtered_probs[t] > 0``).
     """
+    check_inference_shapes(None, transition_matrix, log_likelihoods, length)
+    log_likelihoods, valid = _masked_always(log_likelihoods, length)
+    elements = _sum_product_elements(None, transition_matrix, log_likelihoods, valid)
+    log_backward = _log_backward(elements)
+    if filtered_probs is not None:
+        if jnp.shape(filtered_probs) != log_likelihoods.shape:
+            raise ValueError(f"filtered_probs must have the shape of log_likelihoods, "
+                             f"{log_likelihoods.shape}, got {jnp.shape(filtered_probs)}")
+        support = mask_rows(filtered_probs > 0, valid, True)
+        log_backward = jnp.where(support, log_backward, -jnp.inf)
+    backward, _ = normalize(jnp.exp(log_backward - finite_or_zero(
+        jnp.max(log_backward, axis=1, keepdims=True))))
+    return backward
+
+
+@jax.jit
+def smoother(initial_probs: Array, transition_matrix: Array, log_likelihoods: Array,
+             length: Array | None = None) -> SmootherResult:
+    """Forward-backward as ``hmm.smoother``: ``γ_t ∝ α_t ⊙ β_t`` and ``Σ_t ξ_t``, O(log T) depth."""
     check_inference_shapes(initial_probs, transition_matrix, log_likelihoods, length)
-    log_likelihoods, valid = _masked(log_likelihoods, length)
+    log_likelihoods, valid = _masked_always(log_likelihoods, length)
     elements = _sum_product_elements(initial_probs, transition_matrix, log_likelihoods, valid)
-    filtered, _ = _forward_rows(elements)
-    # from the end, E_{t+1} is met before E_t, and (E_t E_{t+1}) β = E_t (E_{t+1} β)
-    pushed = blocked_vector_scan(lambda met_first, met_next: _sum_product(met_next, met_first),
-                                 lambda log_vector, matrix: _matrix_times_log_vector(
-                                     matrix, log_vector),
-                                 elements, jnp.zeros_like(log_likelihoods[0]), reverse=True)
-    log_backward = jnp.concatenate([pushed[1:], jnp.zeros_like(pushed[:1])])  # [t] = log β_t
+    filtered, log_scales = _forward_rows(elements)
+    log_backward = _log_backward(elements)
     smoothed, _ = _scaled_rows(filtered, log_backward)
-    return jnp.where(valid[:, None], smoothed, 0.0)
+    counts = _transition_counts(filtered, log_backward, transition_matrix, log_likelihoods, valid)
+    return SmootherResult(log_scales[-1], jnp.where(valid[:, None], filtered, 0.0),
+                          jnp.where(valid[:, None], smoothed, 0.0), counts)
 
 
 @jax.jit
 def most_likely_states(initial_probs: Array, transition_matrix: Array, log_likelihoods: Array,
                        length: Array | None = None) -> tuple[Array, Array]:
-    """Viterbi ``(states, log_prob)`` as ``inference.most_likely_states``, in O(log T) depth.
+    """Viterbi ``(states, log_prob)`` as ``hmm.most_likely_states``, in O(log T) depth.
 
     δ_t = ``log e_0`` pushed through the max-plus ``log E_1, …, log E_t``;
     ``ψ_t(j) = argmax_i δ_{t−1}(i) + log A_ij`` for all t at once; then ``z_L = argmax δ_L`` is
@@ -208,7 +266,7 @@ def most_likely_states(initial_probs: Array, transition_matrix: Array, log_likel
     is the joint log-probability of that path, summed directly.
     """
     check_inference_shapes(initial_probs, transition_matrix, log_likelihoods, length)
-    log_likelihoods, valid = _masked(log_likelihoods, length)
+    log_likelihoods, valid = _masked_always(log_likelihoods, length)
     elements = _max_product_elements(initial_probs, transition_matrix, log_likelihoods, valid)
     num_states = log_likelihoods.shape[1]
     log_unit_row = jnp.full((num_states,), -jnp.inf, log_likelihoods.dtype).at[0].set(0.0)
@@ -228,28 +286,31 @@ def most_likely_states(initial_probs: Array, transition_matrix: Array, log_likel
     return jnp.where(valid, states, -1), log_prob
 
 
-@jax.jit
-def _low_level_args(model: HMM, observations: Array, length: Array | None):
-    """Emission log-likelihoods, in their own small compiled function so that one compiled
-    scan per (T, K, dtype) serves every emission family; ``length`` None becomes T."""
-    lls = model_log_likelihoods(model, observations, length)
-    length = lls.shape[0] if length is None else length
-    return model.initial_probs, model.transition_matrix, lls, jnp.asarray(length, jnp.int32)
+# emissions apart: one compilation of these slow-to-compile scans serves every family
+_model_forward = on_model(forward_filter, separate_emissions=True)
+_model_smoother = on_model(smoother, separate_emissions=True)
+_model_viterbi = on_model(most_likely_states, separate_emissions=True)
+
+
+def forward(model: HMM, observations: Array, length: Array | None = None) -> tuple[Array, Array]:
+    """``(log p(x_{1:L}), filtered)`` for one sequence in O(log T) depth (``hmm.forward``)."""
+    check_one_sequence(model, observations, length)
+    return _model_forward(model, observations, length)
 
 
 def log_likelihood(model: HMM, observations: Array, length: Array | None = None) -> Array:
     """``log p(x_{1:L})`` in O(log T) depth (same result as ``hmm.log_likelihood``)."""
     check_one_sequence(model, observations, length)
-    return forward_filter(*_low_level_args(model, observations, length))[0]
+    return _model_forward(model, observations, length)[0]
 
 
 def posteriors(model: HMM, observations: Array, length: Array | None = None) -> Array:
     """Smoothed marginals (T, K), padded rows 0, in O(log T) depth (``hmm.posteriors``)."""
     check_one_sequence(model, observations, length)
-    return smoothed_probs(*_low_level_args(model, observations, length))
+    return _model_smoother(model, observations, length).smoothed_probs
 
 
 def viterbi(model: HMM, observations: Array, length: Array | None = None) -> tuple[Array, Array]:
     """``(states, log_prob)`` of the most probable path in O(log T) depth (``hmm.viterbi``)."""
     check_one_sequence(model, observations, length)
-    return most_likely_states(*_low_level_args(model, observations, length))
+    return _model_viterbi(model, observations, length)

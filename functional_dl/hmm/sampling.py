@@ -8,12 +8,12 @@ the random generator before the loop, so the loop body is a row lookup and a com
 from __future__ import annotations
 
 import functools
-import operator
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from functional_dl import checks
 from functional_dl._types import Array, PRNGKey
 from functional_dl.hmm._numerics import inverse_cdf
 from functional_dl.hmm.model import HMM, check
@@ -44,13 +44,7 @@ def sample(key: PRNGKey, model: HMM, num_steps: int) -> tuple[Array, Array]:
     The same key gives the same sequence, jitted or not.  ``num_steps`` is static (a new value
     compiles once more).
     """
-    if key is None:
-        raise ValueError("key: a PRNG key is needed to sample; pass key=jax.random.key(0)")
+    checks.prng_key("key", key, what="sampling", single=True)
     check(model)
-    try:
-        num_steps = operator.index(num_steps)
-    except TypeError:
-        raise TypeError(f"num_steps must be an int, got {num_steps!r}") from None
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    num_steps = checks.whole_number("num_steps", num_steps, minimum=1)
     return _sample(key, model, num_steps)

@@ -1,0 +1,110 @@
+"""The emission contract: everything inference and learning ask of an emission family.
+
+An emission model holds the per-state observation distributions
+``b_k(x) = p(x_t = x | z_t = k)`` of a K-state HMM.  Inference meets it only through the
+``(T, K)`` matrix of log-likelihoods (any such matrix, e.g. a neural network's output, feeds
+the low-level functions too); Baum–Welch through expected sufficient statistics and an
+M-step; sampling through ``sample``.
+
+One family is one module of this package (``categorical.py``, ``gaussian.py``,
+``diagonal_gaussian.py``), re-exported by ``functional_dl.hmm``: a NamedTuple of parameter
+arrays (hence a pytree that jits, vmaps, differentiates and checkpoints) whose methods
+implement ``EmissionModel``.  Its hyperparameters (priors, floors) are keyword-only
+arguments of its ``m_step`` with their defaults, checked by its ``check_hyperparameters``;
+``baum_welch(..., emission_hyperparameters={...})`` passes them through.  The checks a family
+needs are in ``functional_dl.checks`` and ``functional_dl.hmm.validation``.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Optional, Protocol, TypeVar
+
+import numpy as np
+
+from functional_dl._types import Array, PRNGKey, PyTree
+
+__all__ = ["EmissionModel", "EMISSION_MODEL_MEMBERS", "missing_members", "check_emission_model"]
+
+Self = TypeVar("Self", bound="EmissionModel")
+
+
+class EmissionModel(Protocol):
+    """The members an emission family implements (a NamedTuple of arrays, see the module).
+
+    Observations are ``(N,) + event_shape`` with one leading axis of N steps: one sequence,
+    or the B·T steps of a batch flattened (Baum–Welch does that to evaluate the emissions
+    once for the whole batch).  Padded steps never reach a family: inference replaces them
+    with a valid observation and gives them weight 0.
+    """
+
+    event_ndim: ClassVar[int]
+    """Dimensions of one observation: 0 for a symbol or a count, 1 for a vector."""
+
+    @property
+    def num_states(self) -> int:
+        """K, the number of hidden states the parameters describe."""
+
+    def log_likelihoods(self, observations: Array) -> Array:
+        """``(N, K)``: ``[t, k] = log b_k(x_t)``; ``-inf`` for an impossible observation."""
+
+    def sufficient_stats(self, observations: Array, weights: Array) -> PyTree:
+        """Expected statistics ``Σ_t weights[t, k] · s(x_t)`` per state, a pytree of arrays.
+
+        ``weights`` is ``(N, K)`` (posterior marginals γ, 0 at padded steps).  The result is
+        additive: the statistics of two batches add up leaf by leaf.
+        """
+
+    def m_step(self: Self, stats: PyTree, **hyperparameters: Any) -> Self:
+        """The same family maximising the expected complete-data log-likelihood (or its MAP).
+
+        ``hyperparameters`` are the family's keyword-only arguments with defaults; they are
+        traced under ``jit``/``vmap``, so they enter only array arithmetic.  A state whose
+        expected count is below ``_numerics.min_mass`` keeps its previous parameters.
+        """
+
+    def sample(self, key: PRNGKey, states: Array) -> Array:
+        """One observation per given state: ``(N,) + event_shape`` for ``states`` ``(N,)``."""
+
+    def check(self, observations: Any = None, valid: Optional[np.ndarray] = None) -> None:
+        """Eager validation of the parameters and, if given, of the observations.
+
+        ``observations`` is ``(T,) + event_shape`` or ``(B, T) + event_shape``; only positions
+        where ``valid`` is True are checked (None: all).  ValueError/TypeError naming the
+        argument; shapes always, values only on concrete arrays (``functional_dl.checks``).
+        """
+
+    def check_hyperparameters(self, **hyperparameters: Any) -> None:
+        """Eager validation of ``m_step``'s keyword arguments (skipped for traced values)."""
+
+
+def _protocol_members(protocol: type) -> tuple[str, ...]:
+    """The public names a protocol declares, in the order it declares them."""
+    declared = [name for name, value in vars(protocol).items()
+                if not name.startswith("_") and (callable(value) or isinstance(value, property))]
+    return tuple(vars(protocol).get("__annotations__", {})) + tuple(declared)
+
+
+EMISSION_MODEL_MEMBERS = _protocol_members(EmissionModel)
+_METHODS = frozenset(name for name in EMISSION_MODEL_MEMBERS
+                     if callable(vars(EmissionModel).get(name)))
+
+
+def missing_members(candidate: Any) -> list[str]:
+    """The members of ``EmissionModel`` that ``candidate`` lacks (or has but cannot call)."""
+    missing = []
+    for name in EMISSION_MODEL_MEMBERS:
+        try:
+            value = getattr(candidate, name)
+        except AttributeError:
+            missing.append(name)
+            continue
+        if name in _METHODS and not callable(value):
+            missing.append(name)
+    return missing
+
+
+def check_emission_model(name: str, candidate: Any) -> None:
+    """TypeError naming ``name`` and the members it lacks unless it implements ``EmissionModel``."""
+    missing = missing_members(candidate)
+    if missing:
+        raise TypeError(f"{name} must be an emission model (functional_dl.hmm.EmissionModel); "
+                        f"{type(candidate).__name__} lacks {', '.join(missing)}")

@@ -1,0 +1,266 @@
+"""The registry of emission families that drives every common HMM test, and shared oracles.
+
+A ``Family`` entry gives, for one ``hmm.EmissionModel``: random parameters, random valid
+observations, garbage for padded positions, an independent NumPy float64 log-pdf, a NumPy
+M-step from weighted data, the hyperparameters to run the M-step with, and a check of
+sampled observations against the parameters (moments within a few standard errors).  The
+common tests (brute-force inference, padding, M-step, Baum–Welch monotonicity, sampling)
+are parametrised over ``FAMILIES``; a new family adds one entry here and nothing else.
+
+``brute_force`` enumerates all K^T state paths; ``random_hmm`` draws π and A from Dirichlet
+distributions around any family's emissions.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from functional_dl import hmm
+
+
+class Family(NamedTuple):
+    name: str
+    event_size: int  # V symbols or D features of the test models
+    # (rng, num_states, event_size, dtype) -> emission model
+    random_emissions: Callable[..., Any]
+    # (rng, leading_shape, event_size, dtype) -> NumPy observations of that leading shape
+    random_observations: Callable[..., np.ndarray]
+    # two values written into padded positions (out of range, NaN, huge)
+    garbage: tuple[Any, Any]
+    # (emissions, x (N,) + event) -> (N, K) log b_k(x_n), NumPy float64
+    log_pdf: Callable[[Any, np.ndarray], np.ndarray]
+    # (emissions, x (N,) + event, weights (N, K), **hyperparameters) -> new fields, in order
+    m_step: Callable[..., tuple]
+    # the family's m_step keywords: same keys in each (one compilation), defaults first
+    hyperparameters: tuple[dict, ...]
+    # (emissions, states (M,), x (M,) + event) -> None; asserts the draws fit the parameters
+    check_samples: Callable[[Any, np.ndarray, np.ndarray], None]
+    # a peer library's log-pdf (scipy), same signature as log_pdf; None when there is none
+    peer_log_pdf: Optional[Callable[[Any, np.ndarray], np.ndarray]] = None
+
+
+# ---------------------------------------------------------------- shared oracles
+
+def brute_force(initial_probs, transition_matrix, log_likelihoods):
+    """log p(x), posteriors γ, Σ_t ξ_t, best path and its log-probability, by enumeration."""
+    pi, A, ll = (np.asarray(a, np.float64) for a in
+                 (initial_probs, transition_matrix, log_likelihoods))
+    num_steps, num_states = ll.shape
+    with np.errstate(divide="ignore"):
+        log_pi, log_A = np.log(pi), np.log(A)
+    paths = np.array(list(itertools.product(range(num_states), repeat=num_steps)))
+    log_joint = log_pi[paths[:, 0]] + ll[np.arange(num_steps), paths].sum(axis=1)
+    log_joint = log_joint + log_A[paths[:, :-1], paths[:, 1:]].sum(axis=1)
+    log_evidence = np.logaddexp.reduce(log_joint)
+    best = int(np.argmax(log_joint))
+    gamma = np.zeros((num_steps, num_states))
+    xi = np.zeros((num_states, num_states))
+    if np.isfinite(log_evidence):
+        weights = np.exp(log_joint - log_evidence)
+        for t in range(num_steps):
+            np.add.at(gamma[t], paths[:, t], weights)
+            if t + 1 < num_steps:
+                np.add.at(xi, (paths[:, t], paths[:, t + 1]), weights)
+    return log_evidence, gamma, xi, paths[best], log_joint[best]
+
+
+def random_hmm(rng, family: Family, num_states: int, dtype=np.float64,
+               concentration: float = 1.0) -> hmm.HMM:
+    """π and the rows of A from Dirichlet(concentration), emissions from the family."""
+    pi = rng.dirichlet(np.ones(num_states))
+    A = rng.dirichlet(np.full(num_states, concentration), size=num_states)
+    emissions = family.random_emissions(rng, num_states, family.event_size, dtype)
+    return hmm.HMM(jnp.asarray(pi, dtype), jnp.asarray(A, dtype), emissions)
+
+
+def observations(rng, family: Family, leading_shape, dtype=np.float64) -> np.ndarray:
+    return family.random_observations(rng, tuple(leading_shape), family.event_size, dtype)
+
+
+def within_standard_errors(observed_counts, probs, total, sigmas=4.5) -> bool:
+    """|count − n p| below a few binomial standard errors, entry by entry."""
+    expected = total * probs
+    spread = np.sqrt(total * probs * (1 - probs)) + 1e-9
+    return bool(np.all(np.abs(observed_counts - expected) <= sigmas * spread))
+
+
+def _has_mass(weights: np.ndarray) -> np.ndarray:
+    return weights.sum(axis=0) > np.finfo(np.float64).eps
+
+
+# ---------------------------------------------------------------- categorical
+
+def _categorical(rng, num_states, num_symbols, dtype):
+    return hmm.Categorical(jnp.asarray(rng.dirichlet(np.ones(num_symbols), size=num_states),
+                                       dtype))
+
+
+def _categorical_log_pdf(emissions, x):
+    with np.errstate(divide="ignore"):
+        return np.log(np.asarray(emissions.probs, np.float64))[:, np.asarray(x, int)].T
+
+
+def _categorical_m_step(emissions, x, weights, *, pseudo_count):
+    probs = np.asarray(emissions.probs, np.float64)
+    counts = weights.T @ np.eye(probs.shape[1])[np.asarray(x, int)] + pseudo_count
+    totals = counts.sum(axis=1, keepdims=True)
+    keep = totals > np.finfo(np.float64).eps
+    return (np.where(keep, counts / np.where(keep, totals, 1.0), probs),)
+
+
+def _categorical_samples(emissions, states, x):
+    probs = np.asarray(emissions.probs, np.float64)
+    for k in range(len(probs)):
+        emitted = np.bincount(x[states == k], minlength=probs.shape[1])
+        assert within_standard_errors(emitted, probs[k], emitted.sum())
+        assert np.all(emitted[probs[k] == 0] == 0)  # zero probabilities are never drawn
+
+
+CATEGORICAL = Family(
+    name="categorical", event_size=4,
+    random_emissions=_categorical,
+    random_observations=lambda rng, shape, num_symbols, dtype: rng.integers(0, num_symbols, shape),
+    garbage=(-7, 99),
+    log_pdf=_categorical_log_pdf,
+    m_step=_categorical_m_step,
+    hyperparameters=({"pseudo_count": 0.0}, {"pseudo_count": 0.5}),
+    check_samples=_categorical_samples)
+
+
+# ---------------------------------------------------------------- Gaussians
+
+def _gaussian_log_pdf_rows(x, mean, covariance):
+    diff = np.asarray(x, np.float64) - np.asarray(mean, np.float64)
+    covariance = np.asarray(covariance, np.float64)
+    solved = np.linalg.solve(covariance, diff.T).T
+    _, log_det = np.linalg.slogdet(2 * np.pi * covariance)
+    return -0.5 * (np.sum(diff * solved, axis=-1) + log_det)
+
+
+def _weighted_moments(x, weights):
+    """Per state: total weight (1 where there is none), weighted mean, deviations from it."""
+    totals = weights.sum(axis=0)
+    totals = np.where(totals > 0, totals, 1.0)  # states without mass are replaced afterwards
+    means = (weights.T @ x) / totals[:, None]
+    return totals, means, x[:, None, :] - means[None]
+
+
+def _vector_observations(rng, shape, num_features, dtype):
+    return rng.normal(size=shape + (num_features,)).astype(dtype)
+
+
+def _mean_within_standard_errors(points, mean, variances):
+    standard_error = np.sqrt(variances / len(points))
+    assert np.all(np.abs(points.mean(axis=0) - mean) < 4.5 * standard_error)
+
+
+def _gaussian(rng, num_states, num_features, dtype):
+    factors = rng.normal(size=(num_states, num_features, num_features))
+    covariances = factors @ factors.transpose(0, 2, 1) + 0.5 * np.eye(num_features)
+    return hmm.Gaussian(jnp.asarray(rng.normal(size=(num_states, num_features)), dtype),
+                        jnp.asarray(covariances, dtype))
+
+
+def _gaussian_log_pdf(emissions, x):
+    return np.stack([_gaussian_log_pdf_rows(x, m, c) for m, c in
+                     zip(np.asarray(emissions.means), np.asarray(emissions.covariances))], axis=1)
+
+
+def _gaussian_m_step(emissions, x, weights, *, min_covar):
+    totals, means, diffs = _weighted_moments(np.asarray(x, np.float64), weights)
+    covariances = np.einsum("tk,tkd,tke->kde", weights, diffs, diffs) / totals[:, None, None]
+    values, vectors = np.linalg.eigh(covariances)
+    floored = vectors @ (np.maximum(values, min_covar)[..., None] * np.swapaxes(vectors, 1, 2))
+    keep = _has_mass(weights)
+    return (np.where(keep[:, None], means, emissions.means),
+            np.where(keep[:, None, None], floored, emissions.covariances))
+
+
+def _gaussian_samples(emissions, states, x):
+    means, covariances = np.asarray(emissions.means), np.asarray(emissions.covariances)
+    for k in range(len(means)):
+        points = x[states == k]
+        _mean_within_standard_errors(points, means[k], np.diag(covariances[k]))
+        variances = np.diag(covariances[k])
+        # standard error of a sample covariance entry: √((Σ_ii Σ_jj + Σ_ij²) / n)
+        spread = np.sqrt((np.outer(variances, variances) + covariances[k] ** 2) / len(points))
+        assert np.all(np.abs(np.cov(points.T) - covariances[k]) < 4.5 * spread)
+
+
+def _scipy_gaussian(emissions, x):
+    stats = pytest.importorskip("scipy.stats")
+    return np.stack([stats.multivariate_normal(m, c).logpdf(x) for m, c in
+                     zip(np.asarray(emissions.means), np.asarray(emissions.covariances))], axis=1)
+
+
+GAUSSIAN = Family(
+    name="gaussian", event_size=2,
+    random_emissions=_gaussian,
+    random_observations=_vector_observations,
+    garbage=(np.nan, 1e30),
+    log_pdf=_gaussian_log_pdf,
+    m_step=_gaussian_m_step,
+    hyperparameters=({"min_covar": 1e-3}, {"min_covar": 0.5}),
+    check_samples=_gaussian_samples,
+    peer_log_pdf=_scipy_gaussian)
+
+
+def _diagonal(rng, num_states, num_features, dtype):
+    return hmm.DiagonalGaussian(jnp.asarray(rng.normal(size=(num_states, num_features)), dtype),
+                                jnp.asarray(rng.uniform(0.3, 2.0, size=(num_states, num_features)),
+                                            dtype))
+
+
+def _diagonal_log_pdf(emissions, x):
+    return np.stack([_gaussian_log_pdf_rows(x, m, np.diag(v)) for m, v in
+                     zip(np.asarray(emissions.means), np.asarray(emissions.variances))], axis=1)
+
+
+def _diagonal_m_step(emissions, x, weights, *, min_covar):
+    totals, means, diffs = _weighted_moments(np.asarray(x, np.float64), weights)
+    variances = np.einsum("tk,tkd->kd", weights, diffs**2) / totals[:, None]
+    keep = _has_mass(weights)[:, None]
+    return (np.where(keep, means, emissions.means),
+            np.where(keep, np.maximum(variances, min_covar), emissions.variances))
+
+
+def _diagonal_samples(emissions, states, x):
+    means, variances = np.asarray(emissions.means), np.asarray(emissions.variances)
+    for k in range(len(means)):
+        points = x[states == k]
+        _mean_within_standard_errors(points, means[k], variances[k])
+        # standard error of a sample variance: σ² √(2 / n)
+        spread = variances[k] * np.sqrt(2.0 / len(points))
+        assert np.all(np.abs(points.var(axis=0) - variances[k]) < 4.5 * spread)
+
+
+def _scipy_diagonal(emissions, x):
+    stats = pytest.importorskip("scipy.stats")
+    return np.stack([stats.norm(m, np.sqrt(v)).logpdf(x).sum(axis=1) for m, v in
+                     zip(np.asarray(emissions.means), np.asarray(emissions.variances))], axis=1)
+
+
+DIAGONAL_GAUSSIAN = Family(
+    name="diagonal_gaussian", event_size=2,
+    random_emissions=_diagonal,
+    random_observations=_vector_observations,
+    garbage=(np.nan, 1e30),
+    log_pdf=_diagonal_log_pdf,
+    m_step=_diagonal_m_step,
+    hyperparameters=({"min_covar": 1e-3}, {"min_covar": 0.5}),
+    check_samples=_diagonal_samples,
+    peer_log_pdf=_scipy_diagonal)
+
+
+FAMILIES = [CATEGORICAL, GAUSSIAN, DIAGONAL_GAUSSIAN]
+BY_NAME = {family.name: family for family in FAMILIES}
+
+
+def parametrize_families(argname: str = "family", families=None):
+    """``pytest.mark.parametrize`` over the families, with their names as test ids."""
+    families = FAMILIES if families is None else families
+    return pytest.mark.parametrize(argname, families, ids=[f.name for f in families])
