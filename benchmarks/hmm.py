@@ -184,8 +184,8 @@ OURS_SINGLE = {
 
 
 def ours_em(model, observations, num_iters):
-    """The public ``baum_welch_fit`` (eager checks, then one compiled while_loop)."""
-    return hmm.baum_welch_fit(model, observations, max_iter=num_iters, tol=0.0)
+    """The public ``baum_welch_with_history`` (eager checks, then one compiled while_loop)."""
+    return hmm.baum_welch_with_history(model, observations, max_iter=num_iters, tol=0.0)
 
 
 # ---------------------------------------------------------------- peers
