@@ -92,3 +92,17 @@ def raises_naming(call, error, argument, files):
         f"expected {error.__name__}, got {type(raised.value).__name__}: {raised.value}")
     assert re.search(argument, str(raised.value)), (
         f"message does not name {argument!r}: {raised.value}")
+
+
+def table_tests(cases):
+    """The two tests every bad-input table runs: unique case names, and each case raising."""
+    def test_case_names_are_unique():
+        names = [param.id for param in cases]
+        assert len(set(names)) == len(names)
+
+    @pytest.mark.parametrize("call, error, argument", cases)
+    def test_bad_input_raises_a_clear_error_naming_the_argument(call, error, argument, files):
+        raises_naming(call, error, argument, files)
+
+    return test_case_names_are_unique, test_bad_input_raises_a_clear_error_naming_the_argument
+

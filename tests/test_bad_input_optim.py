@@ -2,10 +2,9 @@
 the offending argument (a regular expression searched in the message)."""
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from _bad_input import *  # noqa: F401,F403 (the shared models, data, case() and files fixture)
-from _bad_input import case, files, raises_naming  # noqa: F401
+from _bad_input import case, files, table_tests  # noqa: F401
 
 CASES = [
     # ---- optim: hyperparameters
@@ -42,11 +41,5 @@ CASES = [
 ]
 
 
-def test_case_names_are_unique():
-    names = [param.id for param in CASES]
-    assert len(set(names)) == len(names)
-
-
-@pytest.mark.parametrize("call, error, argument", CASES)
-def test_bad_input_raises_a_clear_error_naming_the_argument(call, error, argument, files):
-    raises_naming(call, error, argument, files)
+(test_case_names_are_unique,
+ test_bad_input_raises_a_clear_error_naming_the_argument) = table_tests(CASES)
