@@ -6,7 +6,6 @@ the argument.
 """
 from __future__ import annotations
 
-
 from typing import Any
 
 import jax
@@ -19,25 +18,13 @@ from functional_dl._types import Array, PyTree
 _INT32_MAX = np.iinfo(np.int32).max
 
 
-def leaves_with_paths(tree: PyTree) -> list[tuple[str, Any]]:
-    """``[(path, leaf), ...]`` with paths written as ``['w'][0]`` (``keystr``)."""
-    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return [(jax.tree_util.keystr(path), leaf) for path, leaf in flat]
+leaves_with_paths = checks.leaves_with_paths
 
 
 def check_float_leaves(owner: str, name: str, tree: PyTree) -> None:
-    """Raise ``TypeError`` naming the first leaf of ``tree`` that is not a real float array.
-
-    Integer and boolean leaves are rejected rather than passed through: a gradient step on
-    an integer array cannot be represented, and silently skipping it hides a bug.
-    """
-    for path, leaf in leaves_with_paths(tree):
-        dtype = jnp.result_type(leaf)
-        if not jnp.issubdtype(dtype, jnp.floating):
-            raise TypeError(
-                f"{owner}: every leaf of {name} must be a real floating-point array "
-                f"(float16, bfloat16, float32 or float64); leaf {name}{path or '[root]'} "
-                f"has dtype {dtype}")
+    """:func:`functional_dl.checks.float_leaves`: integer and boolean leaves are rejected
+    rather than passed through (a gradient step on them cannot be represented)."""
+    checks.float_leaves(name, tree, owner=owner)
 
 
 def as_float_arrays(owner: str, name: str, tree: PyTree) -> PyTree:
@@ -48,21 +35,8 @@ def as_float_arrays(owner: str, name: str, tree: PyTree) -> PyTree:
 
 def check_same_structure(owner: str, name: str, tree: PyTree,
                          reference_name: str, reference: PyTree) -> None:
-    """Raise ``ValueError`` unless ``tree`` and ``reference`` have one structure and shapes.
-
-    The message prints both tree structures (or the first leaf whose shape differs).
-    """
-    tree_def = jax.tree_util.tree_structure(tree)
-    reference_def = jax.tree_util.tree_structure(reference)
-    if tree_def != reference_def:
-        raise ValueError(
-            f"{owner}: the tree structure of {name} differs from that of {reference_name}.\n"
-            f"  {name}: {tree_def}\n  {reference_name}: {reference_def}")
-    for (path, leaf), (_, ref_leaf) in zip(leaves_with_paths(tree), leaves_with_paths(reference)):
-        if jnp.shape(leaf) != jnp.shape(ref_leaf):
-            raise ValueError(
-                f"{owner}: leaf {name}{path or '[root]'} has shape {jnp.shape(leaf)}, but "
-                f"{reference_name}{path or '[root]'} has shape {jnp.shape(ref_leaf)}")
+    """:func:`functional_dl.checks.same_structure` (the message prints both structures)."""
+    checks.same_structure(name, tree, reference_name, reference, owner=owner)
 
 
 def check_finite_non_negative(name: str, value: Any) -> None:
