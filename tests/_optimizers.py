@@ -40,12 +40,13 @@ def np_sgd(p, gs, lr):
 
 
 def np_momentum(p, gs, lr, beta=0.9, nesterov=False):
-    m = np.zeros_like(p)
+    # the rate multiplies the buffer after it is formed (torch's and optax's convention)
+    b = np.zeros_like(p)
     out = []
     for t, g in enumerate(gs):
-        m = beta * m - lr(t) * g
-        step = beta * m - lr(t) * g if nesterov else m
-        p = p + step
+        b = beta * b + g
+        step = g + beta * b if nesterov else b
+        p = p - lr(t) * step
         out.append(p)
     return np.stack(out)
 
@@ -284,3 +285,22 @@ def instances(rate: float, *, stateful_only: bool = False) -> dict:
     """instance id -> a fresh optimizer at ``rate``, one per entry's instance."""
     return {key: entry.build(rate, **options) for key, (entry, options) in INSTANCES.items()
             if entry.stateful or not stateful_only}
+
+
+# ----------------------------------------------------------------------------------------
+# Wrappers and transforms whose state must keep the parameters' sharding
+# (tests/test_optim_sharding.py), beside every instance above.  A new wrapper adds a line.
+
+#: case ids whose state holds no parameter-shaped leaf (nothing to check but the update).
+STATELESS = frozenset({"sgd", "scale_by_schedule", "clip_then_sgd"})
+
+
+def sharding_cases(rate: float) -> dict:
+    """case id -> a fresh wrapper or transform chain at ``rate``."""
+    return {
+        "scale_by_schedule": optim.scale_by_schedule(S.exponential_decay(rate, 10, 0.9)),
+        "clip_then_sgd": optim.chain(optim.clip_by_global_norm(1.0), optim.sgd(rate)),
+        "apply_if_finite_adam": optim.apply_if_finite(optim.adam(rate)),
+        "adam_bfloat16_moments": optim.adam(rate, mu_dtype="bfloat16", nu_dtype="bfloat16"),
+        "trace_nesterov": optim.trace(0.9, nesterov=True),
+    }

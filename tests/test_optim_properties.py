@@ -175,8 +175,9 @@ def test_state_structure_and_dtypes_unchanged_across_updates(name):
         assert spec(state) == spec(state0)
     flat, _ = jax.tree_util.tree_flatten_with_path(state)
     counts = [x for path, x in flat if getattr(path[-1], "name", None) == "count"]
-    assert counts and all(c.dtype == jnp.int32 and c.shape == () and int(c) == 3
-                          for c in counts)
+    # a constant-rate sgd/momentum/adagrad/rmsprop keeps no count; every count kept is exact
+    assert all(c.dtype == jnp.int32 and c.shape == () and int(c) == 3 for c in counts)
+    assert bool(counts) == (name.startswith("adam") or name in {"sgd_schedule", "chain"})
     assert all(isinstance(x, jax.Array) for x in jax.tree_util.tree_leaves(state))
 
 

@@ -10,25 +10,33 @@
     updates, state = optimizer.update(grads, state, params)
     params = optim.apply_updates(params, updates)
 
-Same protocol as optax's ``GradientTransformation``: the two interoperate in either
-direction.  Each optimizer's docstring gives the formula it implements, its reference and
+Each optimizer is a chain of an ascent *direction* (``scale_by_adam``, ``trace``, ...,
+in ``directions.py``) and a *step* (``scale_by_learning_rate``), with transforms
+(clipping, weight decay, ...) between; a new per-coordinate transform is one
+``leafwise(owner, State, leaf_update)``.  Same protocol as optax's
+``GradientTransformation``: the two interoperate in either direction.  Each optimizer's docstring gives the formula it implements, its reference and
 the options that reproduce PyTorch's and optax's numbers.
 """
 from functional_dl.optim import schedules
-from functional_dl.optim.adam import AdamState, adam, adamw
-from functional_dl.optim.adaptive import (AdagradState, CenteredRmspropState, RmspropState,
-                                          adagrad, rmsprop)
-from functional_dl.optim.base import EmptyState, Optimizer, apply_updates, chain
-from functional_dl.optim.sgd import MomentumState, SgdState, momentum, sgd
-from functional_dl.optim.transforms import (ApplyIfFiniteState, ScaleByScheduleState,
-                                            add_decayed_weights, apply_if_finite,
-                                            clip_by_global_norm, scale, scale_by_schedule)
+from functional_dl.optim.aliases import adagrad, adam, adamw, momentum, named_chain, rmsprop, sgd
+from functional_dl.optim.base import EmptyState, Optimizer, apply_updates, call_update, chain
+from functional_dl.optim.directions import (ScaleByAdagradState, ScaleByAdamState,
+                                            ScaleByRmsState, ScaleByStddevState, TraceState,
+                                            scale_by_adagrad, scale_by_adam, scale_by_rms,
+                                            scale_by_stddev, trace)
+from functional_dl.optim.leafwise import leafwise
+from functional_dl.optim.transforms import (ApplyIfFiniteState, ScaleByLearningRateState,
+                                            ScaleByScheduleState, add_decayed_weights,
+                                            apply_if_finite, clip_by_global_norm, scale,
+                                            scale_by_learning_rate, scale_by_schedule)
 
 __all__ = [
-    "Optimizer", "EmptyState", "apply_updates", "chain", "schedules",
+    "Optimizer", "EmptyState", "apply_updates", "chain", "call_update", "named_chain",
+    "leafwise", "schedules",
     "sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw",
-    "clip_by_global_norm", "add_decayed_weights", "scale", "scale_by_schedule",
-    "apply_if_finite",
-    "SgdState", "MomentumState", "AdagradState", "RmspropState", "CenteredRmspropState",
-    "AdamState", "ScaleByScheduleState", "ApplyIfFiniteState",
+    "scale_by_adam", "scale_by_rms", "scale_by_stddev", "scale_by_adagrad", "trace",
+    "scale_by_learning_rate", "scale_by_schedule", "scale",
+    "clip_by_global_norm", "add_decayed_weights", "apply_if_finite",
+    "ScaleByAdamState", "ScaleByRmsState", "ScaleByStddevState", "ScaleByAdagradState",
+    "TraceState", "ScaleByLearningRateState", "ScaleByScheduleState", "ApplyIfFiniteState",
 ]

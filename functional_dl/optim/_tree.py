@@ -76,9 +76,10 @@ def compute_dtype(*dtypes: Any) -> Any:
 
 
 def zeros_like_tree(tree: PyTree, fill_value: float = 0.0) -> PyTree:
-    """A tree of arrays shaped and typed like ``tree``'s leaves, filled with ``fill_value``."""
+    """A tree of arrays shaped, typed and sharded like ``tree``'s leaves, filled with
+    ``fill_value`` (``full_like`` keeps a sharded leaf's sharding; ``full(shape)`` would not)."""
     return jax.tree_util.tree_map(
-        lambda leaf: jnp.full(jnp.shape(leaf), fill_value, jnp.result_type(leaf)), tree)
+        lambda leaf: jnp.full_like(jnp.asarray(leaf), fill_value), tree)
 
 
 def zero_count() -> Array:

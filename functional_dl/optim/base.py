@@ -18,12 +18,14 @@ leaf's dtype.
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from functional_dl import checks
 from functional_dl._types import PyTree
 from functional_dl.optim._tree import check_same_structure
 
@@ -56,35 +58,49 @@ def apply_updates(params: PyTree, updates: PyTree) -> PyTree:
         lambda p, u: (p + u).astype(jnp.result_type(p)), params, updates)
 
 
-def _check_is_optimizer(owner: str, position: int, candidate: Any) -> None:
-    if not (callable(getattr(candidate, "init", None))
-            and callable(getattr(candidate, "update", None))):
-        raise TypeError(f"{owner}: argument {position} must be an Optimizer (a pair of "
-                        f"functions init, update), got {type(candidate).__name__}")
+def _accepts_extra_args(update: Callable) -> bool:
+    """Whether ``update`` takes keyword arguments beyond ``(grads, state, params)``."""
+    try:
+        parameters = inspect.signature(update).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def call_update(optimizer: Any, updates: PyTree, state: PyTree, params: PyTree | None,
+                extra_args: dict) -> tuple[PyTree, PyTree]:
+    """``optimizer.update(updates, state, params, **extra_args)``, the extra arguments
+    dropped for an update that does not take ``**kwargs`` (a foreign or older transform)."""
+    if extra_args and _accepts_extra_args(optimizer.update):
+        return optimizer.update(updates, state, params, **extra_args)
+    return optimizer.update(updates, state, params)
 
 
 def chain(*optimizers: Optimizer) -> Optimizer:
     """Compose optimizers left to right: the updates of each are the gradients of the next.
 
-    ``chain(a, b).update(g, (sa, sb), θ)`` is ``u, sa = a.update(g, sa, θ)`` followed by
-    ``u, sb = b.update(u, sb, θ)``.  The state is the tuple of the members' states.
-    ``chain()`` is the identity.  Members may be any object with ``init``/``update`` in
-    this protocol (including optax transformations).
+    ``chain(a, b).update(g, (sa, sb), θ, **extra)`` is ``u, sa = a.update(g, sa, θ, **extra)``
+    followed by ``u, sb = b.update(u, sb, θ, **extra)``.  The state is the tuple of the
+    members' states.  ``chain()`` is the identity.  Members may be any object with
+    ``init``/``update`` in this protocol (including optax transformations); keyword
+    ``extra_args`` (optax's ``GradientTransformationExtraArgs``: ``value``, ``grad``,
+    ``value_fn`` of a line search, ...) reach every member whose ``update`` takes
+    ``**kwargs`` and are dropped for the others.
     """
     for position, candidate in enumerate(optimizers):
-        _check_is_optimizer("chain", position, candidate)
+        checks.optimizer(f"chain: argument {position}", candidate)
 
     def init(params: PyTree) -> tuple:
         return tuple(opt.init(params) for opt in optimizers)
 
-    def update(grads: PyTree, state: tuple, params: PyTree | None = None):
+    def update(grads: PyTree, state: tuple, params: PyTree | None = None, **extra_args):
         if not isinstance(state, tuple) or len(state) != len(optimizers):
             raise ValueError(f"chain.update: state must be a tuple of {len(optimizers)} member "
                              f"states (from chain(...).init), got {type(state).__name__}")
         new_states = []
         updates = grads
         for opt, member_state in zip(optimizers, state):
-            updates, member_state = opt.update(updates, member_state, params)
+            updates, member_state = call_update(opt, updates, member_state, params, extra_args)
             new_states.append(member_state)
         return updates, tuple(new_states)
 

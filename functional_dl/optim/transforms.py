@@ -16,9 +16,18 @@ from jax import lax
 import numpy as np
 
 from functional_dl import checks
-from functional_dl._types import Array, PyTree, Schedule
+from functional_dl._types import Array, PyTree, ScalarOrSchedule, Schedule
 from functional_dl.optim import _tree
-from functional_dl.optim.base import EmptyState, Optimizer
+from functional_dl.optim.base import EmptyState, Optimizer, call_update
+from functional_dl.optim.leafwise import leafwise
+
+
+def _check_factor(owner: str, name: str, factor) -> None:
+    if callable(factor) or jnp.ndim(factor) != 0:
+        raise ValueError(f"{owner}: {name} must be a scalar, got {factor!r}; for a schedule "
+                         f"use scale_by_schedule")
+    if checks.is_concrete(factor) and not np.isfinite(float(np.asarray(factor))):
+        raise ValueError(f"{owner}: {name} must be finite, got {factor!r}")
 
 
 def _leaf_times(factor, u: Array) -> Array:
@@ -32,22 +41,11 @@ def _check_against_params(owner: str, updates: PyTree, params: PyTree | None) ->
 
 
 def scale(factor: float) -> Optimizer:
-    """``u ← factor · u`` (stateless).  ``scale(-η)`` after a direction is a descent step."""
-    if callable(factor) or jnp.ndim(factor) != 0:
-        raise ValueError(f"scale: factor must be a scalar, got {factor!r}; for a schedule "
-                         f"use scale_by_schedule")
-    if checks.is_concrete(factor) and not np.isfinite(float(np.asarray(factor))):
-        raise ValueError(f"scale: factor must be finite, got {factor!r}")
-
-    def init(params: PyTree) -> EmptyState:
-        return EmptyState()
-
-    def update(updates: PyTree, state: EmptyState, params: PyTree | None = None):
-        updates = _tree.as_float_arrays("scale.update", "updates", updates)
-        _check_against_params("scale.update", updates, params)
-        return jax.tree_util.tree_map(lambda u: _leaf_times(factor, u), updates), state
-
-    return Optimizer(init, update)
+    """``u ← factor · u`` (stateless).  ``scale(-1.0)`` turns a descent step into an ascent
+    step (``maximize=True`` in torch), ``scale(-η)`` after a direction is a descent step."""
+    _check_factor("scale", "factor", factor)
+    return leafwise("scale", EmptyState, lambda u: (jnp.asarray(factor).astype(u.dtype) * u,),
+                    input_name="updates")
 
 
 class ScaleByScheduleState(NamedTuple):
@@ -59,26 +57,48 @@ class ScaleByScheduleState(NamedTuple):
 def scale_by_schedule(schedule: Schedule) -> Optimizer:
     """``u ← schedule(t) · u`` with ``t`` the number of earlier updates.
 
-    ``chain(momentum(1.0, β), scale_by_schedule(s))`` is PyTorch's/optax's SGD with momentum
-    under a schedule (the rate applied after the momentum buffer; see ``momentum``).  The
-    schedule's sign is used as given: a direction that is not yet a descent step needs
-    ``lambda t: -s(t)``.
+    The schedule's sign is used as given; for a learning rate (a descent step from an ascent
+    direction) use :func:`scale_by_learning_rate`, which flips it.
     """
     if not callable(schedule):
         raise TypeError(f"scale_by_schedule: schedule must be a function step -> factor, "
                         f"got {type(schedule).__name__}")
 
-    def init(params: PyTree) -> ScaleByScheduleState:
-        return ScaleByScheduleState(count=_tree.zero_count())
+    def leaf(u, *, count):
+        return (jnp.asarray(schedule(count)).astype(u.dtype) * u,)
 
-    def update(updates: PyTree, state: ScaleByScheduleState, params: PyTree | None = None):
-        updates = _tree.as_float_arrays("scale_by_schedule.update", "updates", updates)
-        _check_against_params("scale_by_schedule.update", updates, params)
-        factor = schedule(state.count)
-        scaled = jax.tree_util.tree_map(lambda u: _leaf_times(factor, u), updates)
-        return scaled, ScaleByScheduleState(count=_tree.increment_count(state.count))
+    return leafwise("scale_by_schedule", ScaleByScheduleState, leaf, input_name="updates")
 
-    return Optimizer(init, update)
+
+class ScaleByLearningRateState(NamedTuple):
+    """``count``: int32 updates made (the learning-rate schedule's step)."""
+
+    count: Array
+
+
+def scale_by_learning_rate(learning_rate: ScalarOrSchedule, *,
+                           flip_sign: bool = True) -> Optimizer:
+    """The step: ``u ← −η_t · d`` for an ascent direction ``d`` (``+η_t d`` with
+    ``flip_sign=False``), ``η_t = learning_rate(t)`` for a schedule (``t`` earlier updates).
+
+    The last member of every optimizer here: ``adam(η) = chain(scale_by_adam(),
+    scale_by_learning_rate(η))``.  A float rate keeps no state (``EmptyState``); a schedule
+    keeps the int32 step ``count``.  As optax's ``scale_by_learning_rate``.
+
+    Args:
+      learning_rate: finite ``η >= 0`` or a schedule ``step -> η``.
+      flip_sign: negate (descent).  ``False`` for a direction that is already a descent step.
+    """
+    _tree.check_learning_rate("scale_by_learning_rate", learning_rate)
+    sign = -1.0 if flip_sign else 1.0
+    if callable(learning_rate):
+        def leaf(d, *, count):
+            return (sign * jnp.asarray(learning_rate(count)).astype(d.dtype) * d,)
+        return leafwise("scale_by_learning_rate", ScaleByLearningRateState, leaf,
+                        input_name="updates")
+    return leafwise("scale_by_learning_rate", EmptyState,
+                    lambda d: (sign * jnp.asarray(learning_rate).astype(d.dtype) * d,),
+                    input_name="updates")
 
 
 def _global_norm(updates: PyTree) -> Array:
@@ -113,7 +133,8 @@ def clip_by_global_norm(max_norm: float) -> Optimizer:
     def init(params: PyTree) -> EmptyState:
         return EmptyState()
 
-    def update(updates: PyTree, state: EmptyState, params: PyTree | None = None):
+    def update(updates: PyTree, state: EmptyState, params: PyTree | None = None,
+               **extra_args):
         updates = _tree.as_float_arrays("clip_by_global_norm.update", "updates", updates)
         _check_against_params("clip_by_global_norm.update", updates, params)
         norm = _global_norm(updates)
@@ -130,10 +151,9 @@ def add_decayed_weights(weight_decay: float, mask=None) -> Optimizer:
     of an L2 penalty ``½ λ ‖θ‖²`` folded into the gradient, as
     ``torch.optim.Adam(weight_decay=λ)`` does; a penalty ``λ‖w‖²`` (gradient ``+2λw``) is
     ``add_decayed_weights(2λ)``.  After an ascent-signed direction and before
-    the learning rate it is decoupled decay as in AdamW: this package's optimizers return
-    descent steps, so un-negate first, ``chain(adam(1.0), scale(-1.0),
-    add_decayed_weights(λ), scale(-η))`` equals ``adamw(η, weight_decay=λ)`` (with optax's
-    ``scale_by_adam()`` as the direction no ``scale(-1.0)`` is needed).  ``mask`` is as in ``adamw``: a bool
+    the learning rate it is decoupled decay as in AdamW: ``chain(scale_by_adam(),
+    add_decayed_weights(λ), scale_by_learning_rate(η))`` is ``adamw(η, weight_decay=λ)``.
+    ``mask`` is as in ``adamw``: a bool
     pytree (or prefix) or a function ``params -> bool pytree``.  ``update`` needs ``params``.
     """
     _tree.check_finite_non_negative("add_decayed_weights: weight_decay", weight_decay)
@@ -141,7 +161,8 @@ def add_decayed_weights(weight_decay: float, mask=None) -> Optimizer:
     def init(params: PyTree) -> EmptyState:
         return EmptyState()
 
-    def update(updates: PyTree, state: EmptyState, params: PyTree | None = None):
+    def update(updates: PyTree, state: EmptyState, params: PyTree | None = None,
+               **extra_args):
         updates = _tree.as_float_arrays("add_decayed_weights.update", "updates", updates)
         if params is None:
             raise ValueError("add_decayed_weights.update: params are required; call "
@@ -190,12 +211,14 @@ def apply_if_finite(optimizer: Optimizer) -> Optimizer:
                                   notfinite_count=_tree.zero_count(),
                                   last_finite=jnp.ones((), jnp.bool_))
 
-    def update(grads: PyTree, state: ApplyIfFiniteState, params: PyTree | None = None):
+    def update(grads: PyTree, state: ApplyIfFiniteState, params: PyTree | None = None,
+               **extra_args):
         grads = _tree.as_float_arrays("apply_if_finite.update", "grads", grads)
         finite = jnp.ones((), jnp.bool_)
         for g in jax.tree_util.tree_leaves(grads):
             finite = finite & jnp.all(jnp.isfinite(g))
-        updates, inner_state = optimizer.update(grads, state.inner_state, params)
+        updates, inner_state = call_update(optimizer, grads, state.inner_state, params,
+                                          extra_args)
         updates = jax.tree_util.tree_map(
             lambda u: jnp.where(finite, u, jnp.zeros_like(u)), updates)
         inner_state = jax.tree_util.tree_map(
