@@ -5,7 +5,9 @@
 ``lax.scan`` (``forward``, ``log_likelihood``, ``posteriors``, ``viterbi``, and the low-level
 ``forward_filter``, ``backward_filter``, ``smoother``, ``most_likely_states`` on a ``(T, K)``
 log-likelihood matrix); the same functions parallel in time in ``functional_dl.hmm.parallel``;
-``sample``; Baum–Welch (``baum_welch``, ``baum_welch_with_history``) as one jitted
+``sample``; online filtering (``filter_init``, ``filter_step``), the predictive distribution
+(``next_state_probs``, ``predictive_log_density``), ``stationary_distribution`` and
+posterior path sampling (``sample_posterior``, FFBS); Baum–Welch (``baum_welch``, ``baum_welch_with_history``) as one jitted
 ``lax.while_loop``; ``check`` for eager validation.
 
 What is checked, and when.  The model-level entry points (``forward``, ``log_likelihood``,
@@ -38,6 +40,10 @@ from functional_dl.hmm.inference import (backward_filter, forward, forward_filte
 from functional_dl.hmm.learning import (BaumWelchResult, SufficientStats, baum_welch,
                                         baum_welch_with_history, e_step, m_step)
 from functional_dl.hmm.model import HMM, SmootherResult, check
+from functional_dl.hmm.online import (FilterState, filter_init, filter_step, filter_update,
+                                      next_state_probs, predictive_log_density,
+                                      stationary_distribution)
+from functional_dl.hmm.posterior_sampling import sample_posterior, sample_posterior_states
 from functional_dl.hmm.sampling import sample
 
 __all__ = [
@@ -46,4 +52,7 @@ __all__ = [
     "baum_welch", "baum_welch_with_history", "BaumWelchResult", "e_step", "m_step",
     "SufficientStats", "forward_filter", "backward_filter", "smoother", "most_likely_states",
     "SmootherResult", "parallel", "validation",
+    "FilterState", "filter_init", "filter_step", "filter_update", "next_state_probs",
+    "predictive_log_density", "stationary_distribution", "sample_posterior",
+    "sample_posterior_states",
 ]
