@@ -179,3 +179,251 @@ def test_flatten_an_empty_batch():
     assert apply({}, jnp.zeros((0, 3, 4))).shape == (0, 12)
     np.testing.assert_array_equal(apply({}, jnp.arange(24.0).reshape(2, 3, 4)),
                                   np.arange(24.0).reshape(2, 12))
+
+
+# ----------------------------------------------------------------------------------------
+# Conv, ConvTranspose and the pools against torch (same weights, float64) and NumPy loops.
+
+
+def _to_torch_conv_weight(w):
+    """Ours (*k, C_g, F) -> torch's Conv weight (F, C_g, *k)."""
+    r = w.ndim - 2
+    return np.transpose(w, (r + 1, r) + tuple(range(r)))
+
+
+def _from_torch_conv_weight(w):
+    r = w.ndim - 2
+    return np.transpose(w, tuple(range(2, r + 2)) + (1, 0))
+
+
+def _to_torch_transpose_weight(w):
+    """Ours (*k, C, F_g) -> torch's ConvTranspose weight (C, F_g, *k)."""
+    r = w.ndim - 2
+    return np.transpose(w, (r, r + 1) + tuple(range(r)))
+
+
+def _from_torch_transpose_weight(w):
+    r = w.ndim - 2
+    return np.transpose(w, tuple(range(2, r + 2)) + (0, 1))
+
+
+def torch_outputs_and_grads(module, x, cotangent, weight=None, bias=None):
+    """``module`` applied to channels-last ``x``: the output and the gradients of
+    ``<y, cotangent>`` w.r.t. ``x``, the weight and the bias (all channels-last / as given)."""
+    torch = pytest.importorskip("torch")
+    if weight is not None:
+        with torch.no_grad():
+            module.weight.copy_(torch.from_numpy(weight))
+            module.bias.copy_(torch.from_numpy(bias))
+    x_t = torch.tensor(np.moveaxis(x, -1, 1), dtype=torch.float64, requires_grad=True)
+    y = module(x_t)
+    y.backward(torch.from_numpy(np.ascontiguousarray(np.moveaxis(cotangent, -1, 1))))
+    grads = [np.moveaxis(x_t.grad.numpy(), 1, -1)]
+    if weight is not None:
+        grads += [module.weight.grad.numpy(), module.bias.grad.numpy()]
+    return (np.moveaxis(y.detach().numpy(), 1, -1), *grads)
+
+
+def ours_outputs_and_grads(layer, params, x, cotangent):
+    y, vjp = jax.vjp(lambda p, x_: layer.apply(p, x_), params, jnp.asarray(x))
+    grad_params, grad_x = vjp(jnp.asarray(cotangent))
+    return np.asarray(y), np.asarray(grad_x), grad_params
+
+
+def _random_params(layer, input_shape):
+    out_shape, params = layer.init(KEY, input_shape)
+    return out_shape, jax.tree_util.tree_map(lambda v: jnp.asarray(RNG.normal(size=v.shape)),
+                                             params)
+
+
+# (input spatial, C, F, kernel, strides, our padding, torch padding, dilation, groups)
+CONV_TORCH_CASES = {
+    "1d_strided_dilated_grouped": ((9,), 4, 6, (3,), 2, 1, 1, 2, 2),
+    "1d_same_dilated": ((8,), 2, 3, (3,), 1, "SAME", "same", 3, 1),
+    "2d_depthwise_multiplier_2": ((7, 6), 3, 6, (3, 2), (2, 1), (1, 0), (1, 0), (1, 2), 3),
+    "2d_valid": ((6, 5), 2, 3, (2, 3), (1, 2), "VALID", 0, 1, 1),
+    "2d_depthwise_same": ((5, 6), 4, 4, (3, 3), 1, "SAME", "same", 2, 4),
+    "3d_grouped": ((5, 6, 4), 2, 4, (2, 3, 2), (1, 2, 1), ((1, 1), (0, 0), (1, 1)),
+                   (1, 0, 1), (2, 1, 1), 2),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONV_TORCH_CASES))
+def test_conv_matches_torch_outputs_and_gradients(case):
+    torch = pytest.importorskip("torch")
+    spatial, c, f, kernel, strides, padding, torch_padding, dilation, groups = \
+        CONV_TORCH_CASES[case]
+    rank = len(kernel)
+    with jax.enable_x64(True):
+        layer = nn.Conv(f, kernel, strides, padding, dilation=dilation,
+                        feature_group_count=groups)
+        x = RNG.normal(size=(2,) + spatial + (c,))
+        out_shape, params = _random_params(layer, x.shape)
+        assert params["w"].shape == kernel + (c // groups, f)
+        module = getattr(torch.nn, f"Conv{rank}d")(c, f, kernel, stride=strides,
+                                                   padding=torch_padding, dilation=dilation,
+                                                   groups=groups, dtype=torch.float64)
+        cotangent = RNG.normal(size=out_shape)
+        y, grad_x, grads = ours_outputs_and_grads(layer, params, x, cotangent)
+        t_y, t_grad_x, t_grad_w, t_grad_b = torch_outputs_and_grads(
+            module, x, cotangent, _to_torch_conv_weight(np.asarray(params["w"])),
+            np.asarray(params["b"]))
+    assert y.shape == out_shape == t_y.shape
+    np.testing.assert_allclose(y, t_y, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(grad_x, t_grad_x, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(grads["w"], _from_torch_conv_weight(t_grad_w), rtol=1e-10,
+                               atol=1e-10)
+    np.testing.assert_allclose(grads["b"], t_grad_b, rtol=1e-10, atol=1e-10)
+
+
+def test_dilated_grouped_conv_matches_a_numpy_loop_of_the_formula():
+    """y[n, i, o] = b[o] + Σ_{u, c} x_pad[n, s ⊙ i + d ⊙ u, g(o) C_g + c] w[u, c, o]."""
+    with jax.enable_x64(True):
+        layer = nn.Conv(4, (2, 2), (1, 2), ((1, 0), (0, 1)), dilation=(2, 1),
+                        feature_group_count=2)
+        x = RNG.normal(size=(1, 5, 6, 4))
+        out_shape, params = _random_params(layer, x.shape)
+        w, b = np.asarray(params["w"]), np.asarray(params["b"])
+        y = np.asarray(jax.jit(layer.apply)(params, jnp.asarray(x)))
+    expected = np.zeros(out_shape)
+    x_pad = np.pad(x, ((0, 0), (1, 0), (0, 1), (0, 0)))
+    for i in range(out_shape[1]):
+        for j in range(out_shape[2]):
+            for o in range(4):
+                g = o // 2                      # F_g = 2 outputs per group, C_g = 2 inputs
+                total = b[o]
+                for u in range(2):
+                    for v in range(2):
+                        for c in range(2):
+                            total += x_pad[0, i + 2 * u, 2 * j + v, 2 * g + c] * w[u, v, c, o]
+                expected[0, i, j, o] = total
+    assert out_shape == (1, 4, 3, 4)
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+
+
+# (input spatial, C, F, kernel, strides, padding, output_padding, dilation, groups)
+CONV_TRANSPOSE_TORCH_CASES = {
+    "1d_grouped_output_padding": ((5,), 4, 6, (3,), 2, 1, 1, 1, 2),
+    "2d_strided": ((4, 3), 3, 2, (3, 2), (2, 3), (1, 0), (1, 2), 1, 1),
+    "2d_padding_beyond_the_kernel": ((5, 4), 2, 2, (2, 3), 2, (3, 1), 0, (2, 1), 1),
+    "3d_dilated_grouped": ((3, 3, 2), 2, 4, (2, 2, 3), (1, 2, 2), (0, 1, 1), (0, 0, 1),
+                           (2, 1, 1), 2),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONV_TRANSPOSE_TORCH_CASES))
+def test_conv_transpose_matches_torch_outputs_and_gradients(case):
+    torch = pytest.importorskip("torch")
+    spatial, c, f, kernel, strides, padding, output_padding, dilation, groups = \
+        CONV_TRANSPOSE_TORCH_CASES[case]
+    rank = len(kernel)
+    with jax.enable_x64(True):
+        layer = nn.ConvTranspose(f, kernel, strides, padding, output_padding=output_padding,
+                                 dilation=dilation, feature_group_count=groups)
+        x = RNG.normal(size=(2,) + spatial + (c,))
+        out_shape, params = _random_params(layer, x.shape)
+        assert params["w"].shape == kernel + (c, f // groups)
+        module = getattr(torch.nn, f"ConvTranspose{rank}d")(
+            c, f, kernel, stride=strides, padding=padding, output_padding=output_padding,
+            groups=groups, dilation=dilation, dtype=torch.float64)
+        cotangent = RNG.normal(size=out_shape)
+        y, grad_x, grads = ours_outputs_and_grads(layer, params, x, cotangent)
+        t_y, t_grad_x, t_grad_w, t_grad_b = torch_outputs_and_grads(
+            module, x, cotangent, _to_torch_transpose_weight(np.asarray(params["w"])),
+            np.asarray(params["b"]))
+    assert y.shape == out_shape == t_y.shape
+    np.testing.assert_allclose(y, t_y, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(grad_x, t_grad_x, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(grads["w"], _from_torch_transpose_weight(t_grad_w),
+                               rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(grads["b"], t_grad_b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("kernel,strides,dilation,groups",
+                         [((4,), 2, 1, 1), ((3,), 2, 1, 2), ((1,), 3, 1, 1), ((3,), 2, 2, 1),
+                          ((2, 3), (2, 3), (1, 1), 2)])
+def test_conv_transpose_same_is_the_adjoint_of_the_same_conv(kernel, strides, dilation,
+                                                             groups):
+    """ConvTranspose(F, k, s, "SAME") with w_t = swapaxes(w_c) is x ↦ the vjp of
+    Conv(C, k, s, "SAME") on an input of n·s entries (so out = n·s)."""
+    with jax.enable_x64(True):
+        rank = len(kernel)
+        spatial = (4, 3)[:rank]
+        conv = nn.Conv(4, kernel, strides, "SAME", dilation=dilation,
+                       feature_group_count=groups)
+        big = (2,) + tuple(n * s for n, s in zip(spatial, conv_strides(strides, rank))) + (2,)
+        _, conv_params = _random_params(conv, big)
+        transpose = nn.ConvTranspose(2, kernel, strides, "SAME", dilation=dilation,
+                                     feature_group_count=groups, use_bias=False)
+        out_shape, _ = transpose.init(KEY, (2,) + spatial + (4,))
+        assert out_shape == big
+        y = jnp.asarray(RNG.normal(size=(2,) + spatial + (4,)))
+        _, vjp = jax.vjp(lambda x_: conv.apply(conv_params, x_), jnp.zeros(big))
+        (expected,) = vjp(y)
+        got = transpose.apply({"w": jnp.swapaxes(conv_params["w"], -1, -2)}, y)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def conv_strides(strides, rank):
+    return (strides,) * rank if isinstance(strides, int) else strides
+
+
+# (kind, window, strides, padding) -> torch module of the same settings
+POOL_TORCH_CASES = {
+    "max_1d": ("max", (3,), 2, 1),
+    "max_3d": ("max", (2, 3, 2), (1, 2, 2), (1, 1, 0)),
+    "avg_1d": ("avg", (3,), 1, 1),
+    "avg_3d": ("avg", (2, 2, 3), (2, 1, 2), (1, 0, 1)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(POOL_TORCH_CASES))
+def test_pools_match_torch_outputs_and_gradients(case):
+    torch = pytest.importorskip("torch")
+    kind, window, strides, padding = POOL_TORCH_CASES[case]
+    rank = len(window)
+    spatial = (7, 6, 5)[:rank] if rank == 1 else (4, 6, 5)
+    with jax.enable_x64(True):
+        layer = (nn.MaxPool if kind == "max" else nn.AvgPool)(window, strides, padding)
+        x = RNG.normal(size=(2,) + spatial + (3,))
+        out_shape, _ = layer.init(KEY, x.shape)
+        cotangent = RNG.normal(size=out_shape)
+        y, grad_x, _ = ours_outputs_and_grads(layer, {}, x, cotangent)
+    if kind == "max":
+        module = getattr(torch.nn, f"MaxPool{rank}d")(window, strides, padding)
+    else:
+        module = getattr(torch.nn, f"AvgPool{rank}d")(window, strides, padding,
+                                                      count_include_pad=False)
+    t_y, t_grad_x = torch_outputs_and_grads(module, x, cotangent)
+    assert y.shape == out_shape == t_y.shape
+    np.testing.assert_allclose(y, t_y, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(grad_x, t_grad_x, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["avg", "max"])
+@pytest.mark.parametrize("rank", [1, 2, 3])
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_global_pools_match_torch_adaptive_pools(kind, rank, keepdims):
+    torch = pytest.importorskip("torch")
+    factory = nn.GlobalAvgPool if kind == "avg" else nn.GlobalMaxPool
+    x = RNG.normal(size=(2,) + (4, 3, 5)[:rank] + (3,))
+    pool = getattr(torch.nn.functional, f"adaptive_{kind}_pool{rank}d")
+
+    class Adaptive(torch.nn.Module):
+        def forward(self, x_t):
+            y = pool(x_t, 1)
+            return y if keepdims else y.reshape(y.shape[:2])
+
+    with jax.enable_x64(True):
+        layer = factory(keepdims=keepdims)
+        out_shape, _ = layer.init(KEY, (-1,) + x.shape[1:])
+        cotangent = RNG.normal(size=(2,) + ((1,) * rank if keepdims else ()) + (3,))
+        assert out_shape == (-1,) + cotangent.shape[1:]
+        y, grad_x, _ = ours_outputs_and_grads(layer, {}, x, cotangent)
+        # with spatial_rank, one example without the batch axis gives its row
+        per_example = jax.vmap(factory(keepdims=keepdims, spatial_rank=rank).apply,
+                               in_axes=(None, 0))({}, jnp.asarray(x))
+    t_y, t_grad_x = torch_outputs_and_grads(Adaptive(), x, cotangent)
+    np.testing.assert_allclose(y, t_y, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(per_example, t_y, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(grad_x, t_grad_x, rtol=1e-12, atol=1e-12)
