@@ -344,6 +344,10 @@ def test_conv_transpose_matches_torch_outputs_and_gradients(case):
     np.testing.assert_allclose(grads["b"], t_grad_b, rtol=1e-10, atol=1e-10)
 
 
+def conv_strides(strides, rank):
+    return (strides,) * rank if isinstance(strides, int) else strides
+
+
 @pytest.mark.parametrize("kernel,strides,dilation,groups",
                          [((4,), 2, 1, 1), ((1,), 3, 1, 1), ((3,), 2, 2, 1),
                           ((2, 3), (2, 3), (1, 1), 2)])
@@ -371,10 +375,6 @@ def test_conv_transpose_same_is_the_adjoint_of_the_same_conv(kernel, strides, di
 
         expected, got = adjoint_and_transpose(y)
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
-
-
-def conv_strides(strides, rank):
-    return (strides,) * rank if isinstance(strides, int) else strides
 
 
 # (kind, window, strides, padding) -> torch module of the same settings
