@@ -112,6 +112,70 @@ def np_convnet(params, x):
     return h.reshape(h.shape[0], -1) @ p["dense_0"]["w"] + p["dense_0"]["b"]
 
 
+def np_conv(x, w, b, strides, pads, dilation, groups):
+    """Grouped, dilated N-d convolution, the module formula as a direct loop::
+
+        y[n, i, o] = b[o] + Σ_{u, c} x_pad[n, s ⊙ i + d ⊙ u, g(o) C_g + c] w[u, c, o]
+
+    ``x``: (N, *spatial, C); ``w``: (*k, C_g, F); ``pads``: one (before, after) per axis.
+    """
+    rank = w.ndim - 2
+    x_pad = np.pad(x, ((0, 0),) + tuple(pads) + ((0, 0),))
+    window, (channels_group, features) = w.shape[:rank], w.shape[rank:]
+    features_group = features // groups
+    out = tuple((x_pad.shape[1 + a] - dilation[a] * (window[a] - 1) - 1) // strides[a] + 1
+                for a in range(rank))
+    y = np.zeros((x.shape[0],) + out + (features,))
+    for i in np.ndindex(*out):
+        for u in np.ndindex(*window):
+            position = tuple(strides[a] * i[a] + dilation[a] * u[a] for a in range(rank))
+            entries = x_pad[(slice(None),) + position]            # (N, C)
+            for o in range(features):
+                g = o // features_group
+                group = entries[:, g * channels_group:(g + 1) * channels_group]
+                y[(slice(None),) + i + (o,)] += group @ w[u + (slice(None), o)]
+    return y + b
+
+
+def np_conv_transpose(x, w, b, strides, crops, dilation, groups):
+    """Transposed convolution as a scatter loop: input entry ``i`` adds ``x[i] · w[u]`` at
+    ``s ⊙ i + d ⊙ u`` of the full result, which is then cut by ``crops`` (negative: zeros
+    added).  ``w``: (*k, C, F_g)."""
+    rank = w.ndim - 2
+    window, (channels, features_group) = w.shape[:rank], w.shape[rank:]
+    channels_group = channels // groups
+    full = tuple((x.shape[1 + a] - 1) * strides[a] + dilation[a] * (window[a] - 1) + 1
+                 for a in range(rank))
+    y = np.zeros((x.shape[0],) + full + (groups * features_group,))
+    for i in np.ndindex(*x.shape[1:-1]):
+        for u in np.ndindex(*window):
+            position = tuple(strides[a] * i[a] + dilation[a] * u[a] for a in range(rank))
+            for g in range(groups):
+                ins, outs = (slice(g * channels_group, (g + 1) * channels_group),
+                             slice(g * features_group, (g + 1) * features_group))
+                y[(slice(None),) + position + (outs,)] += x[(slice(None),) + i + (ins,)] @ w[u][ins]
+    for a, (lo, hi) in enumerate(crops):
+        y = np.pad(y, [(0, 0)] * (a + 1) + [(max(-lo, 0), max(-hi, 0))] + [(0, 0)] * (rank - a))
+        size = y.shape[1 + a]
+        y = np.take(y, np.arange(max(lo, 0), size - max(hi, 0)), axis=1 + a)
+    return y + b
+
+
+def np_pool_nd(x, window, strides, pads, kind):
+    """Max or mean (over the real entries) of each window, a direct loop; ``pads`` per axis."""
+    fill = -np.inf if kind == "max" else np.nan  # NaN padding: nanmean skips it
+    rank = len(window)
+    x_pad = np.pad(x, ((0, 0),) + tuple(pads) + ((0, 0),), constant_values=fill)
+    out = tuple((x_pad.shape[1 + a] - window[a]) // strides[a] + 1 for a in range(rank))
+    y = np.zeros((x.shape[0],) + out + (x.shape[-1],))
+    reduce = np.max if kind == "max" else np.nanmean
+    for i in np.ndindex(*out):
+        patch = x_pad[(slice(None),) + tuple(slice(strides[a] * i[a], strides[a] * i[a] + window[a])
+                                             for a in range(rank))]
+        y[(slice(None),) + i] = reduce(patch, axis=tuple(range(1, rank + 1)))
+    return y
+
+
 def _np_serial(params, x):
     """The forward pass of the ``serial`` entry: Dense, Sigmoid, Dense, LogSoftmax."""
     h = np_sigmoid(np_dense(params["dense_0"], x))
@@ -165,4 +229,26 @@ LAYERS = {
     "flatten": LayerEntry(lambda: nn.Flatten, (2, 3, 4, 5),
                           _stateless(lambda x: x.reshape(x.shape[0], -1)), per_example=False),
     "convnet": LayerEntry(small_convnet, (3, 8, 8, 1), np_convnet, per_example=False),
+    "conv1d_dilated_grouped": LayerEntry(
+        lambda: nn.Conv(4, (3,), 2, ((2, 1),), dilation=2, feature_group_count=2), (2, 9, 4),
+        lambda params, x: np_conv(x, params["w"], params["b"], (2,), ((2, 1),), (2,), 2)),
+    "conv3d_depthwise": LayerEntry(
+        lambda: nn.Conv(4, (2, 3, 2), (1, 2, 1), "SAME", feature_group_count=2), (2, 3, 5, 4, 2),
+        lambda params, x: np_conv(x, params["w"], params["b"], (1, 2, 1),
+                                  ((0, 1), (1, 1), (0, 1)), (1, 1, 1), 2)),
+    "conv_transpose2d": LayerEntry(
+        lambda: nn.ConvTranspose(4, (3, 2), (2, 1), ((1, 0), (0, 2)), output_padding=(1, 0),
+                                 feature_group_count=2), (2, 3, 4, 2),
+        lambda params, x: np_conv_transpose(x, params["w"], params["b"], (2, 1),
+                                            ((1, -1), (0, 2)), (1, 1), 2)),
+    "max_pool1d": LayerEntry(lambda: nn.MaxPool((3,), 2, "SAME"), (2, 7, 3),
+                             _stateless(lambda x: np_pool_nd(x, (3,), (2,), ((1, 1),), "max"))),
+    "avg_pool3d": LayerEntry(lambda: nn.AvgPool((2, 2, 3), (1, 2, 2), 1), (2, 3, 4, 5, 2),
+                             _stateless(lambda x: np_pool_nd(x, (2, 2, 3), (1, 2, 2),
+                                                             ((1, 1),) * 3, "avg"))),
+    "global_avg_pool": LayerEntry(lambda: nn.GlobalAvgPool(), (2, 3, 4, 5),
+                                  _stateless(lambda x: x.mean(axis=(1, 2))), per_example=False),
+    "global_max_pool_keepdims": LayerEntry(
+        lambda: nn.GlobalMaxPool(keepdims=True, spatial_rank=1), (2, 5, 3),
+        _stateless(lambda x: x.max(axis=1, keepdims=True))),
 }
