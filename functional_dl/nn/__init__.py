@@ -27,6 +27,9 @@ from functional_dl.nn.layers import (Dense, Dropout, Gelu, LogSoftmax, Relu, Sig
                                      named, relu, sigmoid, softmax, tanh)
 from functional_dl.nn.recurrent import RNN, Bidirectional, scan_cell
 from functional_dl.nn.recurrent_cells import Cell, GRUCell, LSTMCell, SimpleRNNCell
+from functional_dl.nn.combinators import (FanInConcat, FanInSum, FanOut, Identity, Residual,
+                                          parallel)
+from functional_dl.nn.state import StatefulLayer, as_stateful, is_stateful
 
 __all__ = [
     "Layer", "as_layer", "named", "layer_name", "elementwise",
@@ -37,4 +40,6 @@ __all__ = [
     "LayerNorm", "RMSNorm", "GroupNorm", "Embedding", "attend",
     "Cell", "LSTMCell", "GRUCell", "SimpleRNNCell", "RNN", "Bidirectional", "scan_cell",
     "initializers", "backprop", "numerical_gradient", "check_gradient",
+    "Identity", "FanOut", "FanInSum", "FanInConcat", "parallel", "Residual",
+    "StatefulLayer", "is_stateful", "as_stateful",
 ]
