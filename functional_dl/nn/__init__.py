@@ -30,6 +30,7 @@ from functional_dl.nn.recurrent_cells import Cell, GRUCell, LSTMCell, SimpleRNNC
 from functional_dl.nn.combinators import (FanInConcat, FanInSum, FanOut, Identity, Residual,
                                           parallel)
 from functional_dl.nn.state import StatefulLayer, as_stateful, is_stateful
+from functional_dl.nn.batch_norm import BatchNorm
 
 __all__ = [
     "Layer", "as_layer", "named", "layer_name", "elementwise",
@@ -41,5 +42,5 @@ __all__ = [
     "Cell", "LSTMCell", "GRUCell", "SimpleRNNCell", "RNN", "Bidirectional", "scan_cell",
     "initializers", "backprop", "numerical_gradient", "check_gradient",
     "Identity", "FanOut", "FanInSum", "FanInConcat", "parallel", "Residual",
-    "StatefulLayer", "is_stateful", "as_stateful",
+    "StatefulLayer", "is_stateful", "as_stateful", "BatchNorm",
 ]

@@ -154,7 +154,7 @@ def _as_branches(owner: str, what: str, value: Any, num: Optional[int], expected
     if not isinstance(value, (tuple, list)) or (num is not None and len(value) != num) \
             or not value:
         got = (f"an array of shape {tuple(jnp.shape(value))}" if hasattr(value, "shape")
-               else f"{checks.describe(value)} {value!r}"[:120])
+               else checks.describe(value)[:120])
         raise ValueError(f"{owner}: {what} must be {expected}, got {got}")
     return list(value)
 
