@@ -1030,3 +1030,19 @@ def test_fit_on_a_mesh_keeps_the_model_state_replicated_with_global_batch_statis
     assert report["devices"] == 4 and report["replicated"]
     # global statistics: the sharded run follows the one-device run up to summation order
     assert report["difference"] < 1e-4
+
+
+def test_early_stopping_restores_the_best_epochs_model_state_with_its_params():
+    x_val, y_val = make_data(16, seed=2)
+    params, model_state = bn_init()
+
+    def run(epochs, **options):
+        return train.fit(bn_loss, OPTIMIZER, params, (X, Y), model_state=model_state,
+                         key=jax.random.key(8), epochs=epochs, batch_size=BATCH_SIZE,
+                         validation_data=(x_val, y_val), progress="none", **options)
+    # min_delta so large that only epoch 1 counts as an improvement: the best is epoch 1
+    stopped = run(6, early_stopping=train.EarlyStopping(patience=2, min_delta=100.0))
+    assert stopped.stop_reason == "early_stopping" and stopped.best_epoch == 1
+    one_epoch = run(1)                                   # the oracle: a run of that length
+    assert_trees_equal(stopped.params, one_epoch.params)
+    assert_trees_equal(stopped.model_state, one_epoch.model_state)

@@ -30,6 +30,10 @@ parameters' dtype; ``None`` is the default float at ``init`` time): ``dtype=jnp.
 computes in bfloat16 from float32 parameters.  :func:`dtype_options` and :func:`promote`
 implement that; :func:`check_input_shape`, :func:`check_input` and :func:`check_params`
 give the messages that name the layer and the shape it expects.
+
+A layer with state besides its params (``BatchNorm``'s running statistics) is a
+``StatefulLayer`` on a wider contract, ``init -> (output_shape, params, state)`` and
+``apply(params, x, *, state, key, train) -> (y, new_state)``: :mod:`functional_dl.nn.state`.
 """
 from __future__ import annotations
 
