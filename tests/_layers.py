@@ -252,3 +252,28 @@ LAYERS = {
         lambda: nn.GlobalMaxPool(keepdims=True, spatial_rank=1), (2, 5, 3),
         _stateless(lambda x: x.max(axis=1, keepdims=True))),
 }
+
+
+# ----------------------------------------------------------------------------------------
+# Combinators (functional_dl.nn.combinators): a residual block and nested serial names.
+
+
+def _np_residual(params, x):
+    """``x + tanh(x W + b)``: the forward pass of the ``residual`` entry."""
+    return x + np.tanh(np_dense(params["dense_0"], x))
+
+
+def _np_nested_serial(params, x):
+    """Dense, Relu inside ``serial_0``, then the ``residual_0`` block, then a Dense."""
+    h = np.maximum(np_dense(params["serial_0"]["dense_0"], x), 0)
+    return np_dense(params["dense_0"], _np_residual(params["residual_0"], h))
+
+
+LAYERS.update({
+    "residual": LayerEntry(lambda: nn.Residual(nn.serial(nn.Dense(4), nn.Tanh)), (2, 4),
+                           _np_residual),
+    "nested_serial": LayerEntry(
+        lambda: nn.serial(nn.serial(nn.Dense(5), nn.Relu),
+                          nn.Residual(nn.serial(nn.Dense(5), nn.Tanh)), nn.Dense(3)),
+        (2, 4), _np_nested_serial),
+})

@@ -87,3 +87,14 @@ def test_data_parallel_on_four_cpu_devices_matches_one_device():
     assert abs(accuracies[0] - accuracies[1]) <= 1 / 450 + 1e-9  # one borderline digit at most
     # and it learned: below the loss of a uniform guess, far above chance accuracy
     assert losses[0] < math.log(10) / 2 and accuracies[0] > 0.6
+
+
+def test_resnet_digits_small_run_learns_with_batch_norm_state(tmp_path):
+    completed = python(str(EXAMPLES / "resnet_digits.py"), "--small", "--out", str(tmp_path))
+    assert completed.returncode == 0, completed.stderr
+    accuracy = re.search(r"^test accuracy: (\d\.\d{4}) \(\d+ parameters, 1 residual blocks of "
+                         r"width 8", completed.stdout, re.MULTILINE)
+    assert accuracy is not None, completed.stdout
+    # two epochs, evaluated with the running statistics: far above chance (0.1)
+    assert 0.6 <= float(accuracy.group(1)) <= 1.0
+    assert (tmp_path / "resnet_digits_curves.png").stat().st_size > 0

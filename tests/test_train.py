@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from _jax_events import compilations_of, recording_jax_events
-from functional_dl import optim, train
+from functional_dl import nn, optim, train
 
 NUM_FEATURES, NUM_CLASSES, NUM_HIDDEN = 4, 3, 8
 
@@ -867,3 +867,182 @@ def test_evaluate_keeps_float64_and_accepts_boolean_per_example_values():
                                 values, 5)
     np.testing.assert_allclose(result["mean"], values.mean(), rtol=1e-13)
     assert result["positive"] == np.mean(values > 0)
+
+
+# ---------------------------------------------------------------- model state (BatchNorm)
+# Oracles: the hand-written loop with the state threaded by hand, the closed form of the
+# first running mean, the uninterrupted run for resume, and the run without a mesh.
+
+BN_MODEL = nn.serial(nn.Dense(NUM_HIDDEN), nn.BatchNorm(momentum=0.2), nn.Tanh,
+                     nn.Dense(NUM_CLASSES))
+
+
+def bn_init():
+    _, params, model_state = BN_MODEL.init(jax.random.key(0), (-1, NUM_FEATURES))
+    return params, model_state
+
+
+def bn_loss(params, model_state, batch, key):
+    """Cross-entropy of the BatchNorm MLP: batch statistics with a key, running ones without."""
+    x, y = batch
+    logits, model_state = BN_MODEL.apply(params, x, state=model_state, train=key is not None)
+    return cross_entropy(logits, y).mean(), model_state
+
+
+BN_STEP = train.make_train_step(bn_loss, OPTIMIZER, has_state=True)
+BN_ORACLE_GRAD = jax.jit(jax.value_and_grad(bn_loss, has_aux=True))
+
+
+def test_step_with_model_state_matches_hand_written_loop():
+    keys = jax.random.split(jax.random.key(3), 4)
+    plan = [((X[i::2][:BATCH_SIZE], Y[i::2][:BATCH_SIZE]), keys[2 * i + j])
+            for i in range(2) for j in range(2)]
+    params, model_state = bn_init()
+    opt_state = OPTIMIZER.init(params)
+    expected_params, expected_model_state = params, model_state
+    expected_opt_state = opt_state
+    for batch, key in plan:
+        (_, expected_model_state), grads = BN_ORACLE_GRAD(expected_params, expected_model_state,
+                                                          batch, key)
+        updates, expected_opt_state = ORACLE_UPDATE(grads, expected_opt_state, expected_params)
+        expected_params = ORACLE_APPLY(expected_params, updates)
+    first_hidden = np.asarray(plan[0][0][0], np.float64) @ np.asarray(params["dense_0"]["w"]) \
+        + np.asarray(params["dense_0"]["b"])
+    params, opt_state, model_state = copy_tree((params, opt_state, model_state))
+    for index, (batch, key) in enumerate(plan):
+        params, opt_state, model_state, metrics = BN_STEP(params, opt_state, model_state, batch,
+                                                          key)
+        if index == 0:   # mean' = (1 − m)·0 + m·μ_B, m = 0.2
+            np.testing.assert_allclose(model_state["batch_norm_0"]["mean"],
+                                       0.2 * first_hidden.mean(axis=0), rtol=1e-5, atol=1e-6)
+    assert_trees_close(params, expected_params)
+    assert_trees_close(opt_state, expected_opt_state)
+    assert_trees_close(model_state, expected_model_state)
+    assert set(metrics) == {"loss"}
+
+
+def bn_fit_oracle(params, model_state, data, key, epochs, batch_size):
+    """fit's key schedule written out with BN_STEP."""
+    opt_state = OPTIMIZER.init(params)
+    params, opt_state, model_state = copy_tree((params, opt_state, model_state))
+    for epoch in range(epochs):
+        shuffle_key, step_key = jax.random.split(jax.random.fold_in(key, epoch))
+        for i, batch in enumerate(train.batches(shuffle_key, data, batch_size)):
+            params, opt_state, model_state, _ = BN_STEP(params, opt_state, model_state, batch,
+                                                        jax.random.fold_in(step_key, i))
+    return params, opt_state, model_state
+
+
+def bn_run(epochs, path=None):
+    params, model_state = bn_init()
+    x_val, y_val = make_data(16, seed=2)
+    return train.fit(bn_loss, OPTIMIZER, params, (X, Y), model_state=model_state,
+                     key=jax.random.key(8), epochs=epochs, batch_size=BATCH_SIZE,
+                     validation_data=(x_val, y_val), progress="none",
+                     checkpointing=None if path is None else train.Checkpointing(
+                         path, resume=True))
+
+
+def test_fit_threads_the_model_state_and_validates_with_the_running_statistics():
+    result = bn_run(3)
+    params, model_state = bn_init()
+    expected = bn_fit_oracle(params, model_state, (X, Y), jax.random.key(8), 3, BATCH_SIZE)
+    assert_trees_close((result.params, result.opt_state, result.model_state), expected)
+    # validation ran in eval mode: the state it returns is the training one, unmoved
+    val = make_data(16, seed=2)
+    evaluated = train.evaluate(lambda p, s, b: bn_loss(p, s, b, None)[0], result.params, val,
+                               5, model_state=result.model_state)
+    np.testing.assert_allclose(result.history["val_loss"][-1], evaluated, rtol=1e-5)
+    running_var = np.asarray(result.model_state["batch_norm_0"]["var"])
+    assert running_var.shape == (NUM_HIDDEN,) and not np.allclose(running_var, 1.0)
+
+
+def test_fit_with_model_state_resumes_as_an_uninterrupted_run(tmp_path):
+    from functional_dl import checkpoint
+    uninterrupted = bn_run(4, tmp_path / "a.npz")
+    first_part = bn_run(2, tmp_path / "b.npz")
+    assert len(first_part.history["loss"]) == 2
+    saved = checkpoint.restore(tmp_path / "b.npz")
+    assert_trees_equal(saved.state.model_state, first_part.model_state)   # state is saved
+    resumed = bn_run(4, tmp_path / "b.npz")
+    assert_trees_equal(resumed.model_state, uninterrupted.model_state)
+    assert_trees_equal(resumed.params, uninterrupted.params)
+    assert_trees_equal(resumed.opt_state, uninterrupted.opt_state)
+    assert resumed.history == uninterrupted.history
+
+
+@pytest.mark.parametrize("bad_loss, error, match", [
+    (lambda p, s, b, k: bn_loss(p, s, b, k)[0], TypeError,
+     r"loss_fn with model state must return \(loss, new_model_state\)"),
+    (lambda p, s, b, k: (bn_loss(p, s, b, k)[0], {}), ValueError,
+     r"the model_state loss_fn returns"),
+    (lambda p, s, b, k: (bn_loss(p, s, b, k)[0], jax.tree.map(lambda v: v[:2], s)), ValueError,
+     r"model_state loss_fn returns\['batch_norm_0'\]\['mean'\] has shape \(2,\)"),
+])
+def test_a_stateful_loss_must_return_its_state_unchanged_in_kind(bad_loss, error, match):
+    params, model_state = bn_init()
+    step = train.make_train_step(bad_loss, OPTIMIZER, has_state=True, donate=False)
+    with pytest.raises(error, match=match):
+        step(params, OPTIMIZER.init(params), model_state, (X[:8], Y[:8]), jax.random.key(0))
+
+
+MESH_SCRIPT = """
+import json, jax, jax.numpy as jnp, numpy as np
+from functional_dl import distributed, nn, optim, train
+model = nn.serial(nn.Dense(8), nn.BatchNorm(), nn.Relu, nn.Dense(3))
+_, params, state = model.init(jax.random.key(0), (-1, 4))
+rng = np.random.default_rng(0)
+x = rng.normal(size=(64, 4)).astype(np.float32)
+y = (np.abs(x[:, 0]) // 0.7).clip(0, 2).astype(np.int32)
+def loss_fn(params, state, batch, key):
+    logits, state = model.apply(params, batch[0], state=state, train=key is not None)
+    log_p = jax.nn.log_softmax(logits)
+    return -jnp.take_along_axis(log_p, batch[1][:, None], axis=1).mean(), state
+# SGD: the bias before BatchNorm has a zero gradient up to rounding, which Adam would
+# normalize into full steps of either sign
+run = lambda **kw: train.fit(loss_fn, optim.sgd(0.1), params, (x, y), model_state=state,
+                             key=jax.random.key(1), epochs=2, batch_size=16,
+                             progress="none", **kw)
+single, sharded = run(), run(mesh=distributed.make_mesh())
+difference = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(
+    jax.tree.leaves((single.params, single.model_state)),
+    jax.tree.leaves((sharded.params, sharded.model_state))))
+print(json.dumps({"devices": len(jax.devices()), "difference": difference, "replicated": all(
+    leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == 4
+    for leaf in jax.tree.leaves(sharded.model_state))}))
+"""
+
+
+def test_fit_on_a_mesh_keeps_the_model_state_replicated_with_global_batch_statistics():
+    import json
+    import pathlib
+    import subprocess
+    import sys
+    root = pathlib.Path(__file__).resolve().parent.parent
+    environment = dict(os.environ, JAX_PLATFORMS="cpu",
+                       XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    environment["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(root), environment.get("PYTHONPATH")]))
+    completed = subprocess.run([sys.executable, "-c", MESH_SCRIPT], cwd=root, env=environment,
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    report = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert report["devices"] == 4 and report["replicated"]
+    # global statistics: the sharded run follows the one-device run up to summation order
+    assert report["difference"] < 1e-4
+
+
+def test_early_stopping_restores_the_best_epochs_model_state_with_its_params():
+    x_val, y_val = make_data(16, seed=2)
+    params, model_state = bn_init()
+
+    def run(epochs, **options):
+        return train.fit(bn_loss, OPTIMIZER, params, (X, Y), model_state=model_state,
+                         key=jax.random.key(8), epochs=epochs, batch_size=BATCH_SIZE,
+                         validation_data=(x_val, y_val), progress="none", **options)
+    # min_delta so large that only epoch 1 counts as an improvement: the best is epoch 1
+    stopped = run(6, early_stopping=train.EarlyStopping(patience=2, min_delta=100.0))
+    assert stopped.stop_reason == "early_stopping" and stopped.best_epoch == 1
+    one_epoch = run(1)                                   # the oracle: a run of that length
+    assert_trees_equal(stopped.params, one_epoch.params)
+    assert_trees_equal(stopped.model_state, one_epoch.model_state)

@@ -29,6 +29,10 @@ from functional_dl.nn.recurrent import RNN, Bidirectional, scan_cell
 from functional_dl.nn.recurrent_cells import Cell, GRUCell, LSTMCell, SimpleRNNCell
 from functional_dl.nn.conv import Conv, ConvTranspose
 from functional_dl.nn.pooling import GlobalAvgPool, GlobalMaxPool
+from functional_dl.nn.combinators import (FanInConcat, FanInSum, FanOut, Identity, Residual,
+                                          parallel)
+from functional_dl.nn.state import StatefulLayer, as_stateful, is_stateful
+from functional_dl.nn.batch_norm import BatchNorm
 
 __all__ = [
     "Layer", "as_layer", "named", "layer_name", "elementwise",
@@ -40,4 +44,6 @@ __all__ = [
     "Cell", "LSTMCell", "GRUCell", "SimpleRNNCell", "RNN", "Bidirectional", "scan_cell",
     "initializers", "backprop", "numerical_gradient", "check_gradient",
     "Conv", "ConvTranspose", "GlobalAvgPool", "GlobalMaxPool",
+    "Identity", "FanOut", "FanInSum", "FanInConcat", "parallel", "Residual",
+    "StatefulLayer", "is_stateful", "as_stateful", "BatchNorm",
 ]

@@ -30,6 +30,10 @@ parameters' dtype; ``None`` is the default float at ``init`` time): ``dtype=jnp.
 computes in bfloat16 from float32 parameters.  :func:`dtype_options` and :func:`promote`
 implement that; :func:`check_input_shape`, :func:`check_input` and :func:`check_params`
 give the messages that name the layer and the shape it expects.
+
+A layer with state besides its params (``BatchNorm``'s running statistics) is a
+``StatefulLayer`` on a wider contract, ``init -> (output_shape, params, state)`` and
+``apply(params, x, *, state, key, train) -> (y, new_state)``: :mod:`functional_dl.nn.state`.
 """
 from __future__ import annotations
 
@@ -95,9 +99,12 @@ class Layer(tuple):
         if not isinstance(name, str) or not name.isidentifier():
             raise ValueError(f"Layer: name must be a Python identifier such as 'dense', "
                              f"got {name!r}")
-        pair = super().__new__(cls, (init, _public_apply(apply, name)))
+        pair = super().__new__(cls, (init, cls._public_apply(apply, name)))
         pair.__dict__["name"] = name
         return pair
+
+    # the wrapper of ``apply`` (``nn.state.StatefulLayer`` has its own, that asks for the state)
+    _public_apply = staticmethod(_public_apply)
 
     def __setattr__(self, attribute, value):
         raise AttributeError("Layer is immutable; use nn.named(name, layer)")
@@ -150,8 +157,8 @@ def as_layer(layer: Any, name: Optional[str] = None, *, owner: str = "as_layer")
     Any other ``(init, apply)`` pair becomes a ``Layer`` named ``name`` (default
     ``"layer"``); its apply is called as :func:`_foreign_apply` says.
     """
-    if isinstance(layer, Layer):
-        return layer if name is None else Layer(layer.init, layer.apply, name)
+    if isinstance(layer, Layer):   # type(layer): a stateful layer stays stateful
+        return layer if name is None else type(layer)(layer.init, layer.apply, name)
     if not (isinstance(layer, tuple) and len(layer) == 2 and all(map(callable, layer))):
         raise TypeError(f"{owner} must be an (init, apply) pair of functions, got "
                         f"{checks.describe(layer)}")

@@ -21,6 +21,21 @@ mesh=distributed.make_mesh())`` is the same loop data-parallel: parameters repli
 the devices, every batch split over them (``functional_dl.distributed``);
 ``sharded_batches`` is ``batches`` with each batch split so.
 
+A model with state (``nn.BatchNorm``'s running statistics) passes it in and gets it back:
+the loss is ``loss_fn(params, model_state, batch, key) -> (loss, model_state)``, the step
+``make_train_step(loss_fn, optimizer, has_state=True)`` is
+``step(params, opt_state, model_state, batch, key) -> (params, opt_state, model_state,
+metrics)``, and ``fit(..., model_state=state)`` / ``evaluate(..., model_state=state)`` carry
+it (checkpoints included); stateless models are written exactly as above::
+
+    _, params, model_state = model.init(key, (-1, 8, 8, 1))
+    def loss_fn(params, model_state, batch, key):
+        logits, model_state = model.apply(params, batch[0], state=model_state,
+                                          train=key is not None)
+        return cross_entropy(logits, batch[1]).mean(), model_state
+    result = fit(loss_fn, optimizer, params, (x, y), model_state=model_state, ...)
+    result.model_state                                  # the running statistics
+
 Per-example gradients are ``vmap`` of ``grad`` over the batch axis, the parameters shared::
 
     def example_loss(params, x, y):                   # one example, no batch axis

@@ -1,6 +1,7 @@
 """One epoch of ``fit``: the guarded train step, the per-step hook, and ``run_epoch``.
 
-The state that a step updates is ``TrainState(params, opt_state, hook_state)``.  The step is
+The state that a step updates is ``TrainState(params, opt_state, hook_state, model_state)``
+(``model_state``: a stateful model's, e.g. ``nn.BatchNorm``'s running statistics).  The step is
 ``make_train_step``'s with two additions:
 
     L, g        = value_and_grad(loss_fn)(θ, batch, key)
@@ -67,10 +68,12 @@ class StepHook(NamedTuple):
 
 
 class TrainState(NamedTuple):
-    """What one step of ``fit`` updates: ``hook_state`` is ``None`` without ``on_step``."""
+    """What one step of ``fit`` updates: ``hook_state`` is ``None`` without ``on_step``,
+    ``model_state`` (``nn.BatchNorm``'s running statistics) ``None`` for a stateless model."""
     params: PyTree
     opt_state: PyTree
     hook_state: PyTree = None
+    model_state: PyTree = None
 
 
 def memoized_when_hashable(factory: Callable) -> Callable:
@@ -101,13 +104,20 @@ def _check_hook_state(new: PyTree, old: PyTree) -> None:
 
 @memoized_when_hashable
 def make_guarded_step(loss_fn: LossFn, optimizer: Any, has_aux: bool, donate: bool,
-                      on_step: Optional[StepHook], stop_on_non_finite_loss: bool) -> Callable:
+                      on_step: Optional[StepHook], stop_on_non_finite_loss: bool,
+                      has_state: bool = False) -> Callable:
     """The jitted ``guarded_step(state, batch, key, step, healthy) -> (state, metrics, healthy)``
-    of the module doc; ``state`` is donated when ``donate``."""
-    compute = loss_and_grads(loss_fn, has_aux=has_aux)
+    of the module doc; ``state`` is donated when ``donate``.  With ``has_state`` the loss is
+    ``loss_fn(params, model_state, batch, key) -> (out, model_state')`` (``make_train_step``'s
+    ``has_state``) and a non-finite ``model_state'`` clears ``healthy`` too."""
+    compute = loss_and_grads(loss_fn, has_aux=has_aux, has_state=has_state)
 
     def guarded_step(state, batch, key, step, healthy):
-        loss, metrics, grads = compute(state.params, batch, key)
+        if has_state:
+            loss, metrics, grads, model_state = compute(state.params, state.model_state, batch,
+                                                        key)
+        else:
+            (loss, metrics, grads), model_state = compute(state.params, batch, key), None
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = apply_updates(state.params, updates)
         metrics = {"loss": loss, **metrics}
@@ -116,10 +126,10 @@ def make_guarded_step(loss_fn: LossFn, optimizer: Any, has_aux: bool, donate: bo
             hook_state = on_step.update(hook_state, jnp.asarray(step, jnp.int32), params,
                                         opt_state, metrics)
             _check_hook_state(hook_state, state.hook_state)
-        healthy = healthy & all_finite(params)
+        healthy = healthy & all_finite(params) & all_finite(model_state)
         if stop_on_non_finite_loss:
             healthy = healthy & jnp.isfinite(loss)
-        new_state = TrainState(params, opt_state, hook_state)
+        new_state = TrainState(params, opt_state, hook_state, model_state)
         new_state = jax.tree.map(lambda new, old: jnp.where(healthy, new, old), new_state, state)
         return new_state, metrics, healthy
 

@@ -14,6 +14,10 @@ The step (``epoch.make_guarded_step``) is ``make_train_step``'s with a sticky ``
 flag (``fit`` stops at the first non-finite loss or parameter, returning the parameters from
 before that step) and the ``on_step`` hook.
 
+With ``model_state=`` (a stateful model: ``nn.BatchNorm``'s running statistics) the loss is
+``loss_fn(params, model_state, batch, key) -> (loss, model_state')`` and the state is one more
+field of the training state: threaded through the steps, checkpointed, given to validation.
+
 With ``mesh=`` the loop is data-parallel and otherwise unchanged: the training state is
 replicated over the mesh once, and each batch is split along the mesh's data axis
 (``distributed.split_or_replicate``) before it reaches the same jitted step, whose SPMD
@@ -52,7 +56,9 @@ class FitResult(NamedTuple):
     validation metrics carry the prefix ``val_``.  ``stop_reason`` is ``"completed"``,
     ``"early_stopping"`` or ``"non_finite"``; ``message`` says more.  ``best_epoch`` is the
     (1-based) epoch whose parameters are returned when early stopping restored the best ones.
-    ``hook_state`` is the final state of ``on_step`` (``None`` without one).
+    ``hook_state`` is the final state of ``on_step`` (``None`` without one); ``model_state``
+    the final state of a stateful model (``None`` without ``fit(..., model_state=...)``), the
+    best epoch's when early stopping restored its parameters.
     """
     params: PyTree
     opt_state: PyTree
@@ -61,16 +67,22 @@ class FitResult(NamedTuple):
     message: str
     best_epoch: int | None
     hook_state: PyTree = None
+    model_state: PyTree = None
 
 
 @memoized_when_hashable
-def _loss_as_eval_fn(loss_fn: LossFn, has_aux: bool) -> Callable:
-    """``eval_fn(params, batch) = {"loss": L, **aux}`` with ``loss_fn(params, batch, key=None)``."""
-    def eval_fn(params, batch):
-        out = loss_fn(params, batch, None)
+def _loss_as_eval_fn(loss_fn: LossFn, has_aux: bool, has_state: bool = False) -> Callable:
+    """``eval_fn(params, batch) = {"loss": L, **aux}`` with ``loss_fn(params, batch, key=None)``;
+    with state ``eval_fn(params, model_state, batch)`` from ``loss_fn(params, model_state,
+    batch, None)``, whose new state is dropped (evaluation does not change it)."""
+    def as_metrics(out):
         loss, metrics = out if has_aux else (out, {})
         return {"loss": loss, **metrics}
-    return eval_fn
+
+    if has_state:
+        return lambda params, model_state, batch: as_metrics(
+            loss_fn(params, model_state, batch, None)[0])
+    return lambda params, batch: as_metrics(loss_fn(params, batch, None))
 
 
 def _as_metric_dict(values: Any) -> dict[str, float]:
@@ -179,7 +191,7 @@ def _monitored_metric(early_stopping: EarlyStopping | None, validating: bool) ->
 @_reject_moved_keywords
 def fit(loss_fn: LossFn, optimizer: Any, params: PyTree, train_data: PyTree, *,
         key: PRNGKey, epochs: int, batch_size: int, has_aux: bool = False,
-        opt_state: PyTree = None, drop_last: bool = False,
+        opt_state: PyTree = None, model_state: PyTree = None, drop_last: bool = False,
         validation_data: PyTree = None, eval_fn: Callable | None = None,
         early_stopping: EarlyStopping | None = None,
         checkpointing: Checkpointing | None = None,
@@ -192,7 +204,10 @@ def fit(loss_fn: LossFn, optimizer: Any, params: PyTree, train_data: PyTree, *,
       loss_fn: ``loss_fn(params, batch, key) -> L`` (scalar), or ``(L, metrics)`` with
         ``has_aux=True`` (``metrics`` a dict of scalars; another shape is a ``ValueError``
         naming the metric before the first step runs).  It is called with ``key=None`` for
-        validation: use that to switch dropout off (``train=key is not None``).
+        validation: use that to switch dropout off (``train=key is not None``).  With
+        ``model_state``: ``loss_fn(params, model_state, batch, key)`` returns ``(L,
+        new_model_state)`` (``((L, metrics), new_model_state)`` with ``has_aux``), as
+        ``make_train_step(..., has_state=True)`` says.
       optimizer: an ``optim.Optimizer``.
       params: initial parameters.  ``fit`` copies them (and ``opt_state``) once and donates
         only its own copies to the steps, so the arrays passed in stay valid.
@@ -204,6 +219,12 @@ def fit(loss_fn: LossFn, optimizer: Any, params: PyTree, train_data: PyTree, *,
       opt_state: optimizer state to continue from (default ``optimizer.init(params)``).
         With ``params`` replicated over a mesh (``distributed.replicate``) or committed to
         one device, the state is put there too, so the step compiles once per batch shape.
+      model_state: the initial state of a stateful model (``nn.BatchNorm``'s running
+        statistics; from its ``init``).  It is threaded through every step, replicated over
+        ``mesh`` like the parameters (BatchNorm's statistics are then those of the global
+        batch, as XLA reduces across the shards), saved in checkpoints, given to validation
+        (``eval_fn(params, model_state, batch)``) and returned as ``FitResult.model_state``.
+        A step that makes it non-finite stops training like a non-finite parameter.
       validation_data, eval_fn: data for ``evaluate(eval_fn, params, validation_data, b)``
         after each epoch, logged with prefix ``val_``; the default ``eval_fn`` is ``loss_fn``
         with ``key=None`` (``{"loss": L, **aux}``).
@@ -238,7 +259,7 @@ def fit(loss_fn: LossFn, optimizer: Any, params: PyTree, train_data: PyTree, *,
 
     Returns:
       ``FitResult(params, opt_state, history, stop_reason, message, best_epoch,
-      hook_state)``.  A non-finite loss (or parameter) stops training with a
+      hook_state, model_state)``.  A non-finite loss (or parameter) stops training with a
       ``RuntimeWarning`` naming the epoch and step; the returned parameters are those from
       before that step.
 
@@ -262,31 +283,36 @@ def fit(loss_fn: LossFn, optimizer: Any, params: PyTree, train_data: PyTree, *,
         raise ValueError(f"batch_size={batch_size} with drop_last=True leaves no batch of the "
                          f"{num_train} training examples; use a batch_size <= {num_train} or "
                          "drop_last=False")
+    has_state = model_state is not None
     if validation_data is not None:
         checks.leading_length("validation_data", validation_data)
-        eval_fn = eval_fn if eval_fn is not None else _loss_as_eval_fn(loss_fn, has_aux)
+        eval_fn = eval_fn if eval_fn is not None else _loss_as_eval_fn(loss_fn, has_aux,
+                                                                       has_state)
     monitor = _monitored_metric(early_stopping, validation_data is not None)
     train_data = jax.tree.map(jnp.asarray, train_data)
 
     if mesh is not None:   # placed, not copied: with donate, _private_copy below copies once
-        params, opt_state = jax.device_put((params, opt_state),
-                                           distributed.replicated_sharding(mesh))
+        params, opt_state, model_state = jax.device_put(
+            (params, opt_state, model_state), distributed.replicated_sharding(mesh))
     if opt_state is None:
         opt_state = optimizer.init(params)
-    state = TrainState(params, opt_state, None if on_step is None else on_step.init(params))
+    state = TrainState(params, opt_state, None if on_step is None else on_step.init(params),
+                       model_state)
     step = make_guarded_step(loss_fn, optimizer, has_aux, donate, on_step,
-                             stop_on_non_finite_loss)
+                             stop_on_non_finite_loss, has_state)
 
-    start_epoch, history, best_params = 0, {}, None
+    start_epoch, history, best_params, best_model_state = 0, {}, None, None
     stopping = None if early_stopping is None else early_stopping.init()
     if checkpointing is not None and checkpointing.can_resume():
         saved = resume_lib.load(checkpointing.path, state)
-        state, key, start_epoch, history, best_params = (
-            saved.state, saved.key, saved.epoch, saved.history, saved.best_params)
+        state, key, start_epoch, history, best_params, best_model_state = (
+            saved.state, saved.key, saved.epoch, saved.history, saved.best_params,
+            saved.best_model_state)
         if early_stopping is not None and saved.stopping is not None:
             stopping = saved.stopping
     state = state._replace(opt_state=_placed_like_params(state.opt_state, state.params),
-                           hook_state=_placed_like_params(state.hook_state, state.params))
+                           hook_state=_placed_like_params(state.hook_state, state.params),
+                           model_state=_placed_like_params(state.model_state, state.params))
     if donate:
         state = _private_copy(state)
 
@@ -319,7 +345,8 @@ def fit(loss_fn: LossFn, optimizer: Any, params: PyTree, train_data: PyTree, *,
                 logs["non_finite_loss_steps"] = float(summary.num_non_finite_loss)
             if validation_data is not None:
                 val = _as_metric_dict(evaluate(eval_fn, state.params, validation_data,
-                                               batch_size, mesh=mesh, axis_name=axis_name))
+                                               batch_size, model_state=state.model_state,
+                                               mesh=mesh, axis_name=axis_name))
                 logs.update({f"val_{name}": value for name, value in val.items()})
             for name, value in logs.items():
                 history.setdefault(name, []).append(value)
@@ -332,10 +359,11 @@ def fit(loss_fn: LossFn, optimizer: Any, params: PyTree, train_data: PyTree, *,
                                      f"metric; available: {sorted(logs)}")
                 stopping = early_stopping.update(stopping, logs[monitor], done)
                 if early_stopping.restore_best and stopping.best_epoch == done:
-                    best_params = jax.tree.map(jnp.copy, state.params)
+                    best_params, best_model_state = jax.tree.map(
+                        jnp.copy, (state.params, state.model_state))
             if checkpointing is not None and checkpointing.due(done, epochs):
                 resume_lib.save(checkpointing.path, resume_lib.TrainingCheckpoint(
-                    state, key, done, history, stopping, best_params))
+                    state, key, done, history, stopping, best_params, best_model_state))
             if early_stopping is not None and early_stopping.should_stop(stopping):
                 stop_reason = "early_stopping"
                 message = (f"early stopping after epoch {done}: {monitor} did not improve for "
@@ -345,9 +373,9 @@ def fit(loss_fn: LossFn, optimizer: Any, params: PyTree, train_data: PyTree, *,
     finally:
         reporter.close()
 
-    params, best_epoch = state.params, None
+    params, model_state, best_epoch = state.params, state.model_state, None
     if (early_stopping is not None and early_stopping.restore_best and best_params is not None
             and stop_reason != "non_finite"):
-        params, best_epoch = best_params, stopping.best_epoch
+        params, model_state, best_epoch = best_params, best_model_state, stopping.best_epoch
     return FitResult(params, state.opt_state, history, stop_reason, message, best_epoch,
-                     state.hook_state)
+                     state.hook_state, model_state)

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import functools
 from functools import partial
 from typing import Any, Callable
 
@@ -56,8 +57,19 @@ def _weighted_batch_sums(apply_fn: Callable, params: PyTree, batch: PyTree) -> P
     return jax.tree.map(weighted_sum, out)
 
 
+@functools.lru_cache(maxsize=64)
+def _with_model_state(apply_fn: Callable) -> Callable:
+    """``apply_fn(params, model_state, batch)`` as a function of ``((params, model_state),
+    batch)``, one per ``apply_fn`` (so the jitted batch function is reused)."""
+    def apply_with_state(params_and_state, batch):
+        params, model_state = params_and_state
+        return apply_fn(params, model_state, batch)
+    return apply_with_state
+
+
 def evaluate(apply_fn: Callable[[PyTree, PyTree], Any], params: PyTree, arrays: PyTree,
-             batch_size: int, *, mesh: Mesh | None = None, axis_name: str | None = None) -> Any:
+             batch_size: int, *, model_state: PyTree = None, mesh: Mesh | None = None,
+             axis_name: str | None = None) -> Any:
     """Data-set means of ``apply_fn(params, batch)`` computed batch by batch, in order.
 
     Args:
@@ -69,6 +81,10 @@ def evaluate(apply_fn: Callable[[PyTree, PyTree], Any], params: PyTree, arrays: 
       arrays: pytree of arrays sharing the leading example axis, in the structure
         ``apply_fn`` expects for ``batch``.
       batch_size: examples per batch (memory bound only: the result does not depend on it).
+      model_state: the state of a stateful model (``nn.BatchNorm``'s running statistics);
+        when given, ``apply_fn(params, model_state, batch)`` is called instead (in
+        evaluation mode the state does not change, so any new state it computes is the
+        caller's to drop).  Replicated over ``mesh`` like ``params``.
       mesh, axis_name: data parallelism (``jax.sharding.Mesh``, one process): ``params`` are
         replicated over ``mesh`` and every batch is split along its axis ``axis_name``
         (default its first), so ``batch_size`` must be a multiple of the devices on that
@@ -90,6 +106,8 @@ def evaluate(apply_fn: Callable[[PyTree, PyTree], Any], params: PyTree, arrays: 
                         "batch function); wrap the callable object in a plain function") from None
     in_order = sequential_batches(arrays, batch_size)     # checks batch_size and arrays
     check_mesh_arguments(mesh, axis_name, batch_size)
+    if model_state is not None:
+        apply_fn, params = _with_model_state(apply_fn), (params, model_state)
     if mesh is not None:
         params = jax.device_put(params, distributed.replicated_sharding(mesh))
     totals, num = None, 0

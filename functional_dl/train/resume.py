@@ -1,9 +1,11 @@
 """Checkpointing for ``fit``: its options and what it saves to resume a run bit-identically.
 
 A training checkpoint is taken at an epoch boundary and holds everything the rest of the run
-depends on: the training state (parameters, optimizer state, ``on_step`` state), the run's
+depends on: the training state (parameters, optimizer state, ``on_step`` state, a stateful model's
+state), the run's
 PRNG key (epoch ``e`` derives its keys from ``fold_in(key, e)``), the number of finished
-epochs, the history so far, the early-stopping state and the best parameters.  It is one
+epochs, the history so far, the early-stopping state and the best parameters (with their
+model state).  It is one
 ``checkpoint.save`` file, so it is written atomically and read back bit for bit.
 """
 from __future__ import annotations
@@ -63,6 +65,7 @@ class TrainingCheckpoint(NamedTuple):
     history: dict[str, list[float]]
     stopping: EarlyStoppingState | None   # None without early stopping
     best_params: PyTree                   # None unless early stopping keeps the best ones
+    best_model_state: PyTree = None       # their model state (None for a stateless model)
 
 
 def save(path: str | os.PathLike, saved: TrainingCheckpoint) -> None:
@@ -90,7 +93,9 @@ def load(path: str | os.PathLike, state_like: TrainState) -> TrainingCheckpoint:
         raise checkpoint.CheckpointError(f"{path}: not a training checkpoint written by fit")
     like = saved._replace(
         state=state_like,
-        best_params=None if saved.best_params is None else state_like.params)
+        best_params=None if saved.best_params is None else state_like.params,
+        best_model_state=(None if saved.best_model_state is None
+                          else state_like.model_state))
     restored = checkpoint.restore(path, like=like)
     return restored._replace(history={name: [float(v) for v in values]
                                       for name, values in restored.history.items()})
