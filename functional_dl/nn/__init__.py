@@ -27,6 +27,11 @@ from functional_dl.nn.layers import (Dense, Dropout, Gelu, LogSoftmax, Relu, Sig
                                      named, relu, sigmoid, softmax, tanh)
 from functional_dl.nn.recurrent import RNN, Bidirectional, scan_cell
 from functional_dl.nn.recurrent_cells import Cell, GRUCell, LSTMCell, SimpleRNNCell
+from functional_dl.nn import activations
+from functional_dl.nn.activations import (ACTIVATIONS, Activation, Celu, Elu, Glu, HardTanh,
+                                          LeakyRelu, LogSigmoid, Relu6, Selu, Silu, Softplus,
+                                          Swish, celu, elu, glu, hard_tanh, leaky_relu,
+                                          log_sigmoid, relu6, selu, silu, softplus, swish)
 
 __all__ = [
     "Layer", "as_layer", "named", "layer_name", "elementwise",
@@ -37,4 +42,9 @@ __all__ = [
     "LayerNorm", "RMSNorm", "GroupNorm", "Embedding", "attend",
     "Cell", "LSTMCell", "GRUCell", "SimpleRNNCell", "RNN", "Bidirectional", "scan_cell",
     "initializers", "backprop", "numerical_gradient", "check_gradient",
+    "activations", "ACTIVATIONS", "Activation",
+    "Elu", "LeakyRelu", "Selu", "Silu", "Swish", "Softplus", "HardTanh", "LogSigmoid",
+    "Celu", "Glu", "Relu6",
+    "elu", "leaky_relu", "selu", "silu", "swish", "softplus", "hard_tanh", "log_sigmoid",
+    "celu", "glu", "relu6",
 ]
