@@ -250,6 +250,60 @@ def test_dense_bad_input():
         mlp_apply(mlp_params, jnp.ones((2, 4)))
 
 
+# ------------------------------------------------------------ dtype and param_dtype
+
+
+MIXED_PRECISION = {  # name -> (build(**dtypes), input shape, input is ids)
+    "dense": (lambda **d: nn.Dense(3, **d), (2, 5), False),
+    "embedding": (lambda **d: nn.Embedding(7, 3, **d), (2, 5), True),
+    "lstm": (lambda **d: nn.RNN(nn.LSTMCell(4, **d)), (2, 3, 5), False),
+    "gru": (lambda **d: nn.RNN(nn.GRUCell(4, **d)), (2, 3, 5), False),
+    "simple_rnn": (lambda **d: nn.RNN(nn.SimpleRNNCell(4, **d)), (2, 3, 5), False),
+    "layer_norm": (lambda **d: nn.LayerNorm(**d), (2, 5), False),
+    "rms_norm": (lambda **d: nn.RMSNorm(**d), (2, 5), False),
+    "group_norm": (lambda **d: nn.GroupNorm(1, **d), (2, 3, 4), False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MIXED_PRECISION))
+def test_bfloat16_compute_with_float32_params(name):
+    build, shape, ids = MIXED_PRECISION[name]
+    x = (jnp.asarray(RNG.integers(0, 7, size=shape)) if ids
+         else jnp.asarray(RNG.normal(size=shape), jnp.float32))
+    mixed = build(dtype=jnp.bfloat16, param_dtype=jnp.float32)
+    _, params = mixed.init(KEY, shape)
+    assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
+    y = jax.jit(mixed.apply)(params, x)
+    assert y.dtype == jnp.bfloat16
+    # the float32 computation with the same params, cast: equal within bfloat16's precision
+    # (8 bits of mantissa: a relative step of 2^-8 per rounding, a few roundings deep)
+    reference = build().apply(params, x)
+    assert reference.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(y, np.float32), reference, rtol=3e-2, atol=3e-2)
+    assert not np.array_equal(np.asarray(y, np.float32), reference)  # it did compute in bf16
+    # parameters stored in bfloat16, the computation promoted as jnp does (with float32 x)
+    _, half_params = build(param_dtype=jnp.bfloat16).init(KEY, shape)
+    assert {leaf.dtype for leaf in jax.tree.leaves(half_params)} == {jnp.dtype(jnp.bfloat16)}
+    expected_dtype = jnp.bfloat16 if ids else jnp.float32
+    assert build(param_dtype=jnp.bfloat16).apply(half_params, x).dtype == expected_dtype
+
+
+def test_dense_dtype_options():
+    with jax.enable_x64(True):
+        _, params = nn.Dense(2, param_dtype=jnp.float32).init(KEY, (-1, 3))
+        assert params["w"].dtype == jnp.float32 and params["b"].dtype == jnp.float32
+        y = nn.Dense(2, dtype=jnp.float64).apply(params, jnp.ones((1, 3), jnp.float32))
+        assert y.dtype == jnp.float64
+    # an initializer written as init(key, shape) still works when no param_dtype is asked
+    init, _ = nn.Dense(2, w_init=lambda key, shape: jnp.ones(shape),
+                       b_init=lambda key, shape: jnp.zeros(shape))
+    np.testing.assert_array_equal(init(KEY, (-1, 3))[1]["w"], np.ones((3, 2)))
+    with pytest.raises(TypeError, match="Dense: dtype must be a floating-point dtype"):
+        nn.Dense(2, dtype=jnp.int32)
+    with pytest.raises(TypeError, match="Dense: param_dtype must be a floating-point dtype"):
+        nn.Dense(2, param_dtype="int8")
+
+
 # ----------------------------------------------------------------------- Dropout
 
 
