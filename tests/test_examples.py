@@ -87,3 +87,16 @@ def test_data_parallel_on_four_cpu_devices_matches_one_device():
     assert abs(accuracies[0] - accuracies[1]) <= 1 / 450 + 1e-9  # one borderline digit at most
     # and it learned: below the loss of a uniform guess, far above chance accuracy
     assert losses[0] < math.log(10) / 2 and accuracies[0] > 0.6
+
+
+def test_lstm_sequences_small_learns_the_rule_and_saves_its_plot(tmp_path):
+    # --small: 2048 training sequences, 12 epochs; the rule (last symbol == first?) is
+    # learned well above chance (0.5); the full run reaches 1.0
+    completed = python(str(EXAMPLES / "lstm_sequences.py"), "--small", "--out", str(tmp_path))
+    assert completed.returncode == 0, completed.stderr
+    accuracy = re.search(r"^test accuracy: (\d\.\d{4}) \(short sequences (\d\.\d{4}), "
+                         r"long (\d\.\d{4}); 256 test / 2048 training sequences of length "
+                         r"3-24\)$", completed.stdout, re.MULTILINE)
+    assert accuracy is not None, completed.stdout
+    assert all(0.7 <= float(value) <= 1.0 for value in accuracy.groups())
+    assert (tmp_path / "lstm_sequences_accuracy.png").stat().st_size > 0
