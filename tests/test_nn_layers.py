@@ -420,7 +420,7 @@ def test_numpy_numbers_are_accepted_as_hyperparameters():
 
 def test_mlp_bad_arguments():
     with pytest.raises(ValueError, match="activation"):
-        nn.mlp([3, 2], activation="swish")
+        nn.mlp([3, 2], activation="no_such_activation")
     with pytest.raises(ValueError, match="layer_sizes"):
         nn.mlp([3, 0])
     with pytest.raises(ValueError, match="layer_sizes"):
