@@ -210,6 +210,32 @@ ACTIVATION_ORACLES = {
 _ACTIVATION_LAYERS = {"relu": nn.Relu, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.Gelu,
                       "softmax": nn.Softmax, "log_softmax": nn.LogSoftmax}
 
+# The activations of nn.activations, each with a non-default parameter where it has one
+# (the defaults are compared with torch in tests/test_nn_layers.py).
+SELU = (1.6732632423543772848170429916717, 1.0507009873554804934193349852946)  # (α, λ)
+ACTIVATION_ORACLES.update({
+    "elu": lambda x: np.where(x > 0, x, 0.7 * (np.exp(np.minimum(x, 0)) - 1)),
+    "leaky_relu": lambda x: np.where(x > 0, x, 0.2 * x),
+    "selu": lambda x: SELU[1] * np.where(x > 0, x, SELU[0] * (np.exp(np.minimum(x, 0)) - 1)),
+    "silu": lambda x: x * np_sigmoid(x),
+    "softplus": lambda x: np.log1p(np.exp(x)),
+    "gelu_tanh": lambda x: 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi)
+                                                  * (x + 0.044715 * x ** 3))),
+    "hard_tanh": lambda x: np.clip(x, -0.5, 1.5),
+    "log_sigmoid": lambda x: -np.log1p(np.exp(-x)),
+    "celu": lambda x: np.maximum(0, x) + np.minimum(0, 0.5 * (np.exp(x / 0.5) - 1)),
+    "glu": lambda x: x[..., :x.shape[-1] // 2] * np_sigmoid(x[..., x.shape[-1] // 2:]),
+    "relu6": lambda x: np.clip(x * 3, 0, 6),  # the layer is serial(scale by 3, Relu6)
+})
+_ACTIVATION_LAYERS.update({
+    "elu": nn.Elu(0.7), "leaky_relu": nn.LeakyRelu(negative_slope=0.2), "selu": nn.Selu,
+    "silu": nn.Silu, "softplus": nn.Softplus, "gelu_tanh": nn.Gelu(approximate=True),
+    "hard_tanh": nn.HardTanh(-0.5, 1.5), "log_sigmoid": nn.LogSigmoid, "celu": nn.Celu(0.5),
+    "glu": nn.Glu,
+    # x ~ N(0, 1) rarely reaches 6: scaled by 3 first, so both bounds are crossed
+    "relu6": nn.serial(nn.elementwise(lambda x: 3 * x, "scale"), nn.Relu6),
+})
+
 LAYERS = {
     "dense": LayerEntry(lambda: nn.Dense(3), (2, 4), np_dense),
     **{name: LayerEntry(lambda layer=layer: layer, (2, 4), _stateless(ACTIVATION_ORACLES[name]))

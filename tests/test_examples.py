@@ -98,3 +98,16 @@ def test_resnet_digits_small_run_learns_with_batch_norm_state(tmp_path):
     # two epochs, evaluated with the running statistics: far above chance (0.1)
     assert 0.6 <= float(accuracy.group(1)) <= 1.0
     assert (tmp_path / "resnet_digits_curves.png").stat().st_size > 0
+
+
+def test_lstm_sequences_small_learns_the_rule_and_saves_its_plot(tmp_path):
+    # --small: 2048 training sequences, 12 epochs; the rule (last symbol == first?) is
+    # learned well above chance (0.5); the full run reaches 1.0
+    completed = python(str(EXAMPLES / "lstm_sequences.py"), "--small", "--out", str(tmp_path))
+    assert completed.returncode == 0, completed.stderr
+    accuracy = re.search(r"^test accuracy: (\d\.\d{4}) \(short sequences (\d\.\d{4}), "
+                         r"long (\d\.\d{4}); 256 test / 2048 training sequences of length "
+                         r"3-24\)$", completed.stdout, re.MULTILINE)
+    assert accuracy is not None, completed.stdout
+    assert all(0.7 <= float(value) <= 1.0 for value in accuracy.groups())
+    assert (tmp_path / "lstm_sequences_accuracy.png").stat().st_size > 0

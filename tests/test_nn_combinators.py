@@ -201,3 +201,14 @@ def test_residual_checks_the_shape_at_apply_too_and_names_stray_params():
         model.apply({"dense_7": {}}, (jnp.ones((1, 3)), jnp.ones((1, 3))))
     with pytest.raises(TypeError, match="Residual: block must be an"):
         nn.Residual(3)
+
+
+@pytest.mark.parametrize("name", ["silu", "leaky_relu", "elu"])
+def test_mlp_accepts_every_named_hidden_activation(name):
+    init, apply = nn.mlp([5, 2], activation=name)
+    _, params = init(jax.random.key(0), (-1, 3))
+    x = jax.random.normal(jax.random.key(1), (4, 3))
+    hidden = x @ params["dense_0"]["w"] + params["dense_0"]["b"][None, :]
+    want = (nn.ACTIVATIONS[name].apply({}, hidden) @ params["dense_1"]["w"]
+            + params["dense_1"]["b"][None, :])
+    np.testing.assert_allclose(apply(params, x), want, rtol=1e-6)

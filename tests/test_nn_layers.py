@@ -63,16 +63,23 @@ def test_normal_and_zeros_initializers_and_dtypes():
 
 ACTIVATIONS = {"relu": nn.relu, "sigmoid": nn.sigmoid, "tanh": nn.tanh, "gelu": nn.gelu,
                "softmax": nn.softmax, "log_softmax": nn.log_softmax}
+ACTIVATIONS.update({  # the parameters of tests/_layers.py's entries
+    "elu": lambda x: nn.elu(x, 0.7), "leaky_relu": lambda x: nn.leaky_relu(x, 0.2),
+    "selu": nn.selu, "silu": nn.silu, "softplus": nn.softplus,
+    "gelu_tanh": lambda x: nn.gelu(x, approximate=True),
+    "hard_tanh": lambda x: nn.hard_tanh(x, -0.5, 1.5), "log_sigmoid": nn.log_sigmoid,
+    "celu": lambda x: nn.celu(x, alpha=0.5), "glu": nn.glu, "relu6": lambda x: nn.relu6(3 * x),
+})
 
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
 def test_activations_match_numpy_as_functions_and_layers(name):
     fn, layer, oracle = ACTIVATIONS[name], LAYERS[name].build(), ACTIVATION_ORACLES[name]
-    x = RNG.normal(size=(4, 5)) * 3
+    x = RNG.normal(size=(4, 6)) * 3  # an even last axis, for glu
     expected = oracle(x)
     np.testing.assert_allclose(fn(jnp.asarray(x, jnp.float32)), expected, rtol=1e-5, atol=1e-6)
-    out_shape, params = layer.init(KEY, (-1, 5))
-    assert out_shape == (-1, 5) and params == {}
+    out_shape, params = layer.init(KEY, (-1, 6))
+    assert out_shape == (-1, expected.shape[-1]) and params == {}
     np.testing.assert_allclose(jax.jit(layer.apply)(params, jnp.asarray(x, jnp.float32)),
                                expected, rtol=1e-5, atol=1e-6)
 
@@ -81,6 +88,128 @@ def test_softmax_is_stable_at_large_inputs():
     x = jnp.array([1e4, 0.0, -1e4])
     np.testing.assert_allclose(nn.softmax(x), [1.0, 0.0, 0.0])
     np.testing.assert_allclose(nn.log_softmax(x), [0.0, -1e4, -2e4])
+
+
+# name -> (ours, torch.nn.functional's, called by name so the module imports without torch)
+TORCH_ACTIVATIONS = {
+    "relu": (nn.relu, lambda F, x: F.relu(x)),
+    "sigmoid": (nn.sigmoid, lambda F, x: F.sigmoid(x)),
+    "tanh": (nn.tanh, lambda F, x: F.tanh(x)),
+    "gelu": (nn.gelu, lambda F, x: F.gelu(x)),
+    "gelu_tanh": (lambda x: nn.gelu(x, approximate=True),
+                  lambda F, x: F.gelu(x, approximate="tanh")),
+    "elu": (nn.elu, lambda F, x: F.elu(x)),
+    "elu_0.3": (lambda x: nn.elu(x, 0.3), lambda F, x: F.elu(x, alpha=0.3)),
+    "leaky_relu": (nn.leaky_relu, lambda F, x: F.leaky_relu(x)),
+    "leaky_relu_0.2": (lambda x: nn.leaky_relu(x, 0.2), lambda F, x: F.leaky_relu(x, 0.2)),
+    "selu": (nn.selu, lambda F, x: F.selu(x)),
+    "silu": (nn.silu, lambda F, x: F.silu(x)),
+    "softplus": (nn.softplus, lambda F, x: F.softplus(x)),
+    "hard_tanh": (nn.hard_tanh, lambda F, x: F.hardtanh(x)),
+    "hard_tanh_-2_3": (lambda x: nn.hard_tanh(x, -2.0, 3.0),
+                       lambda F, x: F.hardtanh(x, -2.0, 3.0)),
+    "log_sigmoid": (nn.log_sigmoid, lambda F, x: F.logsigmoid(x)),
+    "celu": (nn.celu, lambda F, x: F.celu(x)),
+    "celu_0.5": (lambda x: nn.celu(x, 0.5), lambda F, x: F.celu(x, alpha=0.5)),
+    "relu6": (nn.relu6, lambda F, x: F.relu6(x)),
+    "glu": (nn.glu, lambda F, x: F.glu(x, dim=-1)),
+    "softmax": (nn.softmax, lambda F, x: F.softmax(x, dim=-1)),
+    "log_softmax": (nn.log_softmax, lambda F, x: F.log_softmax(x, dim=-1)),
+}
+# the kinks (0, the bounds ±1, -2, 3 and 6), both sides of them, and the tails
+KINKS = np.array([-30.0, -6.0, -3.0, -2.0, -1.0, -0.5, -1e-3, 0.0, 1e-3, 0.5, 1.0, 2.0, 3.0,
+                  6.0, 7.5, 15.0])
+
+
+@pytest.mark.parametrize("name", sorted(TORCH_ACTIVATIONS))
+def test_activations_and_their_gradients_match_torch_in_float64(name):
+    torch = pytest.importorskip("torch")
+    ours, theirs = TORCH_ACTIVATIONS[name]
+    x = np.stack([KINKS, KINKS[::-1]], axis=-1).reshape(4, 8)  # pairs for glu and softmax
+    cotangent = RNG.normal(size=x.shape[:-1] + ((4,) if name == "glu" else (8,)))
+    torch_x = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    torch_y = theirs(torch.nn.functional, torch_x)
+    (torch_y * torch.tensor(cotangent)).sum().backward()
+    with jax.enable_x64(True):
+        y, vjp = jax.vjp(ours, jnp.asarray(x))
+        (gradient,) = vjp(jnp.asarray(cotangent))
+        assert y.dtype == jnp.float64
+        np.testing.assert_allclose(y, torch_y.detach().numpy(), rtol=1e-12, atol=1e-14)
+        # the derivative at each kink is torch's one-sided choice
+        np.testing.assert_allclose(gradient, torch_x.grad.numpy(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", sorted(TORCH_ACTIVATIONS))
+def test_activations_keep_nan_where_torch_does(name):
+    torch = pytest.importorskip("torch")
+    ours, theirs = TORCH_ACTIVATIONS[name]
+    x = np.array([[np.nan, 1.0, -1.0, 0.0], [2.0, -2.0, np.nan, 0.5]])
+    expected = theirs(torch.nn.functional, torch.tensor(x)).numpy()
+    got = np.asarray(ours(jnp.asarray(x, jnp.float32)))
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    assert np.isnan(got).any()  # NaN in never becomes a number out
+
+
+def test_activation_layers_take_their_parameters_when_called():
+    x = jnp.asarray(RNG.normal(size=(3, 4)) * 3, jnp.float32)
+    np.testing.assert_array_equal(nn.LeakyRelu(0.3).apply({}, x), nn.leaky_relu(x, 0.3))
+    np.testing.assert_array_equal(nn.LeakyRelu.apply({}, x), nn.leaky_relu(x))
+    np.testing.assert_array_equal(nn.HardTanh(max_value=2.0).apply({}, x),
+                                  nn.hard_tanh(x, -1.0, 2.0))
+    np.testing.assert_array_equal(nn.Gelu(approximate=True).apply({}, x),
+                                  nn.gelu(x, approximate=True))
+    np.testing.assert_array_equal(nn.Relu().apply({}, x), nn.Relu.apply({}, x))
+    assert nn.Swish is nn.Silu and nn.swish is nn.silu
+    # the default gelu is the exact one, as the Gelu layer's is
+    np.testing.assert_array_equal(nn.Gelu.apply({}, x), nn.gelu(x, approximate=False))
+    assert nn.Glu.init(KEY, (-1, 6))[0] == (-1, 3)
+    assert nn.Glu(axis=0).init(KEY, (4, 5))[0] == (2, 5)
+    with pytest.raises(ValueError, match=r"Glu: input_shape must have a known even size"):
+        nn.Glu.init(KEY, (-1, 5))
+    with pytest.raises(ValueError, match=r"glu: x must have an even size on axis -1"):
+        nn.glu(jnp.ones((2, 3)))
+    with pytest.raises(TypeError, match="relu: got an unexpected keyword argument 'alpha'"):
+        nn.Relu(alpha=1.0)
+    with pytest.raises(TypeError, match="leaky_relu: too many positional arguments"):
+        nn.LeakyRelu(0.1, 0.2)
+    # every name resolves to its layer, usable in serial
+    for name, layer in nn.ACTIVATIONS.items():
+        assert isinstance(layer, nn.Layer) and layer.name == name.replace("swish", "silu")
+    _, params = nn.serial(nn.Dense(4), nn.ACTIVATIONS["silu"]).init(KEY, (-1, 3))
+    assert set(params) == {"dense_0"}
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: nn.elu(jnp.ones(2), alpha=-1.0), "elu: alpha must be >= 0"),
+    (lambda: nn.Elu(float("nan")), "elu: alpha must be >= 0"),
+    (lambda: nn.Celu(0.0), "celu: alpha must be > 0"),
+    (lambda: nn.celu(jnp.ones(2), -2.0), "celu: alpha must be > 0"),
+    (lambda: nn.LeakyRelu(-0.1), "leaky_relu: negative_slope must be >= 0"),
+    (lambda: nn.HardTanh(1.0, -1.0), "hard_tanh: min_value must be below max_value"),
+    (lambda: nn.HardTanh(max_value=float("inf")), "hard_tanh: max_value must be"),
+])
+def test_activation_parameters_out_of_range_raise_value_error(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_activation_parameters_of_the_wrong_kind_raise_type_error():
+    with pytest.raises(TypeError, match="gelu: approximate must be True or False"):
+        nn.Gelu(approximate="tanh")
+    with pytest.raises(TypeError, match="elu: alpha must be a real number"):
+        nn.Elu("1")
+    with pytest.raises(TypeError, match="Glu: axis must be an int"):
+        nn.Glu(axis=1.5)
+
+
+def test_layers_module_keeps_every_public_name():
+    from functional_dl.nn import activations, layers
+    for name in ["Dense", "Dropout", "Relu", "Sigmoid", "Tanh", "Gelu", "Softmax",
+                 "LogSoftmax", "relu", "sigmoid", "tanh", "gelu", "softmax", "log_softmax",
+                 "elementwise", "layer_name", "named", "Layer"]:
+        assert getattr(layers, name) is getattr(nn, name)
+    for name in activations.__all__:
+        assert getattr(nn, name) is getattr(activations, name)
 
 
 # ------------------------------------------------------------------------- Dense
@@ -119,6 +248,60 @@ def test_dense_bad_input():
     del mlp_params["dense_1"]
     with pytest.raises(ValueError, match="'dense_i' entry missing"):
         mlp_apply(mlp_params, jnp.ones((2, 4)))
+
+
+# ------------------------------------------------------------ dtype and param_dtype
+
+
+MIXED_PRECISION = {  # name -> (build(**dtypes), input shape, input is ids)
+    "dense": (lambda **d: nn.Dense(3, **d), (2, 5), False),
+    "embedding": (lambda **d: nn.Embedding(7, 3, **d), (2, 5), True),
+    "lstm": (lambda **d: nn.RNN(nn.LSTMCell(4, **d)), (2, 3, 5), False),
+    "gru": (lambda **d: nn.RNN(nn.GRUCell(4, **d)), (2, 3, 5), False),
+    "simple_rnn": (lambda **d: nn.RNN(nn.SimpleRNNCell(4, **d)), (2, 3, 5), False),
+    "layer_norm": (lambda **d: nn.LayerNorm(**d), (2, 5), False),
+    "rms_norm": (lambda **d: nn.RMSNorm(**d), (2, 5), False),
+    "group_norm": (lambda **d: nn.GroupNorm(1, **d), (2, 3, 4), False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MIXED_PRECISION))
+def test_bfloat16_compute_with_float32_params(name):
+    build, shape, ids = MIXED_PRECISION[name]
+    x = (jnp.asarray(RNG.integers(0, 7, size=shape)) if ids
+         else jnp.asarray(RNG.normal(size=shape), jnp.float32))
+    mixed = build(dtype=jnp.bfloat16, param_dtype=jnp.float32)
+    _, params = mixed.init(KEY, shape)
+    assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
+    y = jax.jit(mixed.apply)(params, x)
+    assert y.dtype == jnp.bfloat16
+    # the float32 computation with the same params, cast: equal within bfloat16's precision
+    # (8 bits of mantissa: a relative step of 2^-8 per rounding, a few roundings deep)
+    reference = build().apply(params, x)
+    assert reference.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(y, np.float32), reference, rtol=3e-2, atol=3e-2)
+    assert not np.array_equal(np.asarray(y, np.float32), reference)  # it did compute in bf16
+    # parameters stored in bfloat16, the computation promoted as jnp does (with float32 x)
+    _, half_params = build(param_dtype=jnp.bfloat16).init(KEY, shape)
+    assert {leaf.dtype for leaf in jax.tree.leaves(half_params)} == {jnp.dtype(jnp.bfloat16)}
+    expected_dtype = jnp.bfloat16 if ids else jnp.float32
+    assert build(param_dtype=jnp.bfloat16).apply(half_params, x).dtype == expected_dtype
+
+
+def test_dense_dtype_options():
+    with jax.enable_x64(True):
+        _, params = nn.Dense(2, param_dtype=jnp.float32).init(KEY, (-1, 3))
+        assert params["w"].dtype == jnp.float32 and params["b"].dtype == jnp.float32
+        y = nn.Dense(2, dtype=jnp.float64).apply(params, jnp.ones((1, 3), jnp.float32))
+        assert y.dtype == jnp.float64
+    # an initializer written as init(key, shape) still works when no param_dtype is asked
+    init, _ = nn.Dense(2, w_init=lambda key, shape: jnp.ones(shape),
+                       b_init=lambda key, shape: jnp.zeros(shape))
+    np.testing.assert_array_equal(init(KEY, (-1, 3))[1]["w"], np.ones((3, 2)))
+    with pytest.raises(TypeError, match="Dense: dtype must be a floating-point dtype"):
+        nn.Dense(2, dtype=jnp.int32)
+    with pytest.raises(TypeError, match="Dense: param_dtype must be a floating-point dtype"):
+        nn.Dense(2, param_dtype="int8")
 
 
 # ----------------------------------------------------------------------- Dropout
@@ -237,7 +420,7 @@ def test_numpy_numbers_are_accepted_as_hyperparameters():
 
 def test_mlp_bad_arguments():
     with pytest.raises(ValueError, match="activation"):
-        nn.mlp([3, 2], activation="swish")
+        nn.mlp([3, 2], activation="no_such_activation")
     with pytest.raises(ValueError, match="layer_sizes"):
         nn.mlp([3, 0])
     with pytest.raises(ValueError, match="layer_sizes"):

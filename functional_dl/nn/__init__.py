@@ -33,6 +33,11 @@ from functional_dl.nn.combinators import (FanInConcat, FanInSum, FanOut, Identit
                                           parallel)
 from functional_dl.nn.state import StatefulLayer, as_stateful, is_stateful
 from functional_dl.nn.batch_norm import BatchNorm
+from functional_dl.nn import activations
+from functional_dl.nn.activations import (ACTIVATIONS, Activation, Celu, Elu, Glu, HardTanh,
+                                          LeakyRelu, LogSigmoid, Relu6, Selu, Silu, Softplus,
+                                          Swish, celu, elu, glu, hard_tanh, leaky_relu,
+                                          log_sigmoid, relu6, selu, silu, softplus, swish)
 
 __all__ = [
     "Layer", "as_layer", "named", "layer_name", "elementwise",
@@ -46,4 +51,9 @@ __all__ = [
     "Conv", "ConvTranspose", "GlobalAvgPool", "GlobalMaxPool",
     "Identity", "FanOut", "FanInSum", "FanInConcat", "parallel", "Residual",
     "StatefulLayer", "is_stateful", "as_stateful", "BatchNorm",
+    "activations", "ACTIVATIONS", "Activation",
+    "Elu", "LeakyRelu", "Selu", "Silu", "Swish", "Softplus", "HardTanh", "LogSigmoid",
+    "Celu", "Glu", "Relu6",
+    "elu", "leaky_relu", "selu", "silu", "swish", "softplus", "hard_tanh", "log_sigmoid",
+    "celu", "glu", "relu6",
 ]

@@ -42,15 +42,18 @@ import jax.numpy as jnp
 from functional_dl import checks
 from functional_dl._types import Array, PRNGKey, PyTree, Shape
 from functional_dl.nn.base import Layer, as_layer, check_input_shape
-from functional_dl.nn.layers import (Dense, Dropout, Gelu, Relu, Sigmoid, Tanh, _is_positive_int,
-                                     layer_name)
+from functional_dl.nn.activations import ACTIVATIONS
+from functional_dl.nn.layers import Dense, Dropout, _is_positive_int, layer_name
 from functional_dl.nn.state import StatefulLayer, is_stateful
 
 __all__ = ["serial", "parallel", "Residual", "FanOut", "FanInSum", "FanInConcat", "Identity",
            "mlp", "ACTIVATION_LAYERS"]
 
-#: Activation names accepted by :func:`mlp` (and :mod:`functional_dl.nn.backprop`).
-ACTIVATION_LAYERS = {"relu": Relu, "sigmoid": Sigmoid, "tanh": Tanh, "gelu": Gelu}
+#: Activation names accepted by :func:`mlp`: every hidden-layer activation of
+#: ``nn.activations.ACTIVATIONS`` (softmax, log_softmax and glu, which are not elementwise
+#: hidden activations, are left out).  ``nn.backprop`` derives its own four by hand.
+ACTIVATION_LAYERS = {name: layer for name, layer in ACTIVATIONS.items()
+                     if name not in ("softmax", "log_softmax", "glu")}
 
 
 def _param_names(layers: Sequence[Layer]) -> list[str]:

@@ -17,15 +17,14 @@ The contract, stated once:
 
 ``Layer`` (:mod:`functional_dl.nn.base`) is a pair that unpacks like stax's,
 ``init, apply = Dense(10)``, and carries the ``name`` its params get inside ``serial``.
-Layer factories (``Dense``, ``Dropout``) are called; parameter-free layers (``Relu``,
-``Sigmoid``, ``Tanh``, ``Gelu``, ``Softmax``, ``LogSoftmax``) are ready-made values, as in
-stax.  The activations also exist as plain functions (``relu``, ``sigmoid``, ...).
+Layer factories (``Dense``, ``Dropout``) are called.  The activations (functions ``relu``,
+``elu``, ... and layers ``Relu``, ``Elu``, ...) live in :mod:`functional_dl.nn.activations`
+and are importable from here too.
 """
 from __future__ import annotations
 
-import math
 import numbers
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +32,12 @@ import numpy as np
 
 from functional_dl._types import Array, PRNGKey, PyTree, Shape
 from functional_dl.nn import initializers
-from functional_dl.nn.base import Layer, named
+from functional_dl.nn.activations import (  # noqa: F401  (re-exported: their old home)
+    ACTIVATIONS, Celu, Elu, Gelu, Glu, HardTanh, LeakyRelu, LogSigmoid, LogSoftmax, Relu,
+    Relu6, Selu, Sigmoid, Silu, Softmax, Softplus, Swish, Tanh, celu, elementwise, elu, gelu,
+    glu, hard_tanh, leaky_relu, log_sigmoid, log_softmax, relu, relu6, selu, sigmoid, silu,
+    softmax, softplus, swish, tanh)
+from functional_dl.nn.base import Layer, dtype_options, named, promote
 
 __all__ = [
     "Layer",
@@ -54,6 +58,11 @@ __all__ = [
     "softmax",
     "log_softmax",
     "elementwise",
+    "ACTIVATIONS",
+    "Elu", "LeakyRelu", "Selu", "Silu", "Swish", "Softplus", "HardTanh", "LogSigmoid",
+    "Celu", "Glu", "Relu6",
+    "elu", "leaky_relu", "selu", "silu", "swish", "softplus", "hard_tanh", "log_sigmoid",
+    "celu", "glu", "relu6",
 ]
 
 
@@ -86,25 +95,38 @@ def _check_input_shape(name: str, input_shape: Shape, min_rank: int = 1) -> Shap
 
 
 def Dense(features: int, w_init: Optional[Callable] = None,
-          b_init: Optional[Callable] = None) -> Layer:
+          b_init: Optional[Callable] = None, *, dtype: Any = None,
+          param_dtype: Any = None) -> Layer:
     """Fully connected layer ``y = x W + b`` on the last axis.
 
     ``x``: ``(..., n_in)``; ``W``: ``(n_in, features)``; ``b``: ``(features,)``;
-    ``y``: ``(..., features)`` (``features`` is ``Conv2D``'s name for its output size too).  Params: ``{"w": W, "b": b}``.
-    Defaults: ``w_init = glorot_normal()``, ``b_init = zeros()``.
+    ``y``: ``(..., features)`` (``features`` is ``Conv2D``'s name for its output size too).
+    Params: ``{"w": W, "b": b}``.  Defaults: ``w_init = glorot_normal()``,
+    ``b_init = zeros()``.
+
+    ``param_dtype``: the dtype ``init`` stores ``W`` and ``b`` in (``None``: the
+    initializers' default float; given, it is passed to them as ``init(key, shape, dtype)``).
+    ``dtype``: the dtype of the computation and of ``y``; ``x``, ``W`` and ``b`` are cast
+    to it first (``None``: their ``jnp`` promotion).  ``dtype=jnp.bfloat16`` with float32
+    params is mixed precision: bfloat16 products, float32 params for the optimizer.
+    This is ``torch.nn.Linear(n_in, features)`` with ``weight = Wᵀ``, ``bias = b``.
     """
     if not _is_positive_int(features):
         raise ValueError(f"Dense: features must be a positive int, got {features!r}")
     features = int(features)
+    dtype, param_dtype = dtype_options("Dense", dtype, param_dtype)
     w_init = initializers.glorot_normal() if w_init is None else w_init
     b_init = initializers.zeros() if b_init is None else b_init
+    # a hand-written init(key, shape) keeps working when no param_dtype is asked for
+    dtype_argument = () if param_dtype is None else (param_dtype,)
 
     def init(key: PRNGKey, input_shape: Shape):
         shape = _check_input_shape("Dense", input_shape)
         if shape[-1] == -1:
             raise ValueError(f"Dense: the last axis of input_shape must be known, got {shape}")
         w_key, b_key = jax.random.split(key)
-        params = {"w": w_init(w_key, (shape[-1], features)), "b": b_init(b_key, (features,))}
+        params = {"w": w_init(w_key, (shape[-1], features), *dtype_argument),
+                  "b": b_init(b_key, (features,), *dtype_argument)}
         return shape[:-1] + (features,), params
 
     def apply(params: PyTree, x: Array, *, key: Optional[PRNGKey] = None,
@@ -118,69 +140,11 @@ def Dense(features: int, w_init: Optional[Callable] = None,
         if jnp.ndim(x) < 1 or jnp.shape(x)[-1] != w.shape[0]:
             raise ValueError(f"Dense: x must have shape (..., {w.shape[0]}) to match w of "
                              f"shape {w.shape}, got x shape {jnp.shape(x)}")
+        x, w, b = promote(dtype, x, w, b)
         y = x @ w
         return y + jnp.broadcast_to(b, y.shape)
 
     return Layer(init, apply, "dense")
-
-
-# ---------------------------------------------------------------------- activations
-
-
-def relu(x: Array) -> Array:
-    """``max(x, 0)``; its derivative is taken as ``1[x > 0]`` (0 at ``x = 0``); NaN stays NaN."""
-    return jnp.where((x > 0) | jnp.isnan(x), x, jnp.zeros_like(x))
-
-
-def sigmoid(x: Array) -> Array:
-    """Logistic function ``σ(x) = 1 / (1 + exp(-x))``; ``σ' = σ (1 - σ)``."""
-    return jax.lax.logistic(x)
-
-
-def tanh(x: Array) -> Array:
-    """Hyperbolic tangent; ``tanh' = 1 - tanh²``."""
-    return jnp.tanh(x)
-
-
-def gelu(x: Array) -> Array:
-    """Exact GELU ``x Φ(x) = ½ x (1 + erf(x / √2))`` (not the tanh approximation);
-    ``gelu'(x) = Φ(x) + x φ(x)`` with ``φ`` the standard normal density."""
-    return 0.5 * x * (1 + jax.lax.erf(x / math.sqrt(2.0)))
-
-
-def softmax(x: Array) -> Array:
-    """``exp(x - m) / Σ exp(x - m)`` over the last axis, ``m = max x`` for stability."""
-    shifted = x - jax.lax.stop_gradient(jnp.max(x, axis=-1, keepdims=True))
-    unnormalised = jnp.exp(shifted)
-    return unnormalised / jnp.sum(unnormalised, axis=-1, keepdims=True)
-
-
-def log_softmax(x: Array) -> Array:
-    """``x - logsumexp(x)`` over the last axis, with the max subtracted first."""
-    shifted = x - jax.lax.stop_gradient(jnp.max(x, axis=-1, keepdims=True))
-    return shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=-1, keepdims=True))
-
-
-def elementwise(fn: Callable[[Array], Array], name: str = "layer") -> Layer:
-    """A parameter-free layer applying ``fn`` (shape-preserving) to its input."""
-    def init(key: PRNGKey, input_shape: Shape):
-        del key
-        return _check_input_shape(name, input_shape), {}
-
-    def apply(params: PyTree, x: Array, *, key: Optional[PRNGKey] = None,
-              train: bool = False) -> Array:
-        del params, key, train
-        return fn(x)
-
-    return Layer(init, apply, name)
-
-
-Relu = elementwise(relu, "relu")
-Sigmoid = elementwise(sigmoid, "sigmoid")
-Tanh = elementwise(tanh, "tanh")
-Gelu = elementwise(gelu, "gelu")
-Softmax = elementwise(softmax, "softmax")
-LogSoftmax = elementwise(log_softmax, "log_softmax")
 
 
 # -------------------------------------------------------------------------- Dropout
