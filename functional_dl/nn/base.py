@@ -155,7 +155,10 @@ def as_layer(layer: Any, name: Optional[str] = None, *, owner: str = "as_layer")
     """``layer`` as a :class:`Layer` (itself when it already is one and ``name`` is None).
 
     Any other ``(init, apply)`` pair becomes a ``Layer`` named ``name`` (default
-    ``"layer"``); its apply is called as :func:`_foreign_apply` says.
+    ``"layer"``); its apply is called as :func:`_foreign_apply` says.  A foreign layer's own
+    options stay as it was built: ``stax.Dropout(rate, mode)`` gets its key here but keeps
+    its ``mode`` (and its ``rate`` is the *keep* probability), so build it with
+    ``mode="test"`` for evaluation; ``train=`` does not reach it.
     """
     if isinstance(layer, Layer):   # type(layer): a stateful layer stays stateful
         return layer if name is None else type(layer)(layer.init, layer.apply, name)
