@@ -303,4 +303,20 @@ def sharding_cases(rate: float) -> dict:
         "apply_if_finite_adam": optim.apply_if_finite(optim.adam(rate)),
         "adam_bfloat16_moments": optim.adam(rate, mu_dtype="bfloat16", nu_dtype="bfloat16"),
         "trace_nesterov": optim.trace(0.9, nesterov=True),
+        **wrapper_cases(rate),
+    }
+
+
+#: wrappers of functional_dl/optim/wrappers.py and friends (tests/test_optim_wrappers.py)
+STATELESS = STATELESS | {"freeze_b"}
+
+
+def wrapper_cases(rate: float) -> dict:
+    """The parameter-group wrappers on the sharding test's params ``{"w", "b", "v"}``."""
+    return {
+        "masked_adam": optim.masked(optim.adam(rate), {"w": True, "b": False, "v": True}),
+        "partition_adam_momentum_frozen": optim.partition(
+            {"adam": optim.adam(rate), "momentum": optim.momentum(rate),
+             "frozen": optim.set_to_zero()}, {"w": "adam", "b": "frozen", "v": "momentum"}),
+        "freeze_b": optim.freeze({"w": False, "b": True, "v": False}),
     }

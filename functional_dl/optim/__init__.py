@@ -40,3 +40,8 @@ __all__ = [
     "ScaleByAdamState", "ScaleByRmsState", "ScaleByStddevState", "ScaleByAdagradState",
     "TraceState", "ScaleByLearningRateState", "ScaleByScheduleState", "ApplyIfFiniteState",
 ]
+from functional_dl.optim.wrappers import (MaskedNode, MaskedState, PartitionState, freeze,
+                                          masked, partition, set_to_zero)
+
+__all__ += ["masked", "partition", "set_to_zero", "freeze", "MaskedNode", "MaskedState",
+            "PartitionState"]
