@@ -319,4 +319,5 @@ def wrapper_cases(rate: float) -> dict:
             {"adam": optim.adam(rate), "momentum": optim.momentum(rate),
              "frozen": optim.set_to_zero()}, {"w": "adam", "b": "frozen", "v": "momentum"}),
         "freeze_b": optim.freeze({"w": False, "b": True, "v": False}),
+        "multi_steps_adam": optim.MultiSteps(optim.adam(rate), 2),
     }

@@ -45,3 +45,6 @@ from functional_dl.optim.wrappers import (MaskedNode, MaskedState, PartitionStat
 
 __all__ += ["masked", "partition", "set_to_zero", "freeze", "MaskedNode", "MaskedState",
             "PartitionState"]
+from functional_dl.optim.accumulation import MultiSteps, MultiStepsState
+
+__all__ += ["MultiSteps", "MultiStepsState"]
