@@ -320,4 +320,6 @@ def wrapper_cases(rate: float) -> dict:
              "frozen": optim.set_to_zero()}, {"w": "adam", "b": "frozen", "v": "momentum"}),
         "freeze_b": optim.freeze({"w": False, "b": True, "v": False}),
         "multi_steps_adam": optim.MultiSteps(optim.adam(rate), 2),
+        "inject_hyperparams_adamw": optim.inject_hyperparams(optim.adamw)(
+            learning_rate=S.cosine_decay(rate, 10), b1=0.8, weight_decay=1e-2),
     }

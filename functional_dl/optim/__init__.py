@@ -48,3 +48,7 @@ __all__ += ["masked", "partition", "set_to_zero", "freeze", "MaskedNode", "Maske
 from functional_dl.optim.accumulation import MultiSteps, MultiStepsState
 
 __all__ += ["MultiSteps", "MultiStepsState"]
+from functional_dl.optim.hyperparams import (InjectHyperparamsState, inject_hyperparams,
+                                             set_hyperparams)
+
+__all__ += ["inject_hyperparams", "set_hyperparams", "InjectHyperparamsState"]
