@@ -322,4 +322,11 @@ def wrapper_cases(rate: float) -> dict:
         "multi_steps_adam": optim.MultiSteps(optim.adam(rate), 2),
         "inject_hyperparams_adamw": optim.inject_hyperparams(optim.adamw)(
             learning_rate=S.cosine_decay(rate, 10), b1=0.8, weight_decay=1e-2),
+        "ema_params": _ema_as_optimizer(optim.ema_params(0.9)),
     }
+
+
+def _ema_as_optimizer(ema):
+    """``ema_params`` observes the parameters; as an identity optimizer its average is state."""
+    return optim.Optimizer(ema.init, lambda grads, state, params: (grads,
+                                                                   ema.update(state, params)))

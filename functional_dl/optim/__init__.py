@@ -52,3 +52,6 @@ from functional_dl.optim.hyperparams import (InjectHyperparamsState, inject_hype
                                              set_hyperparams)
 
 __all__ += ["inject_hyperparams", "set_hyperparams", "InjectHyperparamsState"]
+from functional_dl.optim.averaging import EmaParamsState, ParamsEma, ema_params
+
+__all__ += ["ema_params", "EmaParamsState", "ParamsEma"]
