@@ -308,7 +308,7 @@ def sharding_cases(rate: float) -> dict:
 
 
 #: wrappers of functional_dl/optim/wrappers.py and friends (tests/test_optim_wrappers.py)
-STATELESS = STATELESS | {"freeze_b"}
+STATELESS = STATELESS | {"freeze_b", "clip_zero_nans"}
 
 
 def wrapper_cases(rate: float) -> dict:
@@ -323,6 +323,10 @@ def wrapper_cases(rate: float) -> dict:
         "inject_hyperparams_adamw": optim.inject_hyperparams(optim.adamw)(
             learning_rate=S.cosine_decay(rate, 10), b1=0.8, weight_decay=1e-2),
         "ema_params": _ema_as_optimizer(optim.ema_params(0.9)),
+        "clip_zero_nans_apply_if_finite_adam": optim.apply_if_finite(
+            optim.chain(optim.zero_nans(), optim.clip(1.0), optim.adam(rate)),
+            max_consecutive_errors=3),
+        "clip_zero_nans": optim.chain(optim.zero_nans(), optim.clip(1.0)),
     }
 
 

@@ -55,3 +55,6 @@ __all__ += ["inject_hyperparams", "set_hyperparams", "InjectHyperparamsState"]
 from functional_dl.optim.averaging import EmaParamsState, ParamsEma, ema_params
 
 __all__ += ["ema_params", "EmaParamsState", "ParamsEma"]
+from functional_dl.optim.transforms import ZeroNansState, clip, zero_nans
+
+__all__ += ["clip", "zero_nans", "ZeroNansState"]
