@@ -105,23 +105,31 @@ class MultiSteps:
             updates, inner_state = call_update(self.inner, grads, state.inner_state, params,
                                                extra_args)
             return updates, MultiStepsState(count, state.accumulated_grads, inner_state)
-        total = jax.tree.map(lambda a, g: a + g.astype(a.dtype), state.accumulated_grads, grads)
+        # Only the inner step is under the conditional.  The skipping branch does no work: it
+        # passes the gradients through (when they are shaped like the updates) and the zeros
+        # are selected outside, where XLA fuses them into the parameter update; the new
+        # accumulator is formed outside too, in one pass over (A, g).
+        def inner_step(accumulated, inner_state, grads, params):
+            mean = jax.tree.map(lambda a, g: ((a + g.astype(a.dtype)) / k).astype(g.dtype),
+                                accumulated, grads)
+            return call_update(self.inner, mean, inner_state, params, extra_args)
 
-        def inner_step(total, inner_state, params):
-            mean = jax.tree.map(lambda t, g: (t / k).astype(g.dtype), total, grads)
-            updates, inner_state = call_update(self.inner, mean, inner_state, params,
-                                               extra_args)
-            return updates, inner_state, jax.tree.map(jnp.zeros_like, total)
-
-        def accumulate(total, inner_state, params):
-            shapes = jax.eval_shape(inner_step, total, inner_state, params)[0]
-            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-            return zeros, inner_state, total
+        def skip(accumulated, inner_state, grads, params):
+            shapes = jax.eval_shape(inner_step, accumulated, inner_state, grads, params)[0]
+            if jax.tree.structure(shapes) == jax.tree.structure(grads) and all(
+                    (s.shape, s.dtype) == (g.shape, g.dtype)
+                    for s, g in zip(jax.tree.leaves(shapes), jax.tree.leaves(grads))):
+                return grads, inner_state
+            return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes), inner_state
 
         emit = state.num_micro_steps % k == k - 1
-        updates, inner_state, total = lax.cond(emit, inner_step, accumulate, total,
-                                               state.inner_state, params)
-        return updates, MultiStepsState(count, total, inner_state)
+        updates, inner_state = lax.cond(emit, inner_step, skip, state.accumulated_grads,
+                                        state.inner_state, grads, params)
+        updates = jax.tree.map(lambda u: jnp.where(emit, u, jnp.zeros_like(u)), updates)
+        accumulated = jax.tree.map(
+            lambda a, g: jnp.where(emit, jnp.zeros_like(a), a + g.astype(a.dtype)),
+            state.accumulated_grads, grads)
+        return updates, MultiStepsState(count, accumulated, inner_state)
 
     def num_inner_steps(self, state: MultiStepsState) -> Array:
         """How many steps ``inner`` has taken: ``num_micro_steps // k``."""
