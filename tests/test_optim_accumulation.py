@@ -128,3 +128,23 @@ def test_multi_steps_bad_input():
         accumulate.update({"v": jnp.ones(2)}, state)
     with pytest.raises(TypeError, match="state must be a MultiStepsState"):
         accumulate.update({"w": jnp.ones(2)}, state.inner_state)
+
+
+def test_multi_steps_under_vmap_equals_each_member_alone():
+    """vmap turns the conditional into a select; each member must still match its own run."""
+    rng = np.random.default_rng(2)
+    grads = rng.standard_normal((6, 2, 3))     # (micro-steps, members, leaf)
+    accumulate = optim.MultiSteps(optim.momentum(0.1), 3)
+    params = {"w": jnp.zeros((2, 3))}
+    state = jax.vmap(accumulate.init)(params)
+    update = jax.jit(jax.vmap(accumulate.update))
+    for g in grads:
+        updates, state = update({"w": jnp.asarray(g)}, state, params)
+        params = optim.apply_updates(params, updates)
+    for member in range(2):
+        alone = {"w": jnp.zeros(3)}
+        alone_state = accumulate.init(alone)
+        for g in grads[:, member]:
+            u, alone_state = accumulate.update({"w": jnp.asarray(g)}, alone_state, alone)
+            alone = optim.apply_updates(alone, u)
+        np.testing.assert_allclose(params["w"][member], alone["w"], rtol=1e-13)
