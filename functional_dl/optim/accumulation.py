@@ -14,6 +14,7 @@ calls are one step of ``inner`` on the concatenated batch, with ``k`` times less
 for activations.  As ``optax.MultiSteps(inner, k)`` (``use_grad_mean=True``), with a smaller
 state and a cheaper step: the inner update runs only on the ``k``-th call (``lax.cond``;
 optax computes it on every call and selects), and no gradient-step counter is kept.
+Under ``vmap`` the conditional becomes a select and both branches run (still correct).
 """
 from __future__ import annotations
 
