@@ -98,6 +98,11 @@ def test_masked_matches_optax_and_forwards_extra_args():
                                    params, grads, apply_updates=optax.apply_updates)
     for a, b in zip(our_updates, their_updates):
         jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-12), a, b)
+    # an optax optimizer inside our masked sees the same MaskedNode-holed trees
+    _, mixed_updates, _ = run(optim.masked(optax.adamw(0.05, weight_decay=0.1), mask),
+                              params, grads)
+    for a, b in zip(mixed_updates, their_updates):
+        jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-12), a, b)
     seen = {}
 
     def inner_update(updates, state, params=None, **extra_args):
