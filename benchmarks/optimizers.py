@@ -190,6 +190,73 @@ def main() -> None:
           f"repeats x {args.number} steps")
     run_tree("large leaves", 4, args.params // 4, names, args)
     run_tree("small leaves", args.small_leaves, args.small_leaf_size, names, args)
+    run_wrappers(args)
+
+
+
+# ----------------------------------------------------------------------------------------
+# Wrappers: gradient accumulation (MultiSteps) and injected hyperparameters, beside the
+# optimizer they wrap.  MultiSteps(adam, k) steps adam on every k-th call and accumulates on
+# the others, so its time is given per call, over whole cycles of k calls (each timed repeat
+# is a multiple of k calls): the target is (k − 1) accumulating calls (read g and the
+# accumulator, write it; apply the zero update) and one adam step plus the accumulator's read
+# and reset.  inject_hyperparams(adam) reads its scalars from the state: the target is
+# adam's time.
+
+ACCUMULATION_STEPS = 4
+
+
+def wrapper_builders() -> dict:
+    """row name: (library, build the optimizer, apply_updates)."""
+    k = ACCUMULATION_STEPS
+    rows = {"adam": ("functional_dl", lambda: optim.adam(LR), optim.apply_updates),
+            f"MultiSteps(adam, {k})": ("functional_dl",
+                                       lambda: optim.MultiSteps(optim.adam(LR), k),
+                                       optim.apply_updates),
+            "inject_hyperparams(adam)": ("functional_dl",
+                                         lambda: optim.inject_hyperparams(optim.adam)(
+                                             learning_rate=LR), optim.apply_updates)}
+    if optax is not None:
+        rows.update({
+            "optax adam": ("optax", lambda: optax.adam(LR), optax.apply_updates),
+            f"optax MultiSteps(adam, {k})": (
+                "optax", lambda: optax.MultiSteps(optax.adam(LR), k).gradient_transformation(),
+                optax.apply_updates),
+            "optax inject_hyperparams(adam)": (
+                "optax", lambda: optax.inject_hyperparams(optax.adam)(learning_rate=LR),
+                optax.apply_updates)})
+    return rows
+
+
+def run_wrappers(args) -> None:
+    k = ACCUMULATION_STEPS
+    params = make_tree(4, args.params // 4, seed=0)
+    grads = make_tree(4, args.params // 4, seed=1)
+    print(f"\n### wrappers: {args.params / 1e6:.3g}M float32 parameters in 4 leaves; "
+          f"MultiSteps over k = {k} micro-batches\n")
+    loops = {"x + y": make_add_probe(params)}
+    for name, (_, builder, apply_updates) in wrapper_builders().items():
+        optimizer = builder()
+        fresh = jax.tree_util.tree_map(jnp.copy, params)
+        loops[name] = DonatedLoop(make_step(optimizer, apply_updates),
+                                  (fresh, optimizer.init(fresh)), grads)
+    number = k * max(1, -(-args.number // k))     # whole accumulation cycles per repeat
+    times = interleaved_times(loops, args.rounds, args.repeats, number, args.statistic)
+    adam_ms = times["adam"] * 1e3
+    optax_names = {"adam": "optax adam", f"MultiSteps(adam, {k})": f"optax MultiSteps(adam, {k})",
+                   "inject_hyperparams(adam)": "optax inject_hyperparams(adam)"}
+    rows = []
+    for name, (library, _, _) in wrapper_builders().items():
+        ms = times[name] * 1e3
+        peer = optax_names.get(name)
+        rows.append([name, library, f"{ms:.3f}", f"{ms * (k if 'MultiSteps' in name else 1):.3f}",
+                     f"{ms / adam_ms:.2f}",
+                     f"{ms / (times[peer] * 1e3):.2f}" if peer in times else "",
+                     f"{times['x + y'] * 1e3:.3f}",
+                     "yes" if loops[name].donation_checked else "NO"])
+    print_table(["wrapper", "library", f"ms per call ({args.statistic})",
+                 f"ms per inner step (k = {k} calls for MultiSteps)", "per call / our adam",
+                 "ours / optax's", "x + y ms", "donated"], rows)
 
 
 if __name__ == "__main__":

@@ -303,4 +303,34 @@ def sharding_cases(rate: float) -> dict:
         "apply_if_finite_adam": optim.apply_if_finite(optim.adam(rate)),
         "adam_bfloat16_moments": optim.adam(rate, mu_dtype="bfloat16", nu_dtype="bfloat16"),
         "trace_nesterov": optim.trace(0.9, nesterov=True),
+        **wrapper_cases(rate),
     }
+
+
+#: wrappers of functional_dl/optim/wrappers.py and friends (tests/test_optim_wrappers.py)
+STATELESS = STATELESS | {"freeze_b", "clip_zero_nans"}
+
+
+def wrapper_cases(rate: float) -> dict:
+    """The parameter-group wrappers on the sharding test's params ``{"w", "b", "v"}``."""
+    return {
+        "masked_adam": optim.masked(optim.adam(rate), {"w": True, "b": False, "v": True}),
+        "partition_adam_momentum_frozen": optim.partition(
+            {"adam": optim.adam(rate), "momentum": optim.momentum(rate),
+             "frozen": optim.set_to_zero()}, {"w": "adam", "b": "frozen", "v": "momentum"}),
+        "freeze_b": optim.freeze({"w": False, "b": True, "v": False}),
+        "multi_steps_adam": optim.MultiSteps(optim.adam(rate), 2),
+        "inject_hyperparams_adamw": optim.inject_hyperparams(optim.adamw)(
+            learning_rate=S.cosine_decay(rate, 10), b1=0.8, weight_decay=1e-2),
+        "ema_params": _ema_as_optimizer(optim.ema_params(0.9)),
+        "clip_zero_nans_apply_if_finite_adam": optim.apply_if_finite(
+            optim.chain(optim.zero_nans(), optim.clip(1.0), optim.adam(rate)),
+            max_consecutive_errors=3),
+        "clip_zero_nans": optim.chain(optim.zero_nans(), optim.clip(1.0)),
+    }
+
+
+def _ema_as_optimizer(ema):
+    """``ema_params`` observes the parameters; as an identity optimizer its average is state."""
+    return optim.Optimizer(ema.init, lambda grads, state, params: (grads,
+                                                                   ema.update(state, params)))

@@ -40,3 +40,19 @@ __all__ = [
     "ScaleByAdamState", "ScaleByRmsState", "ScaleByStddevState", "ScaleByAdagradState",
     "TraceState", "ScaleByLearningRateState", "ScaleByScheduleState", "ApplyIfFiniteState",
 ]
+
+# wrappers (parameter groups, accumulation, injected hyperparameters), parameter EMA, guards
+from functional_dl.optim.accumulation import MultiSteps, MultiStepsState
+from functional_dl.optim.averaging import EmaParamsState, EmaStepHook, ParamsEma, ema_params
+from functional_dl.optim.hyperparams import (InjectHyperparamsState, inject_hyperparams,
+                                             set_hyperparams)
+from functional_dl.optim.transforms import ZeroNansState, clip, zero_nans
+from functional_dl.optim.wrappers import (MaskedNode, MaskedState, PartitionState, freeze,
+                                          masked, partition, set_to_zero)
+
+__all__ += [
+    "masked", "partition", "set_to_zero", "freeze", "MultiSteps", "inject_hyperparams",
+    "set_hyperparams", "ema_params", "clip", "zero_nans",
+    "MaskedNode", "MaskedState", "PartitionState", "MultiStepsState", "InjectHyperparamsState",
+    "EmaParamsState", "EmaStepHook", "ParamsEma", "ZeroNansState",
+]

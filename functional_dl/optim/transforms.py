@@ -183,50 +183,136 @@ def add_decayed_weights(weight_decay: float, mask=None) -> Optimizer:
     return Optimizer(init, update)
 
 
+def clip(max_delta: float) -> Optimizer:
+    """Clip every update entry to ``[−δ, δ]``: ``u ← min(max(u, −δ), δ)`` (stateless).
+
+    Elementwise, unlike :func:`clip_by_global_norm`; as ``optax.clip(max_delta)`` and
+    ``torch.nn.utils.clip_grad_value_(clip_value=δ)``.  NaN entries stay NaN (pair with
+    :func:`zero_nans` or :func:`apply_if_finite`).
+
+    Args:
+      max_delta: ``δ > 0``, finite.
+    """
+    checks.positive("clip: max_delta", max_delta)
+
+    def leaf(u):
+        delta = jnp.asarray(max_delta).astype(u.dtype)
+        return (jnp.clip(u, -delta, delta),)
+
+    return leafwise("clip", EmptyState, leaf, input_name="updates")
+
+
+class ZeroNansState(NamedTuple):
+    """``found_nan``: one bool scalar per leaf, whether the latest updates of that leaf had a
+    NaN (for monitoring; the transform does not read it)."""
+
+    found_nan: PyTree
+
+
+def zero_nans() -> Optimizer:
+    """Replace NaN entries of the updates by 0: ``u ← 0 where u is NaN``.  ±inf pass through.
+
+    The state records, per leaf, whether a NaN was replaced in the latest call.  As
+    ``optax.zero_nans()``.  Put it before the optimizer (``chain(zero_nans(), adam(η))``) so
+    that a NaN gradient entry does not reach the moments.
+    """
+    def init(params: PyTree) -> ZeroNansState:
+        _tree.check_float_leaves("zero_nans.init", "params", params)
+        return ZeroNansState(jax.tree_util.tree_map(lambda _: jnp.zeros((), jnp.bool_), params))
+
+    def update(updates: PyTree, state: ZeroNansState, params: PyTree | None = None,
+               **extra_args):
+        updates = _tree.as_float_arrays("zero_nans.update", "updates", updates)
+        _check_against_params("zero_nans.update", updates, params)
+        if not isinstance(state, ZeroNansState):
+            raise TypeError(f"zero_nans.update: state must be a ZeroNansState (from "
+                            f"zero_nans().init), got {type(state).__name__}")
+        if jax.tree_util.tree_structure(updates) != jax.tree_util.tree_structure(state.found_nan):
+            raise ValueError(f"zero_nans.update: the tree structure of updates differs from "
+                             f"that of state.found_nan.\n  updates: "
+                             f"{jax.tree_util.tree_structure(updates)}\n  state.found_nan: "
+                             f"{jax.tree_util.tree_structure(state.found_nan)}")
+        found = jax.tree_util.tree_map(lambda u: jnp.any(jnp.isnan(u)), updates)
+        cleaned = jax.tree_util.tree_map(
+            lambda u: jnp.where(jnp.isnan(u), jnp.zeros_like(u), u), updates)
+        return cleaned, ZeroNansState(found)
+
+    return Optimizer(init, update)
+
+
 class ApplyIfFiniteState(NamedTuple):
     """``inner_state``: the wrapped optimizer's state; ``notfinite_count``: int32 number of
-    skipped steps; ``last_finite``: bool, whether the latest gradients were all finite."""
+    steps whose gradients were not all finite (in all; optax calls it ``total_notfinite``);
+    ``last_finite``: bool, whether the latest gradients were all finite;
+    ``consecutive_notfinite_count``: int32 length of the current run of non-finite steps, 0
+    after a finite one (optax's ``notfinite_count``)."""
 
     inner_state: PyTree
     notfinite_count: Array
     last_finite: Array
+    consecutive_notfinite_count: Array
 
 
-def apply_if_finite(optimizer: Optimizer) -> Optimizer:
-    """Skip steps whose gradients contain NaN or ±inf.
+def apply_if_finite(optimizer: Optimizer,
+                    max_consecutive_errors: int | None = None) -> Optimizer:
+    """Skip steps whose gradients contain NaN or ±inf, up to a number in a row.
 
-    When every gradient entry is finite this is ``optimizer``.  Otherwise the updates are
-    zeros (``apply_updates`` leaves the parameters unchanged), the inner state is kept as it
-    was (its step count included) and ``notfinite_count`` goes up by one.  The check is one
+    With ``c`` the consecutive non-finite steps including this one (0 if this one is finite)
+    and ``m = max_consecutive_errors``, the step is applied when the gradients are all
+    finite or ``c > m``: the first ``m`` non-finite steps of a run are skipped and from the
+    ``(m+1)``-th on they are applied, until a finite step resets ``c``.  This is optax's
+    rule in ``optax.apply_if_finite(inner, max_consecutive_errors=m)``; ``m=None`` (the
+    default) skips every non-finite step.  An applied step is ``optimizer``'s update (a
+    non-finite one then reaches the parameters); a skipped step returns zeros (the
+    parameters do not move) and keeps the inner state as it was (its step count included).
+    Both counters (the consecutive ``c`` and the total) are in the state.  The check is one
     reduction over the gradients; under ``jit`` both branches are computed and selected
     with ``jnp.where``, so the skip costs no recompilation and works under ``vmap``.
+
+    Args:
+      optimizer: the optimizer to guard.
+      max_consecutive_errors: ``m >= 0`` (``0`` applies every step and only counts), or
+        ``None``: never apply a non-finite step.
     """
     if not (callable(getattr(optimizer, "init", None))
             and callable(getattr(optimizer, "update", None))):
         raise TypeError(f"apply_if_finite: optimizer must be an Optimizer (init, update), "
                         f"got {type(optimizer).__name__}")
+    if max_consecutive_errors is not None:
+        max_consecutive_errors = checks.whole_number("apply_if_finite: max_consecutive_errors",
+                                                     max_consecutive_errors, minimum=0)
 
     def init(params: PyTree) -> ApplyIfFiniteState:
         return ApplyIfFiniteState(inner_state=optimizer.init(params),
                                   notfinite_count=_tree.zero_count(),
-                                  last_finite=jnp.ones((), jnp.bool_))
+                                  last_finite=jnp.ones((), jnp.bool_),
+                                  consecutive_notfinite_count=_tree.zero_count())
 
     def update(grads: PyTree, state: ApplyIfFiniteState, params: PyTree | None = None,
                **extra_args):
         grads = _tree.as_float_arrays("apply_if_finite.update", "grads", grads)
+        if not isinstance(state, ApplyIfFiniteState):
+            raise TypeError(f"apply_if_finite.update: state must be an ApplyIfFiniteState "
+                            f"(from apply_if_finite(...).init), got {type(state).__name__}")
         finite = jnp.ones((), jnp.bool_)
         for g in jax.tree_util.tree_leaves(grads):
             finite = finite & jnp.all(jnp.isfinite(g))
+        consecutive = jnp.where(finite, jnp.zeros((), jnp.int32),
+                                _tree.increment_count(state.consecutive_notfinite_count))
+        apply = finite
+        if max_consecutive_errors is not None:
+            apply = finite | (consecutive > max_consecutive_errors)
         updates, inner_state = call_update(optimizer, grads, state.inner_state, params,
                                           extra_args)
         updates = jax.tree_util.tree_map(
-            lambda u: jnp.where(finite, u, jnp.zeros_like(u)), updates)
+            lambda u: jnp.where(apply, u, jnp.zeros_like(u)), updates)
         inner_state = jax.tree_util.tree_map(
-            lambda new, old: jnp.where(finite, new, old), inner_state, state.inner_state)
-        skipped = _tree.increment_count(state.notfinite_count)
+            lambda new, old: jnp.where(apply, new, old), inner_state, state.inner_state)
         return updates, ApplyIfFiniteState(
             inner_state=inner_state,
-            notfinite_count=jnp.where(finite, state.notfinite_count, skipped),
-            last_finite=finite)
+            notfinite_count=jnp.where(finite, state.notfinite_count,
+                                      _tree.increment_count(state.notfinite_count)),
+            last_finite=finite,
+            consecutive_notfinite_count=consecutive)
 
     return Optimizer(init, update)
