@@ -39,25 +39,27 @@ def np_sgd(p, gs, lr):
     return np.stack(out)
 
 
-def np_momentum(p, gs, lr, beta=0.9, nesterov=False):
-    # the rate multiplies the buffer after it is formed (torch's and optax's convention)
+def np_momentum(p, gs, lr, beta=0.9, nesterov=False, dampening=0.0):
+    # the rate multiplies the buffer after it is formed (torch's and optax's convention);
+    # torch's dampening: the first gradient enters whole, later ones times (1 - dampening)
     b = np.zeros_like(p)
     out = []
     for t, g in enumerate(gs):
-        b = beta * b + g
+        b = g if t == 0 else beta * b + (1 - dampening) * g
         step = g + beta * b if nesterov else b
         p = p - lr(t) * step
         out.append(p)
     return np.stack(out)
 
 
-def np_adagrad(p, gs, lr, eps=1e-10, initial_accumulator_value=0.0, eps_in_sqrt=True):
+def np_adagrad(p, gs, lr, eps=1e-10, initial_accumulator_value=0.0, eps_in_sqrt=True,
+               lr_decay=0.0):
     G = np.full_like(p, initial_accumulator_value)
     out = []
     for t, g in enumerate(gs):
         G = G + g ** 2
         denom = np.sqrt(G + eps) if eps_in_sqrt else np.sqrt(G) + eps
-        p = p - lr(t) * g / denom
+        p = p - lr(t) / (1 + t * lr_decay) * g / denom
         out.append(p)
     return np.stack(out)
 
@@ -78,23 +80,26 @@ def np_rmsprop(p, gs, lr, decay=0.9, eps=1e-8, eps_in_sqrt=True, centered=False)
     return np.stack(out)
 
 
-def np_adamw(p, gs, lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4, mask=True):
+def np_adamw(p, gs, lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4, mask=True,
+             amsgrad=False):
     m = np.zeros_like(p)
     v = np.zeros_like(p)
+    v_max = np.zeros_like(p)
     out = []
     for step, g in enumerate(gs, start=1):
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g ** 2
+        v_max = np.maximum(v_max, v)  # torch's AMSGrad: the maximum of the raw v
         m_hat = m / (1 - b1 ** step)
-        v_hat = v / (1 - b2 ** step)
+        v_hat = (v_max if amsgrad else v) / (1 - b2 ** step)
         decay_term = weight_decay * p if mask else 0.0
         p = p - lr(step - 1) * (m_hat / (np.sqrt(v_hat) + eps) + decay_term)
         out.append(p)
     return np.stack(out)
 
 
-def np_adam(p, gs, lr, b1=0.9, b2=0.999, eps=1e-8):
-    return np_adamw(p, gs, lr, b1, b2, eps, weight_decay=0.0, mask=False)
+def np_adam(p, gs, lr, b1=0.9, b2=0.999, eps=1e-8, amsgrad=False):
+    return np_adamw(p, gs, lr, b1, b2, eps, weight_decay=0.0, mask=False, amsgrad=amsgrad)
 
 
 # ----------------------------------------------------------------------------------------
@@ -184,8 +189,12 @@ OPTIMIZERS = (
         "momentum", optim.momentum, np_momentum, stateful=True,
         variants={"momentum": Variant(0.02),
                   "momentum_nesterov": Variant(0.02, dict(beta=0.8, nesterov=True)),
-                  "momentum_cosine": Variant("cosine", dict(nesterov=True))},
-        instances={"momentum": {}, "nesterov": dict(nesterov=True)},
+                  "momentum_cosine": Variant("cosine", dict(nesterov=True)),
+                  "momentum_dampening": Variant(0.02, dict(beta=0.8, dampening=0.3)),
+                  "momentum_dampening_exponential": Variant("exponential",
+                                                            dict(dampening=0.9))},
+        instances={"momentum": {}, "nesterov": dict(nesterov=True),
+                   "momentum_dampening": dict(dampening=0.5)},
         convergence={
             "momentum": Convergence(lambda: optim.momentum(0.01), lambda: optim.momentum(1e-3),
                                     5_000, 1e-5),
@@ -204,8 +213,11 @@ OPTIMIZERS = (
             "adagrad_eps_outside": Variant("constant", dict(eps=1e-2, eps_in_sqrt=False)),
             "adagrad_eps_inside_initial": Variant(0.1, dict(eps=1e-2,
                                                             initial_accumulator_value=0.1)),
-            "adagrad_piecewise": Variant("piecewise", dict(eps=1e-6))},
-        instances={"adagrad": {}},
+            "adagrad_piecewise": Variant("piecewise", dict(eps=1e-6)),
+            "adagrad_lr_decay": Variant(0.1, dict(eps_in_sqrt=False, lr_decay=0.05)),
+            "adagrad_lr_decay_cosine": Variant("cosine", dict(lr_decay=0.2,
+                                                              initial_accumulator_value=0.1))},
+        instances={"adagrad": {}, "adagrad_lr_decay": dict(lr_decay=0.01)},
         convergence={"adagrad": Convergence(lambda: optim.adagrad(0.5),
                                             lambda: optim.adagrad(0.5), 5_000, 5e-2)},
         optax_recipes={"adagrad": (
@@ -237,8 +249,11 @@ OPTIMIZERS = (
     Entry(
         "adam", optim.adam, np_adam, stateful=True,
         variants={"adam": Variant(0.01),
-                  "adam_options": Variant(0.01, dict(b1=0.5, b2=0.9, eps=1e-2))},
-        instances={"adam": {}},
+                  "adam_options": Variant(0.01, dict(b1=0.5, b2=0.9, eps=1e-2)),
+                  "adam_amsgrad": Variant(0.01, dict(b2=0.9, amsgrad=True)),
+                  "adam_amsgrad_cosine": Variant("cosine", dict(b1=0.5, eps=1e-3,
+                                                                amsgrad=True))},
+        instances={"adam": {}, "adam_amsgrad": dict(amsgrad=True)},
         convergence={"adam": Convergence(lambda: optim.adam(S.cosine_decay(0.05, 3_000)),
                                          lambda: optim.adam(S.cosine_decay(0.02, 5_000)),
                                          5_000, 1e-2)},
@@ -254,8 +269,9 @@ OPTIMIZERS = (
             "adamw": Variant(0.01, dict(weight_decay=0.5)),
             "adamw_mask_fn": Variant(0.01, dict(weight_decay=0.5, mask=no_bias)),
             "adamw_warmup_cosine_mask_tree": Variant("warmup_cosine", dict(
-                weight_decay=0.3, mask={"dense": {"w": True}, "blocks": False, "pair": True}))},
-        instances={"adamw": dict(mask=no_bias)},
+                weight_decay=0.3, mask={"dense": {"w": True}, "blocks": False, "pair": True})),
+            "adamw_amsgrad": Variant(0.01, dict(b2=0.8, weight_decay=0.2, amsgrad=True))},
+        instances={"adamw": dict(mask=no_bias), "adamw_amsgrad": dict(amsgrad=True)},
         convergence={"adamw": Convergence(
             lambda: optim.adamw(S.warmup_cosine_decay(0.0, 0.05, 100, 3_000), weight_decay=0.0),
             lambda: optim.adamw(S.cosine_decay(0.02, 5_000), weight_decay=0.0), 5_000, 1e-2)},
@@ -285,6 +301,11 @@ def instances(rate: float, *, stateful_only: bool = False) -> dict:
     """instance id -> a fresh optimizer at ``rate``, one per entry's instance."""
     return {key: entry.build(rate, **options) for key, (entry, options) in INSTANCES.items()
             if entry.stateful or not stateful_only}
+
+
+#: instance ids, beyond the ``adam*`` ones, whose state keeps an int32 step count
+#: (tests/test_optim_properties.py checks that exactly these do).
+COUNTED_INSTANCES = frozenset({"momentum_dampening", "adagrad_lr_decay"})
 
 
 # ----------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from functional_dl.optim.directions import (ScaleByAdagradState, ScaleByAdamStat
                                             ScaleByRmsState, ScaleByStddevState, TraceState,
                                             scale_by_adagrad, scale_by_adam, scale_by_rms,
                                             scale_by_stddev, trace)
+from functional_dl.optim.directions import DampedTraceState, ScaleByAmsgradState
 from functional_dl.optim.leafwise import leafwise
 from functional_dl.optim.transforms import (ApplyIfFiniteState, ScaleByLearningRateState,
                                             ScaleByScheduleState, add_decayed_weights,
@@ -39,4 +40,5 @@ __all__ = [
     "clip_by_global_norm", "add_decayed_weights", "apply_if_finite",
     "ScaleByAdamState", "ScaleByRmsState", "ScaleByStddevState", "ScaleByAdagradState",
     "TraceState", "ScaleByLearningRateState", "ScaleByScheduleState", "ApplyIfFiniteState",
+    "ScaleByAmsgradState", "DampedTraceState",
 ]
