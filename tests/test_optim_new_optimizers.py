@@ -233,3 +233,19 @@ def test_amsgrad_follows_torch_not_optax_once_v_falls():
     assert np.abs(ours - theirs).max() > 1e-4
     # the first steps, while v grows, agree
     np.testing.assert_allclose(ours[:5], theirs[:5], rtol=1e-10)
+
+
+def test_adafactor_runs_with_donated_state():
+    """No state leaf may alias another (a donated buffer given twice is an XLA error)."""
+    params = {"matrix": jnp.ones((4, 3)), "vector": jnp.ones(3), "other": jnp.ones(3)}
+    grads = jax.tree_util.tree_map(lambda x: 0.1 * x, params)
+    for optimizer in [optim.adafactor(0.1), optim.adafactor(0.1, min_dim_size_to_factor=2)]:
+        def step(params, state, grads):
+            updates, state = optimizer.update(grads, state, params)
+            return optim.apply_updates(params, updates), state
+
+        donated = jax.jit(step, donate_argnums=(0, 1))
+        p, state = jax.tree_util.tree_map(jnp.copy, params), optimizer.init(params)
+        for _ in range(3):
+            p, state = donated(p, state, grads)
+        assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree_util.tree_leaves(p))

@@ -117,7 +117,9 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: float = 0.8,
             found = axes(g)
             if found is None:
                 new_v = beta * v.astype(cdt) + (1.0 - beta) * square
-                return (x / jnp.sqrt(new_v)).astype(g.dtype), v_row, v_col, new_v.astype(v.dtype)
+                # fresh placeholders: forwarding the inputs would alias donated buffers
+                return ((x / jnp.sqrt(new_v)).astype(g.dtype), jnp.zeros_like(v_row),
+                        jnp.zeros_like(v_col), new_v.astype(v.dtype))
             second, largest = found
             new_row = beta * v_row.astype(cdt) + (1.0 - beta) * square.mean(axis=largest)
             new_col = beta * v_col.astype(cdt) + (1.0 - beta) * square.mean(axis=second)
@@ -127,7 +129,7 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: float = 0.8,
             d = (x * jnp.expand_dims(row_factor, largest)
                  * jnp.expand_dims(jax.lax.rsqrt(new_col), second))
             return (d.astype(g.dtype), new_row.astype(v_row.dtype), new_col.astype(v_col.dtype),
-                    v)
+                    jnp.zeros_like(v))
         return one
 
     def update(grads: PyTree, state, params: PyTree | None = None, **extra_args):
