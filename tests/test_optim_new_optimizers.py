@@ -249,3 +249,41 @@ def test_adafactor_runs_with_donated_state():
         for _ in range(3):
             p, state = donated(p, state, grads)
         assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree_util.tree_leaves(p))
+
+
+LOW_PRECISION_MOMENTS = {
+    "adam_amsgrad": lambda dtype: optim.adam(0.01, amsgrad=True, mu_dtype=dtype, nu_dtype=dtype),
+    "nadam": lambda dtype: optim.nadam(0.01, mu_dtype=dtype, nu_dtype=dtype),
+    "radam": lambda dtype: optim.radam(0.01, mu_dtype=dtype, nu_dtype=dtype),
+    "adamax": lambda dtype: optim.adamax(0.01, mu_dtype=dtype, nu_dtype=dtype),
+    "adabelief": lambda dtype: optim.adabelief(0.01, eps=1e-8, mu_dtype=dtype, nu_dtype=dtype),
+    "lamb": lambda dtype: optim.lamb(0.01, mu_dtype=dtype, nu_dtype=dtype),
+    "lion": lambda dtype: optim.lion(0.01, mu_dtype=dtype),
+    "adafactor": lambda dtype: optim.adafactor(0.01, momentum=0.9, momentum_dtype=dtype),
+    "momentum_dampening": lambda dtype: optim.momentum(0.01, dampening=0.5,
+                                                       accumulator_dtype=dtype),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LOW_PRECISION_MOMENTS))
+def test_bfloat16_moments_are_stored_in_bfloat16_with_float32_arithmetic(name):
+    """Float32 parameters, bfloat16 moments: every state leaf shaped like the parameter is
+    bfloat16 (adafactor: its momentum), the updates are float32 and within bfloat16's resolution of
+    a float32-moment run (the oracle)."""
+    build = LOW_PRECISION_MOMENTS[name]
+    params = {"w": jnp.linspace(-1.0, 1.0, 12).reshape(4, 3)}
+    low, full = build(jnp.bfloat16), build(None if name != "adafactor" else jnp.float32)
+    low_state, full_state = low.init(params), full.init(params)
+    grads_list = np.random.default_rng(4).normal(size=(10, 4, 3))
+    for g in grads_list:
+        grads = {"w": jnp.asarray(g, jnp.float32)}
+        low_updates, low_state = low.update(grads, low_state, params)
+        full_updates, full_state = full.update(grads, full_state, params)
+        assert low_updates["w"].dtype == jnp.float32
+    shaped = [x.dtype for x in jax.tree_util.tree_leaves(low_state) if x.shape == (4, 3)]
+    # adafactor's second moment keeps the parameter's dtype; its momentum is the option
+    want = [jnp.float32, jnp.bfloat16] if name == "adafactor" else [jnp.bfloat16] * len(shaped)
+    assert shaped and shaped == want
+    # lion's step is a sign: equal unless a coordinate's sign flips on rounding (none here)
+    np.testing.assert_allclose(np.asarray(low_updates["w"]), np.asarray(full_updates["w"]),
+                               rtol=5e-2, atol=1e-4)

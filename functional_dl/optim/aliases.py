@@ -9,6 +9,11 @@
     adam(η)            = chain(scale_by_adam(), scale_by_learning_rate(η))
     adamw(η, λ)        = chain(scale_by_adam(), add_decayed_weights(λ), scale_by_learning_rate(η))
 
+Written the same way elsewhere: ``nadam``, ``nadamw``, ``radam``, ``adamax``, ``adabelief``
+(:mod:`~functional_dl.optim.adam_variants`), ``lion``, ``lamb``
+(:mod:`~functional_dl.optim.sign_and_trust`) and ``adafactor``
+(:mod:`~functional_dl.optim.factored`).
+
 The state is the chain's tuple of member states (e.g. ``adam``'s is
 ``(ScaleByAdamState(count, mu, nu), EmptyState())``), the same layout as optax's aliases.
 Each alias checks its inputs under its own name (``adam.update: grads['w'] has shape ...``).
