@@ -590,4 +590,7 @@ def sharding_cases(rate: float) -> dict:
         "apply_if_finite_adam": optim.apply_if_finite(optim.adam(rate)),
         "adam_bfloat16_moments": optim.adam(rate, mu_dtype="bfloat16", nu_dtype="bfloat16"),
         "trace_nesterov": optim.trace(0.9, nesterov=True),
+        "trace_dampening": optim.trace(0.9, dampening=0.5),
+        "adam_amsgrad_bfloat16_moments": optim.adam(rate, amsgrad=True, nu_dtype="bfloat16"),
+        "scale_by_factored_rms": optim.scale_by_factored_rms(min_dim_size_to_factor=1),
     }

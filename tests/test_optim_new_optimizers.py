@@ -287,3 +287,32 @@ def test_bfloat16_moments_are_stored_in_bfloat16_with_float32_arithmetic(name):
     # lion's step is a sign: equal unless a coordinate's sign flips on rounding (none here)
     np.testing.assert_allclose(np.asarray(low_updates["w"]), np.asarray(full_updates["w"]),
                                rtol=5e-2, atol=1e-4)
+
+
+DIRECTION_TWINS = {
+    "nadam": (lambda: optim.scale_by_nadam(0.8, 0.95, 1e-6, 1e-4),
+              lambda optax: optax.scale_by_adam(0.8, 0.95, 1e-6, 1e-4, nesterov=True)),
+    "radam": (lambda: optim.scale_by_radam(0.8, 0.99, 1e-6, threshold=4.5),
+              lambda optax: optax.scale_by_radam(0.8, 0.99, 1e-6, threshold=4.5)),
+    "adamax": (lambda: optim.scale_by_adamax(0.8, 0.95, 1e-3),
+               lambda optax: optax.scale_by_adamax(0.8, 0.95, 1e-3)),
+    "belief": (lambda: optim.scale_by_belief(0.8, 0.95, 1e-8, 1e-6),
+               lambda optax: optax.scale_by_belief(0.8, 0.95, 1e-8, 1e-6)),
+    "lion": (lambda: optim.scale_by_lion(0.8, 0.95), lambda optax: optax.scale_by_lion(0.8, 0.95)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DIRECTION_TWINS))
+def test_direction_matches_optax_transform_of_the_same_name(name):
+    optax = pytest.importorskip("optax")
+    ours, theirs = DIRECTION_TWINS[name]
+    grads = np.random.default_rng(5).normal(size=(25, 4, 3))
+    with jax.enable_x64(True):
+        def directions(transform):
+            state, out = transform.init(jnp.zeros((4, 3))), []
+            for g in grads:
+                d, state = transform.update(jnp.asarray(g), state, jnp.zeros((4, 3)))
+                out.append(np.asarray(d))
+            return np.stack(out)
+        np.testing.assert_allclose(directions(ours()), directions(theirs(optax)), rtol=1e-11,
+                                   atol=1e-14)

@@ -86,10 +86,12 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
         d_t = m̂_t / (√(v^max_t / (1 − β₂^t) + ε_root) + ε)
 
     as ``torch.optim.Adam(amsgrad=True)`` does (``adam(lr, amsgrad=True)`` gives its
-    numbers).  ``optax.scale_by_amsgrad`` takes the maximum of the *corrected* ``v̂_t``
-    instead: the two agree while ``v_t`` keeps growing and differ once it falls, where
-    torch's denominator keeps shrinking by ``1 − β₂^t`` and optax's does not.  The state is
-    then :class:`ScaleByAmsgradState` (``nu_max`` stored in ``nu_dtype``).
+    numbers).  ``optax.scale_by_amsgrad`` takes the maximum of the *corrected* ``v̂_s``
+    instead.  The two agree while ``v̂_t`` never decreases; once it has, optax's
+    denominator holds the largest ``v̂_s = v_s / (1 − β₂^s)`` and torch's divides the
+    largest ``v_s`` by the current, larger ``1 − β₂^t``: torch's (and this) step is never
+    the smaller of the two.  The state is then :class:`ScaleByAmsgradState` (``nu_max``
+    stored in ``nu_dtype``).
 
     Args:
       b1, b2: ``β₁, β₂`` in ``[0, 1)``.
