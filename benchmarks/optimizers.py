@@ -7,8 +7,10 @@ training loop runs it.  Two trees: 10M float32 parameters in 4 leaves, and 400 s
 The bound: a donated, jitted ``x + y`` over the same tree moves 3 arrays (read x, y; write
 x).  An optimizer must move, per parameter,
 
-    sgd 3 (read θ, g; write θ) · momentum, adagrad, rmsprop 5 (+ one state array read and
-    written) · centered rmsprop, adam, adamw 7 (two state arrays)
+    sgd 3 (read θ, g; write θ) · momentum, adagrad, rmsprop, lion 5 (+ one state array read
+    and written) · centered rmsprop, adam, adamw, nadam, radam, adamax, adabelief, lamb 7
+    (two state arrays) · amsgrad 9 (three) · adafactor 5 on these 1-D leaves (unfactored;
+    a factored matrix needs 3 plus its row and column statistics)
 
 so its bound is ``t(x + y) · arrays / 3``.  The table gives the median step time, the
 effective bandwidth ``arrays · bytes / time`` and the fraction ``bound / time`` (1.0 means
@@ -61,6 +63,17 @@ OPTIMIZERS = {
     "adam": (lambda: optim.adam(LR), lambda: optax.adam(LR), 7),
     "adamw": (lambda: optim.adamw(LR, weight_decay=1e-4),
               lambda: optax.adamw(LR, weight_decay=1e-4), 7),
+    # optax's amsgrad takes the maximum of the corrected v̂ (ours: torch's raw v); same traffic
+    "adam_amsgrad": (lambda: optim.adam(LR, amsgrad=True), lambda: optax.amsgrad(LR), 9),
+    "nadam": (lambda: optim.nadam(LR), lambda: optax.nadam(LR), 7),
+    "nadamw": (lambda: optim.nadamw(LR, weight_decay=1e-4),
+               lambda: optax.nadamw(LR, weight_decay=1e-4), 7),
+    "radam": (lambda: optim.radam(LR), lambda: optax.radam(LR), 7),
+    "adamax": (lambda: optim.adamax(LR), lambda: optax.adamax(LR), 7),
+    "adabelief": (lambda: optim.adabelief(LR), lambda: optax.adabelief(LR), 7),
+    "lion": (lambda: optim.lion(LR), lambda: optax.lion(LR), 5),
+    "lamb": (lambda: optim.lamb(LR), lambda: optax.lamb(LR), 7),
+    "adafactor": (lambda: optim.adafactor(LR), lambda: optax.adafactor(LR), 5),
 }
 
 

@@ -168,3 +168,16 @@ def test_a_learning_rate_sweep_in_one_vmapped_program():
     for member, rate in enumerate(rates):
         expected = np_adam(p0, gs[:, member], lambda t, rate=rate: rate)[-1]
         np.testing.assert_allclose(params["p"][member], expected, rtol=1e-12)
+
+
+def test_an_injected_eps_root_is_traced_and_matches_the_fixed_one():
+    params = {"w": jnp.linspace(-1.0, 1.0, 6)}
+    grads = {"w": jnp.linspace(0.5, -0.3, 6)}
+    injected = optim.inject_hyperparams(optim.adam)(learning_rate=0.1, eps_root=1e-3)
+    fixed = optim.adam(0.1, eps_root=1e-3)
+    state, reference = injected.init(params), fixed.init(params)
+    update = jax.jit(injected.update)
+    for _ in range(3):
+        u, state = update(grads, state, params)
+        v, reference = fixed.update(grads, reference, params)
+        np.testing.assert_allclose(u["w"], v["w"], rtol=1e-6)

@@ -14,7 +14,7 @@ import pytest
 
 from functional_dl import optim
 
-from _optimizers import CONVERGENCE, instances
+from _optimizers import CONVERGENCE, COUNTED_INSTANCES, instances
 
 S = optim.schedules
 
@@ -177,7 +177,8 @@ def test_state_structure_and_dtypes_unchanged_across_updates(name):
     counts = [x for path, x in flat if getattr(path[-1], "name", None) == "count"]
     # a constant-rate sgd/momentum/adagrad/rmsprop keeps no count; every count kept is exact
     assert all(c.dtype == jnp.int32 and c.shape == () and int(c) == 3 for c in counts)
-    assert bool(counts) == (name.startswith("adam") or name in {"sgd_schedule", "chain"})
+    assert bool(counts) == (name.startswith("adam") or name in {"sgd_schedule", "chain"}
+                            or name in COUNTED_INSTANCES)
     assert all(isinstance(x, jax.Array) for x in jax.tree_util.tree_leaves(state))
 
 

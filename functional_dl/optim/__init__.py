@@ -24,6 +24,13 @@ from functional_dl.optim.directions import (ScaleByAdagradState, ScaleByAdamStat
                                             ScaleByRmsState, ScaleByStddevState, TraceState,
                                             scale_by_adagrad, scale_by_adam, scale_by_rms,
                                             scale_by_stddev, trace)
+from functional_dl.optim.directions import DampedTraceState, ScaleByAmsgradState
+from functional_dl.optim.adam_variants import (ScaleByNadamScheduleState, adabelief, adamax,
+                                               nadam, nadamw, radam, scale_by_adamax,
+                                               scale_by_belief, scale_by_nadam, scale_by_radam)
+from functional_dl.optim.factored import FactoredState, adafactor, scale_by_factored_rms
+from functional_dl.optim.sign_and_trust import (ScaleByLionState, lamb, lion, scale_by_lion,
+                                                scale_by_trust_ratio)
 from functional_dl.optim.leafwise import leafwise
 from functional_dl.optim.transforms import (ApplyIfFiniteState, ScaleByLearningRateState,
                                             ScaleByScheduleState, add_decayed_weights,
@@ -39,6 +46,11 @@ __all__ = [
     "clip_by_global_norm", "add_decayed_weights", "apply_if_finite",
     "ScaleByAdamState", "ScaleByRmsState", "ScaleByStddevState", "ScaleByAdagradState",
     "TraceState", "ScaleByLearningRateState", "ScaleByScheduleState", "ApplyIfFiniteState",
+    "ScaleByAmsgradState", "DampedTraceState",
+    "nadam", "nadamw", "radam", "adamax", "adabelief", "lion", "lamb", "adafactor",
+    "scale_by_nadam", "scale_by_radam", "scale_by_adamax", "scale_by_belief", "scale_by_lion",
+    "scale_by_trust_ratio", "scale_by_factored_rms",
+    "ScaleByNadamScheduleState", "ScaleByLionState", "FactoredState",
 ]
 
 # wrappers (parameter groups, accumulation, injected hyperparameters), parameter EMA, guards

@@ -9,6 +9,11 @@
     adam(η)            = chain(scale_by_adam(), scale_by_learning_rate(η))
     adamw(η, λ)        = chain(scale_by_adam(), add_decayed_weights(λ), scale_by_learning_rate(η))
 
+Written the same way elsewhere: ``nadam``, ``nadamw``, ``radam``, ``adamax``, ``adabelief``
+(:mod:`~functional_dl.optim.adam_variants`), ``lion``, ``lamb``
+(:mod:`~functional_dl.optim.sign_and_trust`) and ``adafactor``
+(:mod:`~functional_dl.optim.factored`).
+
 The state is the chain's tuple of member states (e.g. ``adam``'s is
 ``(ScaleByAdamState(count, mu, nu), EmptyState())``), the same layout as optax's aliases.
 Each alias checks its inputs under its own name (``adam.update: grads['w'] has shape ...``).
@@ -65,7 +70,8 @@ def sgd(learning_rate: ScalarOrSchedule) -> Optimizer:
 
 
 def momentum(learning_rate: ScalarOrSchedule, beta: float = 0.9,
-             nesterov: bool = False) -> Optimizer:
+             nesterov: bool = False, *, dampening: float = 0.0,
+             accumulator_dtype: Any = None) -> Optimizer:
     """Gradient descent with heavy-ball momentum (Polyak 1964) or Nesterov's form::
 
         b_t = β b_{t-1} + g_t,  b_0 = 0
@@ -79,31 +85,57 @@ def momentum(learning_rate: ScalarOrSchedule, beta: float = 0.9,
     gradient keep the rate it entered with; chain ``trace`` after ``scale_by_learning_rate``
     for that form.)
 
+    ``dampening = τ`` is torch's: ``b_1 = g_1``, then ``b_t = β b_{t-1} + (1 − τ) g_t``
+    (``torch.optim.SGD(lr, momentum=β, dampening=τ)``; see
+    :func:`~functional_dl.optim.directions.trace`).
+
     Args:
       learning_rate: ``η >= 0`` or a schedule ``step -> η``.
       beta: momentum ``β`` in ``[0, 1)``.
       nesterov: use the Nesterov form.
+      dampening: ``τ`` in ``[0, 1]`` (0 with ``nesterov``).
+      accumulator_dtype: stored dtype of ``b`` (default the parameter's).
     """
     _tree.check_learning_rate("momentum", learning_rate)
     checks.real_in("momentum: beta", beta, 0.0, 1.0, high_closed=False)
-    return named_chain("momentum", trace(beta, nesterov), scale_by_learning_rate(learning_rate))
+    checks.real_in("momentum: dampening", dampening, 0.0, 1.0)
+    return named_chain("momentum", trace(beta, nesterov, accumulator_dtype,
+                                         dampening=dampening),
+                       scale_by_learning_rate(learning_rate))
+
+
+def _decayed_rate(learning_rate: ScalarOrSchedule, lr_decay: float) -> Callable:
+    """``t -> η_t / (1 + t · lr_decay)``, ``t`` the number of earlier updates."""
+    def rate(count):
+        base = learning_rate(count) if callable(learning_rate) else learning_rate
+        return base / (1.0 + count * lr_decay)
+    return rate
 
 
 def adagrad(learning_rate: ScalarOrSchedule, eps: float = 1e-10,
-            initial_accumulator_value: float = 0.0, eps_in_sqrt: bool = True) -> Optimizer:
+            initial_accumulator_value: float = 0.0, eps_in_sqrt: bool = True, *,
+            lr_decay: float = 0.0) -> Optimizer:
     """Adagrad (Duchi, Hazan & Singer 2011)::
 
         G_t = G_{t-1} + g_t²,            G_0 = initial_accumulator_value
-        u_t = −η_t g_t / √(G_t + ε)       eps_in_sqrt=True
-        u_t = −η_t g_t / (√G_t + ε)       eps_in_sqrt=False
+        u_t = −η'_t g_t / √(G_t + ε)      eps_in_sqrt=True
+        u_t = −η'_t g_t / (√G_t + ε)      eps_in_sqrt=False
+        η'_t = η_{t-1} / (1 + (t − 1) · lr_decay)
 
-    * PyTorch ``torch.optim.Adagrad(lr, eps=1e-10)``: ``adagrad(lr, eps_in_sqrt=False)``.
+    (``η_{t-1}`` the rate, or the schedule at ``t − 1`` earlier updates).
+
+    * PyTorch ``torch.optim.Adagrad(lr, lr_decay, eps=1e-10, initial_accumulator_value)``:
+      ``adagrad(lr, eps_in_sqrt=False, lr_decay=lr_decay, initial_accumulator_value=...)``.
     * optax ``optax.adagrad(lr)`` (``initial_accumulator_value=0.1, eps=1e-7``, ε inside):
       ``adagrad(lr, eps=1e-7, initial_accumulator_value=0.1)``.
 
-    Args as :func:`~functional_dl.optim.directions.scale_by_adagrad`, plus ``learning_rate``.
+    Args as :func:`~functional_dl.optim.directions.scale_by_adagrad`, plus ``learning_rate``
+    and ``lr_decay >= 0`` (finite; a positive value makes the step keep an int32 ``count``).
     """
     _tree.check_learning_rate("adagrad", learning_rate)
+    _tree.check_finite_non_negative("adagrad: lr_decay", lr_decay)
+    if not checks.is_concrete(lr_decay) or float(lr_decay) != 0.0:
+        learning_rate = _decayed_rate(learning_rate, lr_decay)
     return named_chain("adagrad", scale_by_adagrad(eps, initial_accumulator_value, eps_in_sqrt),
                        scale_by_learning_rate(learning_rate))
 
@@ -143,7 +175,7 @@ def _adam_checks(owner: str, learning_rate, b1, b2, eps) -> None:
 
 def adam(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
          eps: float = 1e-8, *, eps_root: float = 0.0, mu_dtype: Any = None,
-         nu_dtype: Any = None) -> Optimizer:
+         nu_dtype: Any = None, amsgrad: bool = False) -> Optimizer:
     """Adam (Kingma & Ba 2015, Algorithm 1): ``u_t = −η_t m̂_t / (√v̂_t + ε)`` with the
     moments of :func:`~functional_dl.optim.directions.scale_by_adam`.
 
@@ -158,16 +190,20 @@ def adam(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
       b1, b2: ``β₁, β₂`` in ``[0, 1)``.
       eps: ``ε > 0``; eps_root: ``ε`` inside the root (optax's ``eps_root``).
       mu_dtype, nu_dtype: stored dtypes of the moments (e.g. ``jnp.bfloat16``).
+      amsgrad: AMSGrad, with torch's convention (``torch.optim.Adam(amsgrad=True)``): the
+        maximum of the raw ``v``, bias-corrected by ``1 − β₂^t`` (see
+        :func:`~functional_dl.optim.directions.scale_by_adam` for how optax's differs).
     """
     _adam_checks("adam", learning_rate, b1, b2, eps)
     return named_chain("adam", scale_by_adam(b1, b2, eps, eps_root, mu_dtype=mu_dtype,
-                                             nu_dtype=nu_dtype),
+                                             nu_dtype=nu_dtype, amsgrad=amsgrad),
                        scale_by_learning_rate(learning_rate))
 
 
 def adamw(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
           eps: float = 1e-8, weight_decay: float = 1e-4, mask: Mask | None = None, *,
-          eps_root: float = 0.0, mu_dtype: Any = None, nu_dtype: Any = None) -> Optimizer:
+          eps_root: float = 0.0, mu_dtype: Any = None, nu_dtype: Any = None,
+          amsgrad: bool = False) -> Optimizer:
     """AdamW: Adam with decoupled weight decay (Loshchilov & Hutter 2019, Algorithm 2)::
 
         u_t = −η_t (m̂_t / (√v̂_t + ε) + λ M θ_{t-1})
@@ -179,7 +215,8 @@ def adamw(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
     optax's 1e-4).  ``update`` needs ``params``.
 
     Args:
-      learning_rate, b1, b2, eps, eps_root, mu_dtype, nu_dtype: as in :func:`adam`.
+      learning_rate, b1, b2, eps, eps_root, mu_dtype, nu_dtype, amsgrad: as in :func:`adam`
+        (``torch.optim.AdamW(amsgrad=True)`` for ``amsgrad``).
       weight_decay: ``λ >= 0``.
       mask: which parameters decay: a pytree of bools with the structure of ``params`` (or a
         prefix of it, e.g. ``{"dense_0": True, "norm": False}``), or a function
@@ -189,6 +226,6 @@ def adamw(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
     _adam_checks("adamw", learning_rate, b1, b2, eps)
     _tree.check_finite_non_negative("adamw: weight_decay", weight_decay)
     return named_chain("adamw", scale_by_adam(b1, b2, eps, eps_root, mu_dtype=mu_dtype,
-                                              nu_dtype=nu_dtype),
+                                              nu_dtype=nu_dtype, amsgrad=amsgrad),
                        add_decayed_weights(weight_decay, mask),
                        scale_by_learning_rate(learning_rate))

@@ -21,9 +21,9 @@ from functional_dl._types import Array, PyTree
 from functional_dl.optim.base import Optimizer
 from functional_dl.optim.leafwise import leafwise
 
-__all__ = ["ScaleByAdamState", "ScaleByRmsState", "ScaleByStddevState", "ScaleByAdagradState",
-           "TraceState", "scale_by_adam", "scale_by_rms", "scale_by_stddev",
-           "scale_by_adagrad", "trace", "one_minus_power"]
+__all__ = ["ScaleByAdamState", "ScaleByAmsgradState", "ScaleByRmsState", "ScaleByStddevState",
+           "ScaleByAdagradState", "TraceState", "DampedTraceState", "scale_by_adam",
+           "scale_by_rms", "scale_by_stddev", "scale_by_adagrad", "trace", "one_minus_power"]
 
 
 def one_minus_power(beta: Any, step: Array) -> Array:
@@ -38,6 +38,14 @@ def one_minus_power(beta: Any, step: Array) -> Array:
             return jnp.ones_like(step)
         return -jnp.expm1(step * math.log(beta))
     return -jnp.expm1(step * jnp.log(jnp.asarray(beta).astype(step.dtype)))
+
+
+def root_plus(v: Array, eps_root: Any, correction: Array) -> Array:
+    """``√(v + ε_root·c)``; just ``√v`` for a concrete ``ε_root = 0`` (a traced one, e.g.
+    from ``inject_hyperparams``, always takes the sum: it cannot be tested in Python)."""
+    if checks.is_concrete(eps_root) and not eps_root:
+        return jnp.sqrt(v)
+    return jnp.sqrt(v + eps_root * correction)
 
 
 def _decay_rate(owner: str, name: str, value: Any) -> None:
@@ -59,9 +67,18 @@ class ScaleByAdamState(NamedTuple):
     nu: PyTree
 
 
+class ScaleByAmsgradState(NamedTuple):
+    """``scale_by_adam(amsgrad=True)``'s state: ``nu_max`` is ``max_{s<=t} v_s``."""
+
+    count: Array
+    mu: PyTree
+    nu: PyTree
+    nu_max: PyTree
+
+
 def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
                   eps_root: float = 0.0, *, mu_dtype: Any = None,
-                  nu_dtype: Any = None) -> Optimizer:
+                  nu_dtype: Any = None, amsgrad: bool = False) -> Optimizer:
     """Adam's direction (Kingma & Ba 2015, Algorithm 1), with ``m_0 = v_0 = 0``::
 
         m_t = β₁ m_{t-1} + (1 − β₁) g_t,      v_t = β₂ v_{t-1} + (1 − β₂) g_t²
@@ -71,6 +88,19 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     ``−expm1(t log β)`` (:func:`one_minus_power`), one root and one division per entry.
     optax's ``scale_by_adam(b1, b2, eps, eps_root)`` is the same direction.
 
+    AMSGrad (Reddi, Kale & Kumar 2018), ``amsgrad=True``, keeps ``v^max_t = max(v^max_{t-1},
+    v_t)`` of the *raw* second moment and bias-corrects it with the current step::
+
+        d_t = m̂_t / (√(v^max_t / (1 − β₂^t) + ε_root) + ε)
+
+    as ``torch.optim.Adam(amsgrad=True)`` does (``adam(lr, amsgrad=True)`` gives its
+    numbers).  ``optax.scale_by_amsgrad`` takes the maximum of the *corrected* ``v̂_s``
+    instead.  The two agree while ``v̂_t`` never decreases; once it has, optax's
+    denominator holds the largest ``v̂_s = v_s / (1 − β₂^s)`` and torch's divides the
+    largest ``v_s`` by the current, larger ``1 − β₂^t``: torch's (and this) step is never
+    the smaller of the two.  The state is then :class:`ScaleByAmsgradState` (``nu_max``
+    stored in ``nu_dtype``).
+
     Args:
       b1, b2: ``β₁, β₂`` in ``[0, 1)``.
       eps: ``ε > 0``, added outside the root (0 would compute 0/0 where every gradient so
@@ -78,22 +108,34 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
       eps_root: ``ε_root >= 0``, added inside the root (optax's ``eps_root``).
       mu_dtype, nu_dtype: stored dtypes of ``m`` and ``v`` (e.g. ``jnp.bfloat16`` to halve
         the state); the arithmetic still runs in float32 at least.
+      amsgrad: keep the running maximum of ``v`` (AMSGrad).
     """
     owner = "scale_by_adam"
     _decay_rate(owner, "b1", b1)
     _decay_rate(owner, "b2", b2)
     checks.positive(f"{owner}: eps", eps)
     checks.non_negative(f"{owner}: eps_root", eps_root)
+    amsgrad = checks.boolean(f"{owner}: amsgrad", amsgrad)
+
+    def direction(m, v, step):
+        second_correction = one_minus_power(b2, step)
+        root = root_plus(v, eps_root, second_correction)
+        return (m / one_minus_power(b1, step)) / (root * lax.rsqrt(second_correction) + eps)
 
     def leaf(g, m, v, *, count):
-        step = count.astype(g.dtype) + 1
         m = b1 * m + (1.0 - b1) * g
         v = b2 * v + (1.0 - b2) * (g * g)
-        second_correction = one_minus_power(b2, step)
-        root = jnp.sqrt(v + eps_root * second_correction) if eps_root else jnp.sqrt(v)
-        d = (m / one_minus_power(b1, step)) / (root * lax.rsqrt(second_correction) + eps)
-        return d, m, v
+        return direction(m, v, count.astype(g.dtype) + 1), m, v
 
+    def amsgrad_leaf(g, m, v, v_max, *, count):
+        m = b1 * m + (1.0 - b1) * g
+        v = b2 * v + (1.0 - b2) * (g * g)
+        v_max = jnp.maximum(v_max, v)
+        return direction(m, v_max, count.astype(g.dtype) + 1), m, v, v_max
+
+    if amsgrad:
+        return leafwise(owner, ScaleByAmsgradState, amsgrad_leaf,
+                        slot_dtypes={"mu": mu_dtype, "nu": nu_dtype, "nu_max": nu_dtype})
     return leafwise(owner, ScaleByAdamState, leaf,
                     slot_dtypes={"mu": mu_dtype, "nu": nu_dtype})
 
@@ -203,8 +245,15 @@ class TraceState(NamedTuple):
     trace: PyTree
 
 
+class DampedTraceState(NamedTuple):
+    """``trace(dampening > 0)``'s state: ``count`` (the first step is not damped) and ``b``."""
+
+    count: Array
+    trace: PyTree
+
+
 def trace(decay: float = 0.9, nesterov: bool = False,
-          accumulator_dtype: Optional[Any] = None) -> Optimizer:
+          accumulator_dtype: Optional[Any] = None, *, dampening: float = 0.0) -> Optimizer:
     """Heavy-ball momentum (Polyak 1964) or Nesterov's form, as a direction::
 
         b_t = β b_{t-1} + g_t,  b_0 = 0;    d_t = b_t   or   d_t = g_t + β b_t  (nesterov)
@@ -215,16 +264,35 @@ def trace(decay: float = 0.9, nesterov: bool = False,
     form is Sutskever et al. (2013)'s accelerated gradient rewritten at the look-ahead point
     (Bengio, Boulanger-Lewandowski & Pascanu 2013).
 
+    With ``dampening = τ > 0`` the buffer is torch's damped one: ``b_1 = g_1`` (the first
+    gradient enters whole), then ``b_t = β b_{t-1} + (1 − τ) g_t``; this is
+    ``torch.optim.SGD(momentum=β, dampening=τ)`` and the state is :class:`DampedTraceState`
+    (it counts steps to know the first).  As in torch, Nesterov's form needs ``τ = 0``.
+
     Args:
       decay: ``β`` in ``[0, 1)``.
       nesterov: use the Nesterov form.
       accumulator_dtype: stored dtype of ``b`` (default the parameter's).
+      dampening: ``τ`` in ``[0, 1]``.
     """
     owner = "trace"
     _decay_rate(owner, "decay", decay)
+    nesterov = checks.boolean(f"{owner}: nesterov", nesterov)
+    checks.real_in(f"{owner}: dampening", dampening, 0.0, 1.0)
+    damped = not checks.is_concrete(dampening) or float(dampening) != 0.0
+    if damped and nesterov:
+        raise ValueError(f"{owner}: dampening must be 0 with nesterov=True (as in torch's "
+                         f"SGD), got {dampening!r}")
 
     def leaf(g, buffer):
         buffer = decay * buffer + g
         return (g + decay * buffer if nesterov else buffer), buffer
 
+    def damped_leaf(g, buffer, *, count):
+        buffer = jnp.where(count == 0, g, decay * buffer + (1.0 - dampening) * g)
+        return buffer, buffer
+
+    if damped:
+        return leafwise(owner, DampedTraceState, damped_leaf,
+                        slot_dtypes={"trace": accumulator_dtype})
     return leafwise(owner, TraceState, leaf, slot_dtypes={"trace": accumulator_dtype})
