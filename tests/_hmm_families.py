@@ -13,6 +13,7 @@ distributions around any family's emissions.
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax.numpy as jnp
@@ -256,7 +257,58 @@ DIAGONAL_GAUSSIAN = Family(
     peer_log_pdf=_scipy_diagonal)
 
 
+# ---------------------------------------------------------------- Poisson
+
+def _poisson(rng, num_states, num_features, dtype):
+    return hmm.Poisson(jnp.asarray(rng.uniform(0.5, 4.0, size=(num_states, num_features)), dtype))
+
+
+def _poisson_log_pdf(emissions, x):
+    rates, x = np.asarray(emissions.rates, np.float64), np.asarray(x, np.float64)
+    log_factorials = np.array([[math.lgamma(v + 1.0) for v in row] for row in x]).sum(axis=1)
+    return x @ np.log(rates).T - rates.sum(axis=1)[None, :] - log_factorials[:, None]
+
+
+def _poisson_m_step(emissions, x, weights, *, prior_shape, prior_rate):
+    with np.errstate(invalid="ignore", divide="ignore"):  # states without mass are kept
+        rates = (weights.T @ np.asarray(x, np.float64) + prior_shape - 1.0) / (
+            weights.sum(axis=0)[:, None] + prior_rate)
+    return (np.where(_has_mass(weights)[:, None], rates, emissions.rates),)
+
+
+def _poisson_samples(emissions, states, x):
+    rates = np.asarray(emissions.rates, np.float64)
+    assert np.issubdtype(x.dtype, np.integer) and np.all(x >= 0)
+    for k in range(len(rates)):
+        points = x[states == k].astype(np.float64)
+        _mean_within_standard_errors(points, rates[k], rates[k])
+        # standard error of a sample variance of Poisson counts: √((λ + 2λ²) / n)
+        spread = np.sqrt((rates[k] + 2 * rates[k] ** 2) / len(points))
+        assert np.all(np.abs(points.var(axis=0) - rates[k]) < 4.5 * spread)
+
+
+def _scipy_poisson(emissions, x):
+    stats = pytest.importorskip("scipy.stats")
+    rates = np.asarray(emissions.rates, np.float64)
+    return stats.poisson(rates[None]).logpmf(np.asarray(x)[:, None, :]).sum(axis=-1)
+
+
+POISSON = Family(
+    name="poisson", event_size=2,
+    random_emissions=_poisson,
+    random_observations=lambda rng, shape, num_features, dtype: rng.poisson(
+        2.0, shape + (num_features,)),
+    garbage=(-7, 10**6),
+    log_pdf=_poisson_log_pdf,
+    m_step=_poisson_m_step,
+    hyperparameters=({"prior_shape": 1.0, "prior_rate": 0.0},
+                     {"prior_shape": 2.5, "prior_rate": 0.5}),
+    check_samples=_poisson_samples,
+    peer_log_pdf=_scipy_poisson)
+
+
 FAMILIES = [CATEGORICAL, GAUSSIAN, DIAGONAL_GAUSSIAN]
+FAMILIES += [POISSON]
 BY_NAME = {family.name: family for family in FAMILIES}
 
 

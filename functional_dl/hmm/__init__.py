@@ -33,6 +33,7 @@ from functional_dl.hmm.emissions import EmissionModel
 from functional_dl.hmm.emissions.categorical import Categorical
 from functional_dl.hmm.emissions.diagonal_gaussian import DiagonalGaussian
 from functional_dl.hmm.emissions.gaussian import Gaussian
+from functional_dl.hmm.emissions.poisson import Poisson
 from functional_dl.hmm.inference import (backward_filter, forward, forward_filter, log_likelihood,
                                          posteriors, smoother)
 from functional_dl.hmm.learning import (BaumWelchResult, SufficientStats, baum_welch,
@@ -47,3 +48,4 @@ __all__ = [
     "SufficientStats", "forward_filter", "backward_filter", "smoother", "most_likely_states",
     "SmootherResult", "parallel", "validation",
 ]
+__all__ += ["Poisson"]
