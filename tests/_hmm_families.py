@@ -307,8 +307,55 @@ POISSON = Family(
     peer_log_pdf=_scipy_poisson)
 
 
+# ---------------------------------------------------------------- Bernoulli
+
+def _bernoulli(rng, num_states, num_features, dtype):
+    return hmm.Bernoulli(jnp.asarray(rng.uniform(0.1, 0.9, size=(num_states, num_features)),
+                                     dtype))
+
+
+def _bernoulli_log_pdf(emissions, x):
+    probs, x = np.asarray(emissions.probs, np.float64), np.asarray(x, np.float64)
+    return x @ np.log(probs).T + (1.0 - x) @ np.log1p(-probs).T
+
+
+def _bernoulli_m_step(emissions, x, weights, *, pseudo_count):
+    with np.errstate(invalid="ignore", divide="ignore"):  # states without mass are kept
+        probs = (weights.T @ np.asarray(x, np.float64) + pseudo_count) / (
+            weights.sum(axis=0)[:, None] + 2.0 * pseudo_count)
+    return (np.where(_has_mass(weights)[:, None], probs, emissions.probs),)
+
+
+def _bernoulli_samples(emissions, states, x):
+    probs = np.asarray(emissions.probs, np.float64)
+    assert set(np.unique(x)) <= {0, 1}
+    for k in range(len(probs)):
+        points = x[states == k]
+        for d in range(probs.shape[1]):
+            assert within_standard_errors(points[:, d].sum(), probs[k, d], len(points))
+
+
+def _scipy_bernoulli(emissions, x):
+    stats = pytest.importorskip("scipy.stats")
+    probs = np.asarray(emissions.probs, np.float64)
+    return stats.bernoulli(probs[None]).logpmf(np.asarray(x)[:, None, :]).sum(axis=-1)
+
+
+BERNOULLI = Family(
+    name="bernoulli", event_size=3,
+    random_emissions=_bernoulli,
+    random_observations=lambda rng, shape, num_features, dtype: rng.integers(
+        0, 2, shape + (num_features,)),
+    garbage=(-7, 2),
+    log_pdf=_bernoulli_log_pdf,
+    m_step=_bernoulli_m_step,
+    hyperparameters=({"pseudo_count": 0.0}, {"pseudo_count": 0.5}),
+    check_samples=_bernoulli_samples,
+    peer_log_pdf=_scipy_bernoulli)
+
+
 FAMILIES = [CATEGORICAL, GAUSSIAN, DIAGONAL_GAUSSIAN]
-FAMILIES += [POISSON]
+FAMILIES += [POISSON, BERNOULLI]
 BY_NAME = {family.name: family for family in FAMILIES}
 
 

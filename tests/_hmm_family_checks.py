@@ -98,3 +98,22 @@ def check_initialize(family, observations, num_states, garbage, **options):
     with pytest.raises(ValueError, match="weights"):
         family.initialize(jax.random.key(0), observations, weights[:-1], num_states, **options)
     return first
+
+
+def fit_like_dynamax(reference, model, sequences, pseudo_count, hyperparameters,
+                     **emission_parameters):
+    """``NUM_ITERATIONS`` EM steps of dynamax's ``fit_em`` (``reference`` a dynamax HMM whose
+    Dirichlet concentrations are ``1 + pseudo_count``) and of this library's from one start,
+    on equal-length sequences; return (ours, dynamax's emission parameters) after checking
+    π and A."""
+    data = jnp.asarray(np.stack(sequences))
+    params, props = reference.initialize(initial_probs=model.initial_probs,
+                                         transition_matrix=model.transition_matrix,
+                                         **emission_parameters)
+    params, _ = reference.fit_em(params, props, data, num_iters=NUM_ITERATIONS, verbose=False)
+    fitted = hmm.baum_welch(model, data, max_iter=NUM_ITERATIONS, tol=0.0,
+                            pseudo_count=pseudo_count, emission_hyperparameters=hyperparameters)
+    np.testing.assert_allclose(fitted.initial_probs, params.initial.probs, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(fitted.transition_matrix, params.transitions.transition_matrix,
+                               rtol=1e-8, atol=1e-12)
+    return fitted, params.emissions

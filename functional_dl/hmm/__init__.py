@@ -30,6 +30,7 @@ A new emission family is one module in ``functional_dl/hmm/emissions/`` implemen
 from functional_dl.hmm import parallel, validation
 from functional_dl.hmm.decoding import most_likely_states, viterbi
 from functional_dl.hmm.emissions import EmissionModel
+from functional_dl.hmm.emissions.bernoulli import Bernoulli
 from functional_dl.hmm.emissions.categorical import Categorical
 from functional_dl.hmm.emissions.diagonal_gaussian import DiagonalGaussian
 from functional_dl.hmm.emissions.gaussian import Gaussian
@@ -48,4 +49,4 @@ __all__ = [
     "SufficientStats", "forward_filter", "backward_filter", "smoother", "most_likely_states",
     "SmootherResult", "parallel", "validation",
 ]
-__all__ += ["Poisson"]
+__all__ += ["Poisson", "Bernoulli"]
