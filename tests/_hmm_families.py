@@ -354,8 +354,58 @@ BERNOULLI = Family(
     peer_log_pdf=_scipy_bernoulli)
 
 
+# ---------------------------------------------------------------- spherical Gaussian
+
+def _spherical(rng, num_states, num_features, dtype):
+    return hmm.SphericalGaussian(
+        jnp.asarray(rng.normal(size=(num_states, num_features)), dtype),
+        jnp.asarray(rng.uniform(0.3, 2.0, size=num_states), dtype))
+
+
+def _spherical_log_pdf(emissions, x):
+    num_features = np.shape(emissions.means)[1]
+    return np.stack([_gaussian_log_pdf_rows(x, m, v * np.eye(num_features)) for m, v in
+                     zip(np.asarray(emissions.means), np.asarray(emissions.variances))], axis=1)
+
+
+def _spherical_m_step(emissions, x, weights, *, min_covar):
+    totals, means, diffs = _weighted_moments(np.asarray(x, np.float64), weights)
+    variances = np.einsum("tk,tkd->k", weights, diffs**2) / totals / means.shape[1]
+    keep = _has_mass(weights)
+    return (np.where(keep[:, None], means, emissions.means),
+            np.where(keep, np.maximum(variances, min_covar), emissions.variances))
+
+
+def _spherical_samples(emissions, states, x):
+    means, variances = np.asarray(emissions.means), np.asarray(emissions.variances)
+    for k in range(len(means)):
+        points = x[states == k]
+        _mean_within_standard_errors(points, means[k], variances[k])
+        spread = variances[k] * np.sqrt(2.0 / len(points))  # of each feature's sample variance
+        assert np.all(np.abs(points.var(axis=0) - variances[k]) < 4.5 * spread)
+        assert abs(np.corrcoef(points.T)[0, 1]) < 4.5 / np.sqrt(len(points))
+
+
+def _scipy_spherical(emissions, x):
+    stats = pytest.importorskip("scipy.stats")
+    return np.stack([stats.norm(m, np.sqrt(v)).logpdf(x).sum(axis=1) for m, v in
+                     zip(np.asarray(emissions.means), np.asarray(emissions.variances))], axis=1)
+
+
+SPHERICAL_GAUSSIAN = Family(
+    name="spherical_gaussian", event_size=2,
+    random_emissions=_spherical,
+    random_observations=_vector_observations,
+    garbage=(np.nan, 1e30),
+    log_pdf=_spherical_log_pdf,
+    m_step=_spherical_m_step,
+    hyperparameters=({"min_covar": 1e-3}, {"min_covar": 0.5}),
+    check_samples=_spherical_samples,
+    peer_log_pdf=_scipy_spherical)
+
+
 FAMILIES = [CATEGORICAL, GAUSSIAN, DIAGONAL_GAUSSIAN]
-FAMILIES += [POISSON, BERNOULLI]
+FAMILIES += [POISSON, BERNOULLI, SPHERICAL_GAUSSIAN]
 BY_NAME = {family.name: family for family in FAMILIES}
 
 
