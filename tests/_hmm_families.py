@@ -42,6 +42,8 @@ class Family(NamedTuple):
     check_samples: Callable[[Any, np.ndarray, np.ndarray], None]
     # a peer library's log-pdf (scipy), same signature as log_pdf; None when there is none
     peer_log_pdf: Optional[Callable[[Any, np.ndarray], np.ndarray]] = None
+    # fields shared by all states (a tied covariance): no state keeps them on its own
+    shared_fields: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------- shared oracles
@@ -404,8 +406,60 @@ SPHERICAL_GAUSSIAN = Family(
     peer_log_pdf=_scipy_spherical)
 
 
+# ---------------------------------------------------------------- tied Gaussian
+
+def _tied(rng, num_states, num_features, dtype):
+    factor = rng.normal(size=(num_features, num_features))
+    return hmm.TiedGaussian(jnp.asarray(rng.normal(size=(num_states, num_features)), dtype),
+                            jnp.asarray(factor @ factor.T + 0.5 * np.eye(num_features), dtype))
+
+
+def _tied_log_pdf(emissions, x):
+    covariance = np.asarray(emissions.covariance)
+    return np.stack([_gaussian_log_pdf_rows(x, m, covariance)
+                     for m in np.asarray(emissions.means)], axis=1)
+
+
+def _tied_m_step(emissions, x, weights, *, min_covar):
+    totals, means, diffs = _weighted_moments(np.asarray(x, np.float64), weights)
+    covariance = np.einsum("tk,tkd,tke->de", weights, diffs, diffs) / weights.sum()
+    values, vectors = np.linalg.eigh(covariance)
+    floored = vectors @ (np.maximum(values, min_covar)[:, None] * vectors.T)
+    return (np.where(_has_mass(weights)[:, None], means, emissions.means), floored)
+
+
+def _tied_samples(emissions, states, x):
+    means, covariance = np.asarray(emissions.means), np.asarray(emissions.covariance)
+    variances = np.diag(covariance)
+    spread = np.sqrt((np.outer(variances, variances) + covariance**2) / len(x))
+    for k in range(len(means)):
+        _mean_within_standard_errors(x[states == k], means[k], variances)
+    # the deviations from each state's mean pooled: one covariance
+    deviations = x - means[states]
+    assert np.all(np.abs(deviations.T @ deviations / len(x) - covariance) < 4.5 * spread)
+
+
+def _scipy_tied(emissions, x):
+    stats = pytest.importorskip("scipy.stats")
+    return np.stack([stats.multivariate_normal(m, np.asarray(emissions.covariance)).logpdf(x)
+                     for m in np.asarray(emissions.means)], axis=1)
+
+
+TIED_GAUSSIAN = Family(
+    name="tied_gaussian", event_size=2,
+    random_emissions=_tied,
+    random_observations=_vector_observations,
+    garbage=(np.nan, 1e30),
+    log_pdf=_tied_log_pdf,
+    m_step=_tied_m_step,
+    hyperparameters=({"min_covar": 1e-3}, {"min_covar": 0.5}),
+    check_samples=_tied_samples,
+    peer_log_pdf=_scipy_tied,
+    shared_fields=("covariance",))
+
+
 FAMILIES = [CATEGORICAL, GAUSSIAN, DIAGONAL_GAUSSIAN]
-FAMILIES += [POISSON, BERNOULLI, SPHERICAL_GAUSSIAN]
+FAMILIES += [POISSON, BERNOULLI, SPHERICAL_GAUSSIAN, TIED_GAUSSIAN]
 BY_NAME = {family.name: family for family in FAMILIES}
 
 

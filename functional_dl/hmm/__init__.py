@@ -36,6 +36,7 @@ from functional_dl.hmm.emissions.diagonal_gaussian import DiagonalGaussian
 from functional_dl.hmm.emissions.gaussian import Gaussian
 from functional_dl.hmm.emissions.poisson import Poisson
 from functional_dl.hmm.emissions.spherical_gaussian import SphericalGaussian
+from functional_dl.hmm.emissions.tied_gaussian import TiedGaussian
 from functional_dl.hmm.inference import (backward_filter, forward, forward_filter, log_likelihood,
                                          posteriors, smoother)
 from functional_dl.hmm.learning import (BaumWelchResult, SufficientStats, baum_welch,
@@ -50,4 +51,4 @@ __all__ = [
     "SufficientStats", "forward_filter", "backward_filter", "smoother", "most_likely_states",
     "SmootherResult", "parallel", "validation",
 ]
-__all__ += ["Poisson", "Bernoulli", "SphericalGaussian"]
+__all__ += ["Poisson", "Bernoulli", "SphericalGaussian", "TiedGaussian"]
