@@ -42,7 +42,7 @@ class Family(NamedTuple):
     check_samples: Callable[[Any, np.ndarray, np.ndarray], None]
     # a peer library's log-pdf (scipy), same signature as log_pdf; None when there is none
     peer_log_pdf: Optional[Callable[[Any, np.ndarray], np.ndarray]] = None
-    # fields shared by all states (a tied covariance): no state keeps them on its own
+    # fields not indexed by state (a tied covariance, a number of trials)
     shared_fields: tuple[str, ...] = ()
 
 
@@ -458,8 +458,64 @@ TIED_GAUSSIAN = Family(
     shared_fields=("covariance",))
 
 
+# ---------------------------------------------------------------- multinomial
+
+def _multinomial(rng, num_states, num_categories, dtype):
+    return hmm.Multinomial(jnp.asarray(rng.dirichlet(np.ones(num_categories), size=num_states),
+                                       dtype), jnp.asarray(5.0, dtype))
+
+
+def _multinomial_observations(rng, shape, num_categories, dtype):
+    """Counts whose number of trials varies from step to step (0 to 5)."""
+    return rng.multinomial(rng.integers(0, 6, shape), np.full(num_categories, 1 / num_categories))
+
+
+def _multinomial_log_pdf(emissions, x):
+    probs, x = np.asarray(emissions.probs, np.float64), np.asarray(x, np.float64)
+    log_factorial = np.vectorize(lambda v: math.lgamma(v + 1.0))
+    coefficients = log_factorial(x.sum(axis=1)) - log_factorial(x).sum(axis=1)
+    return coefficients[:, None] + x @ np.log(probs).T
+
+
+def _multinomial_m_step(emissions, x, weights, *, pseudo_count):
+    probs = np.asarray(emissions.probs, np.float64)
+    counts = weights.T @ np.asarray(x, np.float64) + pseudo_count
+    totals = counts.sum(axis=1, keepdims=True)
+    keep = totals > np.finfo(np.float64).eps
+    return np.where(keep, counts / np.where(keep, totals, 1.0), probs), emissions.num_trials
+
+
+def _multinomial_samples(emissions, states, x):
+    probs, trials = np.asarray(emissions.probs, np.float64), float(emissions.num_trials)
+    assert np.issubdtype(x.dtype, np.integer) and np.all(x.sum(axis=1) == trials)
+    for k in range(len(probs)):
+        emitted = x[states == k].sum(axis=0)
+        # each category's total over n draws of `trials` trials is Binomial(n · trials, p)
+        assert within_standard_errors(emitted, probs[k], emitted.sum())
+
+
+def _scipy_multinomial(emissions, x):
+    stats = pytest.importorskip("scipy.stats")
+    x = np.asarray(x)
+    return np.stack([stats.multinomial.logpmf(x, x.sum(axis=1), p)
+                     for p in np.asarray(emissions.probs, np.float64)], axis=1)
+
+
+MULTINOMIAL = Family(
+    name="multinomial", event_size=3,
+    random_emissions=_multinomial,
+    random_observations=_multinomial_observations,
+    garbage=(-7, 10**6),
+    log_pdf=_multinomial_log_pdf,
+    m_step=_multinomial_m_step,
+    hyperparameters=({"pseudo_count": 0.0}, {"pseudo_count": 0.5}),
+    check_samples=_multinomial_samples,
+    peer_log_pdf=_scipy_multinomial,
+    shared_fields=("num_trials",))
+
+
 FAMILIES = [CATEGORICAL, GAUSSIAN, DIAGONAL_GAUSSIAN]
-FAMILIES += [POISSON, BERNOULLI, SPHERICAL_GAUSSIAN, TIED_GAUSSIAN]
+FAMILIES += [POISSON, BERNOULLI, SPHERICAL_GAUSSIAN, TIED_GAUSSIAN, MULTINOMIAL]
 BY_NAME = {family.name: family for family in FAMILIES}
 
 

@@ -34,6 +34,7 @@ from functional_dl.hmm.emissions.bernoulli import Bernoulli
 from functional_dl.hmm.emissions.categorical import Categorical
 from functional_dl.hmm.emissions.diagonal_gaussian import DiagonalGaussian
 from functional_dl.hmm.emissions.gaussian import Gaussian
+from functional_dl.hmm.emissions.multinomial import Multinomial
 from functional_dl.hmm.emissions.poisson import Poisson
 from functional_dl.hmm.emissions.spherical_gaussian import SphericalGaussian
 from functional_dl.hmm.emissions.tied_gaussian import TiedGaussian
@@ -51,4 +52,4 @@ __all__ = [
     "SufficientStats", "forward_filter", "backward_filter", "smoother", "most_likely_states",
     "SmootherResult", "parallel", "validation",
 ]
-__all__ += ["Poisson", "Bernoulli", "SphericalGaussian", "TiedGaussian"]
+__all__ += ["Poisson", "Bernoulli", "SphericalGaussian", "TiedGaussian", "Multinomial"]
