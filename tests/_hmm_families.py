@@ -514,8 +514,124 @@ MULTINOMIAL = Family(
     shared_fields=("num_trials",))
 
 
+# ---------------------------------------------------------------- Gaussian mixtures
+
+NUM_COMPONENTS = 2
+
+
+def _full_covariances(emissions):
+    """``(K, M, D, D)`` covariances of either mixture family, float64."""
+    if hasattr(emissions, "covariances"):
+        return np.asarray(emissions.covariances, np.float64)
+    variances = np.asarray(emissions.variances, np.float64)
+    return variances[..., :, None] * np.eye(variances.shape[-1])
+
+
+def _mixture_log_terms(emissions, x):
+    """``(N, K, M)``: log w_km + log N(x_t; μ_km, Σ_km)."""
+    weights, means = np.asarray(emissions.weights), np.asarray(emissions.means)
+    covariances = _full_covariances(emissions)
+    num_states, num_components = weights.shape
+    return np.stack([np.stack([np.log(weights[k, m])
+                               + _gaussian_log_pdf_rows(x, means[k, m], covariances[k, m])
+                               for m in range(num_components)], axis=1)
+                     for k in range(num_states)], axis=1)
+
+
+def _mixture_log_pdf(emissions, x):
+    return np.logaddexp.reduce(_mixture_log_terms(emissions, np.asarray(x, np.float64)), axis=-1)
+
+
+def _mixture_m_step(emissions, x, weights, *, min_covar, pseudo_count):
+    """The exact M-step from the joint state-component posterior, about the new means."""
+    x = np.asarray(x, np.float64)
+    terms = _mixture_log_terms(emissions, x)
+    joint = weights[:, :, None] * np.exp(terms - np.logaddexp.reduce(terms, axis=-1)[..., None])
+    sums = joint.sum(axis=0)
+    diagonal = not hasattr(emissions, "covariances")
+    mixture_weights = np.array(emissions.weights, np.float64)
+    means = np.array(emissions.means, np.float64)
+    spreads = np.array(emissions.variances if diagonal else emissions.covariances, np.float64)
+    num_states, num_components = sums.shape
+    for k in range(num_states):
+        if sums[k].sum() > np.finfo(np.float64).eps:
+            mixture_weights[k] = (sums[k] + pseudo_count) / (sums[k].sum()
+                                                             + num_components * pseudo_count)
+        for m in range(num_components):
+            if sums[k, m] <= np.finfo(np.float64).eps:
+                continue
+            means[k, m] = joint[:, k, m] @ x / sums[k, m]
+            diffs = x - means[k, m]
+            covariance = (joint[:, k, m, None] * diffs).T @ diffs / sums[k, m]
+            if diagonal:
+                spreads[k, m] = np.maximum(np.diag(covariance), min_covar)
+            else:
+                values, vectors = np.linalg.eigh(covariance)
+                spreads[k, m] = vectors @ (np.maximum(values, min_covar)[:, None] * vectors.T)
+    return mixture_weights, means, spreads
+
+
+def _mixture_samples(emissions, states, x):
+    """Each state's mean and covariance, Σ_m w (Σ_m + μ_m μ_mᵀ) − μ μᵀ, within a few
+    standard errors (estimated from the draws' own fourth moments)."""
+    weights, means = np.asarray(emissions.weights), np.asarray(emissions.means)
+    covariances = _full_covariances(emissions)
+    for k in range(len(weights)):
+        points = x[states == k].astype(np.float64)
+        mean = weights[k] @ means[k]
+        second = np.einsum("m,mde->de", weights[k],
+                           covariances[k] + np.einsum("md,me->mde", means[k], means[k]))
+        covariance = second - np.outer(mean, mean)
+        _mean_within_standard_errors(points, mean, np.diag(covariance))
+        products = np.einsum("td,te->tde", points - mean, points - mean)
+        spread = products.std(axis=0) / np.sqrt(len(points))
+        assert np.all(np.abs(products.mean(axis=0) - covariance) < 4.5 * spread)
+
+
+def _scipy_mixture(emissions, x):
+    stats = pytest.importorskip("scipy.stats")
+    special = pytest.importorskip("scipy.special")
+    weights, means = np.asarray(emissions.weights), np.asarray(emissions.means)
+    covariances = _full_covariances(emissions)
+    return np.stack([special.logsumexp(
+        [np.log(weights[k, m]) + stats.multivariate_normal(means[k, m], covariances[k, m]).logpdf(x)
+         for m in range(weights.shape[1])], axis=0) for k in range(len(weights))], axis=1)
+
+
+def _mixture_parameters(rng, num_states, num_features):
+    weights = rng.dirichlet(np.full(NUM_COMPONENTS, 2.0), size=num_states)
+    means = 1.5 * rng.normal(size=(num_states, NUM_COMPONENTS, num_features))
+    return weights, means
+
+
+def _gaussian_mixture(rng, num_states, num_features, dtype):
+    weights, means = _mixture_parameters(rng, num_states, num_features)
+    factors = rng.normal(size=(num_states, NUM_COMPONENTS, num_features, num_features))
+    covariances = 0.5 * factors @ np.swapaxes(factors, -1, -2) + 0.3 * np.eye(num_features)
+    return hmm.GaussianMixture(*(jnp.asarray(a, dtype) for a in (weights, means, covariances)))
+
+
+def _diagonal_gaussian_mixture(rng, num_states, num_features, dtype):
+    weights, means = _mixture_parameters(rng, num_states, num_features)
+    variances = rng.uniform(0.3, 1.5, size=means.shape)
+    return hmm.DiagonalGaussianMixture(*(jnp.asarray(a, dtype) for a in (weights, means,
+                                                                          variances)))
+
+
+_MIXTURE = dict(event_size=2, random_observations=_vector_observations,
+                garbage=(np.nan, 1e30), log_pdf=_mixture_log_pdf, m_step=_mixture_m_step,
+                hyperparameters=({"min_covar": 1e-3, "pseudo_count": 0.0},
+                                 {"min_covar": 0.5, "pseudo_count": 0.5}),
+                check_samples=_mixture_samples, peer_log_pdf=_scipy_mixture)
+GAUSSIAN_MIXTURE = Family(name="gaussian_mixture", random_emissions=_gaussian_mixture,
+                          **_MIXTURE)
+DIAGONAL_GAUSSIAN_MIXTURE = Family(name="diagonal_gaussian_mixture",
+                                   random_emissions=_diagonal_gaussian_mixture, **_MIXTURE)
+
+
 FAMILIES = [CATEGORICAL, GAUSSIAN, DIAGONAL_GAUSSIAN]
-FAMILIES += [POISSON, BERNOULLI, SPHERICAL_GAUSSIAN, TIED_GAUSSIAN, MULTINOMIAL]
+FAMILIES += [POISSON, BERNOULLI, SPHERICAL_GAUSSIAN, TIED_GAUSSIAN, MULTINOMIAL,
+             GAUSSIAN_MIXTURE, DIAGONAL_GAUSSIAN_MIXTURE]
 BY_NAME = {family.name: family for family in FAMILIES}
 
 

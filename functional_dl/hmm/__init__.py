@@ -33,7 +33,9 @@ from functional_dl.hmm.emissions import EmissionModel
 from functional_dl.hmm.emissions.bernoulli import Bernoulli
 from functional_dl.hmm.emissions.categorical import Categorical
 from functional_dl.hmm.emissions.diagonal_gaussian import DiagonalGaussian
+from functional_dl.hmm.emissions.diagonal_gaussian_mixture import DiagonalGaussianMixture
 from functional_dl.hmm.emissions.gaussian import Gaussian
+from functional_dl.hmm.emissions.gaussian_mixture import GaussianMixture
 from functional_dl.hmm.emissions.multinomial import Multinomial
 from functional_dl.hmm.emissions.poisson import Poisson
 from functional_dl.hmm.emissions.spherical_gaussian import SphericalGaussian
@@ -52,4 +54,5 @@ __all__ = [
     "SufficientStats", "forward_filter", "backward_filter", "smoother", "most_likely_states",
     "SmootherResult", "parallel", "validation",
 ]
-__all__ += ["Poisson", "Bernoulli", "SphericalGaussian", "TiedGaussian", "Multinomial"]
+__all__ += ["Poisson", "Bernoulli", "SphericalGaussian", "TiedGaussian", "Multinomial",
+            "GaussianMixture", "DiagonalGaussianMixture"]
