@@ -122,10 +122,12 @@ def test_initialize_and_num_free_parameters(diagonal):
 
 def test_bad_input():
     weights, means = jnp.full((2, 2), 0.5), jnp.zeros((2, 2, 3))
+    identities = jnp.broadcast_to(jnp.eye(3), (2, 2, 3, 3))
     cases = [
-        (hmm.GaussianMixture(jnp.full((2, 2), 0.6), means, jnp.broadcast_to(jnp.eye(3), (2, 2, 3, 3))),
+        (hmm.GaussianMixture(jnp.full((2, 2), 0.6), means, identities),
          "emissions.weights must sum to 1"),
-        (hmm.GaussianMixture(weights, jnp.zeros((2, 3, 3)), jnp.broadcast_to(jnp.eye(3), (2, 3, 3, 3))),
+        (hmm.GaussianMixture(weights, jnp.zeros((2, 3, 3)), jnp.broadcast_to(jnp.eye(3),
+                                                                             (2, 3, 3, 3))),
          r"emissions.means must have .*\(K, M, D\) to match emissions.weights"),
         (hmm.GaussianMixture(weights, means, jnp.broadcast_to(-jnp.eye(3), (2, 2, 3, 3))),
          "emissions.covariances must be positive-definite"),

@@ -102,3 +102,15 @@ def test_bad_parameters_and_hyperparameters():
     with pytest.raises(ValueError, match="pseudo_count must be >= 0"):
         hmm.baum_welch(MODEL, jnp.ones((1, 4, 3), jnp.int32), max_iter=1,
                        emission_hyperparameters={"pseudo_count": -1.0})
+
+
+def test_a_zero_in_a_per_entry_pseudo_count_keeps_a_structural_zero():
+    with jax.enable_x64(True):
+        emissions = hmm.Multinomial(jnp.array([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]]))
+        x = jnp.array([[2, 1, 0], [0, 1, 3]])
+        stats = emissions.sufficient_stats(x, jnp.array([[1.0, 0.0], [0.0, 1.0]]))
+        pseudo_count = np.array([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+        emissions.check_hyperparameters(pseudo_count=pseudo_count)
+        updated = emissions.m_step(stats, pseudo_count=pseudo_count)
+        np.testing.assert_allclose(updated.probs, [[3 / 5, 2 / 5, 0.0], [1 / 7, 2 / 7, 4 / 7]],
+                                   rtol=1e-12)

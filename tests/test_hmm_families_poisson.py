@@ -102,3 +102,25 @@ def test_bad_rates_and_hyperparameters():
                                    ({"prior_rate": -1.0}, "prior_rate must be >= 0")]:
         with pytest.raises(ValueError, match=match):
             hmm.baum_welch(MODEL, x, max_iter=1, emission_hyperparameters=hyperparameters)
+
+
+def test_priors_per_state_and_per_entry():
+    """An array prior broadcastable to (K, D) gives, row by row, the scalar prior's rates."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(4)
+        x, weights = rng.poisson(3.0, (20, D)), rng.dirichlet(np.ones(K), size=20)
+        emissions = hmm.Poisson(jnp.ones((K, D)))
+        stats = emissions.sufficient_stats(jnp.asarray(x), jnp.asarray(weights))
+        shapes, rates = np.array([[1.0], [2.0], [4.0]]), np.array([0.0, 0.5])
+        per_state = emissions.m_step(stats, prior_shape=shapes, prior_rate=rates).rates
+        for k in range(K):
+            for d in range(D):
+                single = emissions.m_step(stats, prior_shape=shapes[k, 0],
+                                          prior_rate=rates[d]).rates
+                np.testing.assert_allclose(per_state[k, d], single[k, d], rtol=1e-12)
+        emissions.check_hyperparameters(prior_shape=shapes, prior_rate=rates)
+        with pytest.raises(ValueError, match=r"prior_shape must be a number or an array "
+                                             r"broadcastable to \(3, 2\)"):
+            emissions.check_hyperparameters(prior_shape=np.ones(3))
+        with pytest.raises(ValueError, match="prior_shape must be finite and >= 1 entry by entry"):
+            emissions.check_hyperparameters(prior_shape=shapes - 0.5)

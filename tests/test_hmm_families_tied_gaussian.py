@@ -56,8 +56,8 @@ def test_initialize_and_num_free_parameters():
         assert emissions.num_free_parameters == K * D + D * (D + 1) // 2
         means = np.asarray(emissions.means)
         assert all(np.any(np.all(data == m, axis=1)) for m in means)
-        np.testing.assert_allclose(emissions.covariance, np.cov(data.T, bias=True) + 1e-3 * np.eye(D),
-                                   rtol=1e-10)
+        np.testing.assert_allclose(emissions.covariance,
+                                   np.cov(data.T, bias=True) + 1e-3 * np.eye(D), rtol=1e-10)
 
 
 MODEL = hmm.HMM(jnp.array([0.5, 0.5]), jnp.array([[0.9, 0.1], [0.2, 0.8]]),

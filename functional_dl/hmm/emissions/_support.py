@@ -125,3 +125,21 @@ def choose_points(key: PRNGKey, x: np.ndarray, w: np.ndarray, count: int, dtype)
     probs = jnp.asarray(w / w.sum(), dtype)
     indices = jax.random.choice(key, x.shape[0], (count,), replace=False, p=probs)
     return jnp.asarray(x, dtype)[indices]
+
+
+def check_prior(name: str, value: Any, shape: tuple[int, ...], *, minimum: float = 0.0) -> None:
+    """A real ``>= minimum``, or an array of them broadcastable to ``shape`` (per state, per
+    entry); values are checked only when concrete."""
+    if np.ndim(value) == 0:
+        checks.real_in(name, value, minimum)
+        return
+    try:
+        np.broadcast_shapes(np.shape(value), tuple(shape))
+    except ValueError:
+        raise ValueError(f"{name} must be a number or an array broadcastable to {tuple(shape)}, "
+                         f"got shape {np.shape(value)}") from None
+    checks.real_dtype(name, value)
+    values = checks.concrete_values(value)
+    if values is not None and not np.all(np.isfinite(values[0]) & (values[0] >= minimum)):
+        raise ValueError(f"{name} must be finite and >= {minimum:g} entry by entry, got "
+                         f"minimum {np.min(values[0]):.6g}")

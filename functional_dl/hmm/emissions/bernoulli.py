@@ -3,7 +3,7 @@
     log b_k(x) = Σ_d [x_d log p_kd + (1 − x_d) log(1 − p_kd)]
 
 M-step (MAP under a symmetric Beta(α + 1, α + 1) prior on each probability; α = 0 is
-maximum likelihood):
+maximum likelihood; α may be one number or an array broadcastable to (K, D)):
 
     p_kd = (Σ_t γ_t(k) x_td + α) / (N_k + 2α),    N_k = Σ_t γ_t(k).
 
@@ -65,6 +65,7 @@ class Bernoulli(NamedTuple):
         """``p_kd = (Σ γ x + α) / (N_k + 2α)`` with ``α = pseudo_count`` (module)."""
         totals = stats.weight_sums
         has_mass = (totals > min_mass(totals.dtype))[:, None]
+        pseudo_count = jnp.broadcast_to(pseudo_count, stats.weighted_sums.shape)
         probs = safe_divide(stats.weighted_sums + pseudo_count,
                             totals[:, None] + 2.0 * pseudo_count)
         return Bernoulli(jnp.where(has_mass, jnp.clip(probs, 0.0, 1.0), self.probs))
@@ -85,8 +86,8 @@ class Bernoulli(NamedTuple):
                                          source="emissions.probs")
 
     def check_hyperparameters(self, *, pseudo_count=0.0) -> None:
-        """``pseudo_count`` a real ``>= 0``."""
-        checks.non_negative("Bernoulli: pseudo_count", pseudo_count)
+        """``pseudo_count`` a real ``>= 0``, or an array of them broadcastable to (K, D)."""
+        _support.check_prior("Bernoulli: pseudo_count", pseudo_count, np.shape(self.probs))
 
     @classmethod
     def initialize(cls, key: PRNGKey, observations, weights, num_states: int) -> Bernoulli:

@@ -109,8 +109,9 @@ class DiagonalGaussianMixture(NamedTuple):
             validation.vector_observations(observations, valid, shape[2])
 
     def check_hyperparameters(self, *, min_covar=DEFAULT_MIN_COVAR, pseudo_count=0.0) -> None:
-        """``min_covar`` a real ``> 0``, ``pseudo_count`` a real ``>= 0``."""
-        check_mixture_hyperparameters("DiagonalGaussianMixture", min_covar, pseudo_count)
+        """``min_covar`` a real ``> 0``, ``pseudo_count`` reals ``>= 0`` (a number or (K, M))."""
+        check_mixture_hyperparameters("DiagonalGaussianMixture", self.weights, min_covar,
+                                      pseudo_count)
 
     @classmethod
     def initialize(cls, key: PRNGKey, observations, weights, num_states: int, *,

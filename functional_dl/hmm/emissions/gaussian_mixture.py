@@ -12,8 +12,8 @@ the joint posterior of state and component,
 
 computed from moments about the current means μ⁰ (``δ = μ_km − μ⁰_km``; the scatter about
 μ⁰ minus ``N_km δ δᵀ``); every eigenvalue of Σ_km below ``min_covar`` is then raised to it.
-α = ``pseudo_count`` is the symmetric Dirichlet(α + 1) prior on each row of weights (0:
-maximum likelihood).  A state whose expected count is below ``min_mass`` keeps its weights;
+α = ``pseudo_count`` is the Dirichlet(α + 1) prior on each row of weights (0: maximum
+likelihood; one number, or an array broadcastable to (K, M)).  A state whose expected count is below ``min_mass`` keeps its weights;
 a component below it keeps its mean and covariance.
 
 hmmlearn's ``GMMHMM(covariance_type="full")`` agrees on the weights (``weights_prior = α + 1``)
@@ -51,10 +51,12 @@ def joint_weights(component_log_densities: Array, weights: Array) -> Array:
 
 
 def mixture_weights_m_step(previous: Array, component_sums: Array, pseudo_count) -> Array:
-    """``w_km = (N_km + α) / (N_k + M α)``; a state with (almost) no mass keeps ``previous``."""
+    """``w_km = (N_km + α_km) / (N_k + Σ_m α_km)``; a state with (almost) no mass keeps
+    ``previous``."""
     totals = jnp.sum(component_sums, axis=1, keepdims=True)
-    num_components = component_sums.shape[1]
-    updated = safe_divide(component_sums + pseudo_count, totals + num_components * pseudo_count)
+    pseudo_count = jnp.broadcast_to(pseudo_count, component_sums.shape)
+    updated = safe_divide(component_sums + pseudo_count,
+                          totals + jnp.sum(pseudo_count, axis=1, keepdims=True))
     return jnp.where(totals > min_mass(totals.dtype), updated, previous)
 
 
@@ -76,9 +78,10 @@ def check_mixture_weights_and_means(weights: Array, means: Array) -> tuple[int, 
     return tuple(np.shape(means))
 
 
-def check_mixture_hyperparameters(family: str, min_covar, pseudo_count) -> None:
+def check_mixture_hyperparameters(family: str, weights: Array, min_covar, pseudo_count) -> None:
+    """``min_covar`` a real ``> 0``; ``pseudo_count`` reals ``>= 0`` broadcastable to (K, M)."""
     checks.positive(f"{family}: min_covar", min_covar)
-    checks.non_negative(f"{family}: pseudo_count", pseudo_count)
+    _support.check_prior(f"{family}: pseudo_count", pseudo_count, np.shape(weights))
 
 
 def initial_mixture(family: str, key: PRNGKey, observations, weights, num_states,
@@ -194,8 +197,8 @@ class GaussianMixture(NamedTuple):
             validation.vector_observations(observations, valid, num_features)
 
     def check_hyperparameters(self, *, min_covar=DEFAULT_MIN_COVAR, pseudo_count=0.0) -> None:
-        """``min_covar`` a real ``> 0``, ``pseudo_count`` a real ``>= 0``."""
-        check_mixture_hyperparameters("GaussianMixture", min_covar, pseudo_count)
+        """``min_covar`` a real ``> 0``, ``pseudo_count`` reals ``>= 0`` (a number or (K, M))."""
+        check_mixture_hyperparameters("GaussianMixture", self.weights, min_covar, pseudo_count)
 
     @classmethod
     def initialize(cls, key: PRNGKey, observations, weights, num_states: int, *,

@@ -10,7 +10,8 @@ The multinomial coefficient is included, as hmmlearn's ``MultinomialHMM`` does (
 M-step are the same without it, only the log-likelihood shifts.
 
 M-step (MAP under a symmetric Dirichlet(α + 1) prior on each row; α = 0 is maximum
-likelihood, hmmlearn's only M-step):
+likelihood, hmmlearn's only M-step; α may be one number or an array broadcastable to
+(K, V), a 0 keeping a structural zero of ``probs``):
 
     p_kv = (c_kv + α) / Σ_v' (c_kv' + α),    c_kv = Σ_t γ_t(k) x_tv.
 
@@ -74,7 +75,7 @@ class Multinomial(NamedTuple):
 
     def m_step(self, stats: MultinomialStats, *, pseudo_count=0.0) -> Multinomial:
         """``p_kv = (c_kv + α) / Σ_v' (c_kv' + α)`` with ``α = pseudo_count`` (module)."""
-        counts = stats.counts + pseudo_count
+        counts = stats.counts + jnp.broadcast_to(pseudo_count, stats.counts.shape)
         totals = jnp.sum(counts, axis=1, keepdims=True)
         has_mass = totals > min_mass(counts.dtype)
         return Multinomial(jnp.where(has_mass, safe_divide(counts, totals), self.probs),
@@ -106,8 +107,8 @@ class Multinomial(NamedTuple):
                                         source="emissions.probs")
 
     def check_hyperparameters(self, *, pseudo_count=0.0) -> None:
-        """``pseudo_count`` a real ``>= 0``."""
-        checks.non_negative("Multinomial: pseudo_count", pseudo_count)
+        """``pseudo_count`` a real ``>= 0``, or an array of them broadcastable to (K, V)."""
+        _support.check_prior("Multinomial: pseudo_count", pseudo_count, np.shape(self.probs))
 
     @classmethod
     def initialize(cls, key: PRNGKey, observations, weights, num_states: int) -> Multinomial:

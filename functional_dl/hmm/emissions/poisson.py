@@ -3,7 +3,8 @@
     log b_k(x) = Σ_d [x_d log λ_kd − λ_kd − log x_d!]
 
 M-step: the MAP estimate under independent Gamma(α, β) priors (shape α, rate β) on the
-rates; the defaults α = 1, β = 0 give maximum likelihood ``λ_kd = Σ_t γ_t(k) x_td / N_k``:
+rates (each a number, or an array broadcastable to (K, D): per state or per entry); the
+defaults α = 1, β = 0 give maximum likelihood ``λ_kd = Σ_t γ_t(k) x_td / N_k``:
 
     λ_kd = (Σ_t γ_t(k) x_td + α − 1) / (N_k + β),    N_k = Σ_t γ_t(k).
 
@@ -68,8 +69,9 @@ class Poisson(NamedTuple):
         """``λ_kd = (Σ γ x + α − 1) / (N_k + β)`` with ``α = prior_shape``, ``β = prior_rate``."""
         totals = stats.weight_sums
         has_mass = (totals > min_mass(totals.dtype))[:, None]
-        rates = safe_divide(stats.weighted_sums + (prior_shape - 1.0),
-                            totals[:, None] + prior_rate)
+        shape = stats.weighted_sums.shape
+        rates = safe_divide(stats.weighted_sums + jnp.broadcast_to(prior_shape, shape) - 1.0,
+                            totals[:, None] + jnp.broadcast_to(prior_rate, shape))
         return Poisson(jnp.where(has_mass, rates, self.rates))
 
     def sample(self, key: PRNGKey, states: Array) -> Array:
@@ -85,9 +87,11 @@ class Poisson(NamedTuple):
                                         source="emissions.rates")
 
     def check_hyperparameters(self, *, prior_shape=1.0, prior_rate=0.0) -> None:
-        """``prior_shape`` a real ``>= 1`` (rates stay >= 0), ``prior_rate`` a real ``>= 0``."""
-        checks.real_in("Poisson: prior_shape", prior_shape, 1.0)
-        checks.non_negative("Poisson: prior_rate", prior_rate)
+        """``prior_shape`` reals ``>= 1`` (rates stay >= 0), ``prior_rate`` reals ``>= 0``: each
+        a number or an array broadcastable to (K, D)."""
+        shape = np.shape(self.rates)
+        _support.check_prior("Poisson: prior_shape", prior_shape, shape, minimum=1.0)
+        _support.check_prior("Poisson: prior_rate", prior_rate, shape)
 
     @classmethod
     def initialize(cls, key: PRNGKey, observations, weights, num_states: int) -> Poisson:
