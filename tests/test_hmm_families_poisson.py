@@ -1,12 +1,14 @@
 """Poisson emissions beyond the registry's common tests (``_hmm_families.POISSON``: brute-force
-inference, scipy log-pmf, M-step oracle, sampling): hmmlearn's ``PoissonHMM`` from the same
-start, zero rates, the MAP prior, initialisation, parameter count and bad input."""
+inference, scipy log-pmf, M-step oracle, sampling): hmmlearn's ``PoissonHMM`` and dynamax's
+(with its Gamma prior) from the same start, zero rates, the MAP prior, per-state priors,
+initialisation, parameter count and bad input."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from _hmm_family_checks import check_initialize, fit_like_hmmlearn, hmmlearn_options, start_model
+from _hmm_family_checks import (check_initialize, fit_like_dynamax, fit_like_hmmlearn,
+                                hmmlearn_options, start_model)
 from functional_dl import hmm
 
 K, D = 3, 2
@@ -29,6 +31,23 @@ def test_em_matches_hmmlearn_poisson_hmm():
         fitted = fit_like_hmmlearn(reference, start_model(rng, hmm.Poisson(jnp.asarray(start)), K),
                                    data)
         np.testing.assert_allclose(fitted.emissions.rates, reference.lambdas_, rtol=1e-8)
+
+
+def test_em_with_gamma_prior_matches_dynamax_poisson_hmm():
+    """dynamax's Gamma(c, r) mode is the MAP here with prior_shape = c, prior_rate = r."""
+    models = pytest.importorskip("dynamax.hidden_markov_model")
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(5)
+        data = sequences(rng)
+        data = [sequence[:25] for sequence in data]
+        start = rng.uniform(1.0, 8.0, (K, D))
+        reference = models.PoissonHMM(K, D, initial_probs_concentration=1.5,
+                                      transition_matrix_concentration=1.5,
+                                      emission_prior_concentration=2.0, emission_prior_rate=0.5)
+        fitted, emissions = fit_like_dynamax(
+            reference, start_model(rng, hmm.Poisson(jnp.asarray(start)), K), data, 0.5,
+            {"prior_shape": 2.0, "prior_rate": 0.5}, emission_rates=jnp.asarray(start))
+        np.testing.assert_allclose(fitted.emissions.rates, emissions.rates, rtol=1e-8)
 
 
 def test_zero_rate_makes_positive_counts_impossible_and_zero_counts_certain():
