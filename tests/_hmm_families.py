@@ -629,9 +629,75 @@ DIAGONAL_GAUSSIAN_MIXTURE = Family(name="diagonal_gaussian_mixture",
                                    random_emissions=_diagonal_gaussian_mixture, **_MIXTURE)
 
 
+# ---------------------------------------------------------------- Gamma
+
+def _gamma(rng, num_states, num_features, dtype):
+    return hmm.Gamma(jnp.asarray(rng.uniform(1.0, 5.0, size=(num_states, num_features)), dtype),
+                     jnp.asarray(rng.uniform(0.5, 3.0, size=(num_states, num_features)), dtype))
+
+
+def _gamma_log_pdf(emissions, x):
+    a, b = (np.asarray(v, np.float64) for v in (emissions.concentrations, emissions.rates))
+    x = np.asarray(x, np.float64)
+    log_gamma = np.vectorize(math.lgamma)
+    return ((a * np.log(b) - log_gamma(a)).sum(axis=1)[None, :] + np.log(x) @ (a - 1.0).T
+            - x @ b.T)
+
+
+def _gamma_m_step(emissions, x, weights):
+    """Weighted maximum likelihood, the concentration by bracketing root-finding."""
+    optimize = pytest.importorskip("scipy.optimize")
+    special = pytest.importorskip("scipy.special")
+    x = np.asarray(x, np.float64)
+    a = np.array(emissions.concentrations, np.float64)
+    b = np.array(emissions.rates, np.float64)
+    for k in range(len(a)):
+        total = weights[:, k].sum()
+        if total <= np.finfo(np.float64).eps:
+            continue
+        mean, mean_log = weights[:, k] @ x / total, weights[:, k] @ np.log(x) / total
+        for d in range(a.shape[1]):
+            gap = np.log(mean[d]) - mean_log[d]
+            a[k, d] = optimize.brentq(lambda c: np.log(c) - special.digamma(c) - gap,
+                                      1e-8, 1e8, xtol=1e-14, rtol=1e-14)
+            b[k, d] = a[k, d] / mean[d]
+    return a, b
+
+
+def _gamma_samples(emissions, states, x):
+    a, b = (np.asarray(v, np.float64) for v in (emissions.concentrations, emissions.rates))
+    assert np.all(x > 0)
+    for k in range(len(a)):
+        points = x[states == k].astype(np.float64)
+        variances = a[k] / b[k] ** 2
+        _mean_within_standard_errors(points, a[k] / b[k], variances)
+        # standard error of a sample variance: σ² √((2 + 6 / a) / n) (excess kurtosis 6 / a)
+        spread = variances * np.sqrt((2.0 + 6.0 / a[k]) / len(points))
+        assert np.all(np.abs(points.var(axis=0) - variances) < 4.5 * spread)
+
+
+def _scipy_gamma(emissions, x):
+    stats = pytest.importorskip("scipy.stats")
+    a, b = (np.asarray(v, np.float64) for v in (emissions.concentrations, emissions.rates))
+    return stats.gamma(a[None], scale=1.0 / b[None]).logpdf(np.asarray(x)[:, None, :]).sum(-1)
+
+
+GAMMA = Family(
+    name="gamma", event_size=2,
+    random_emissions=_gamma,
+    random_observations=lambda rng, shape, num_features, dtype: rng.gamma(
+        2.0, 1.0, shape + (num_features,)).astype(dtype),
+    garbage=(np.nan, -5.0),
+    log_pdf=_gamma_log_pdf,
+    m_step=_gamma_m_step,
+    hyperparameters=({}, {}),
+    check_samples=_gamma_samples,
+    peer_log_pdf=_scipy_gamma)
+
+
 FAMILIES = [CATEGORICAL, GAUSSIAN, DIAGONAL_GAUSSIAN]
 FAMILIES += [POISSON, BERNOULLI, SPHERICAL_GAUSSIAN, TIED_GAUSSIAN, MULTINOMIAL,
-             GAUSSIAN_MIXTURE, DIAGONAL_GAUSSIAN_MIXTURE]
+             GAUSSIAN_MIXTURE, DIAGONAL_GAUSSIAN_MIXTURE, GAMMA]
 BY_NAME = {family.name: family for family in FAMILIES}
 
 

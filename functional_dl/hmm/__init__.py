@@ -34,6 +34,7 @@ from functional_dl.hmm.emissions.bernoulli import Bernoulli
 from functional_dl.hmm.emissions.categorical import Categorical
 from functional_dl.hmm.emissions.diagonal_gaussian import DiagonalGaussian
 from functional_dl.hmm.emissions.diagonal_gaussian_mixture import DiagonalGaussianMixture
+from functional_dl.hmm.emissions.gamma import Gamma
 from functional_dl.hmm.emissions.gaussian import Gaussian
 from functional_dl.hmm.emissions.gaussian_mixture import GaussianMixture
 from functional_dl.hmm.emissions.multinomial import Multinomial
@@ -55,4 +56,4 @@ __all__ = [
     "SmootherResult", "parallel", "validation",
 ]
 __all__ += ["Poisson", "Bernoulli", "SphericalGaussian", "TiedGaussian", "Multinomial",
-            "GaussianMixture", "DiagonalGaussianMixture"]
+            "GaussianMixture", "DiagonalGaussianMixture", "Gamma"]

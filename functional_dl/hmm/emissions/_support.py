@@ -143,3 +143,16 @@ def check_prior(name: str, value: Any, shape: tuple[int, ...], *, minimum: float
     if values is not None and not np.all(np.isfinite(values[0]) & (values[0] >= minimum)):
         raise ValueError(f"{name} must be finite and >= {minimum:g} entry by entry, got "
                          f"minimum {np.min(values[0]):.6g}")
+
+
+def positive_observations(observations: Any, valid: Optional[np.ndarray], num_features: int, *,
+                          source: str) -> None:
+    """Finite reals ``> 0``, shape ``(T, D)`` or ``(B, T, D)``, at non-padded positions."""
+    _event_shaped(observations, num_features, source)
+    values = validation.observed_values(observations, valid, 1)
+    if values is None:
+        return
+    bad = ~(np.isfinite(values) & (values > 0))
+    if np.any(bad):
+        raise ValueError(f"observations must be finite and > 0 at non-padded positions, got "
+                         f"{values[bad].flat[0]:.6g}")
