@@ -80,6 +80,7 @@ def check_initialize(family, observations, num_states, garbage, **options):
     single = family.initialize(keys[1], observations, weights, num_states, **options)
     for a, b in zip(jax.tree.leaves(batched), jax.tree.leaves(single), strict=True):
         np.testing.assert_allclose(a[1], b, rtol=1e-6)
+    assert batched.num_free_parameters == single.num_free_parameters  # counts trailing axes
     padded = np.concatenate([observations, np.full_like(observations[:3], garbage[0])])
     padded_weights = np.r_[weights, np.zeros(3)]
     with_padding = family.initialize(jax.random.key(0), padded, padded_weights, num_states,

@@ -46,7 +46,7 @@ class Bernoulli(NamedTuple):
     @property
     def num_free_parameters(self) -> int:
         """K·D probabilities."""
-        return int(np.prod(np.shape(self.probs)))
+        return int(np.prod(np.shape(self.probs)[-2:]))
 
     def log_likelihoods(self, observations: Array) -> Array:
         """``Σ_d [x_d log p_kd + (1 − x_d) log(1 − p_kd)]`` (a term with weight 0 is 0)."""

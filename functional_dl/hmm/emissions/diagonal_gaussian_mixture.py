@@ -53,7 +53,7 @@ class DiagonalGaussianMixture(NamedTuple):
     @property
     def num_free_parameters(self) -> int:
         """Per state: M − 1 weights, M·D means, M·D variances."""
-        num_states, num_components, num_features = np.shape(self.means)
+        num_states, num_components, num_features = np.shape(self.means)[-3:]
         return num_states * (num_components - 1 + 2 * num_components * num_features)
 
     def component_log_densities(self, observations: Array) -> Array:

@@ -69,7 +69,7 @@ class Gamma(NamedTuple):
     @property
     def num_free_parameters(self) -> int:
         """K·D concentrations and K·D rates."""
-        return 2 * int(np.prod(np.shape(self.concentrations)))
+        return 2 * int(np.prod(np.shape(self.concentrations)[-2:]))
 
     def log_likelihoods(self, observations: Array) -> Array:
         """``Σ_d [a log b − log Γ(a) + (a − 1) log x − b x]``."""

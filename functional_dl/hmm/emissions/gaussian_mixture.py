@@ -130,7 +130,7 @@ class GaussianMixture(NamedTuple):
     @property
     def num_free_parameters(self) -> int:
         """Per state: M − 1 weights, M·D means, M·D(D+1)/2 covariance entries."""
-        num_states, num_components, num_features = np.shape(self.means)
+        num_states, num_components, num_features = np.shape(self.means)[-3:]
         per_component = num_features + num_features * (num_features + 1) // 2
         return num_states * (num_components - 1 + num_components * per_component)
 

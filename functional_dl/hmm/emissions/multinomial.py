@@ -57,7 +57,7 @@ class Multinomial(NamedTuple):
     @property
     def num_free_parameters(self) -> int:
         """K·(V − 1): each row of ``probs`` sums to 1 (``num_trials`` is data, not fitted)."""
-        num_states, num_categories = np.shape(self.probs)
+        num_states, num_categories = np.shape(self.probs)[-2:]
         return num_states * (num_categories - 1)
 
     def log_likelihoods(self, observations: Array) -> Array:

@@ -49,7 +49,7 @@ class Poisson(NamedTuple):
     @property
     def num_free_parameters(self) -> int:
         """K·D rates."""
-        return int(np.prod(np.shape(self.rates)))
+        return int(np.prod(np.shape(self.rates)[-2:]))
 
     def log_likelihoods(self, observations: Array) -> Array:
         """``Σ_d [x_d log λ_kd − λ_kd − log Γ(x_d + 1)]`` (``x log λ`` is 0 where x = 0)."""

@@ -50,7 +50,7 @@ class SphericalGaussian(NamedTuple):
     @property
     def num_free_parameters(self) -> int:
         """K·D means and K variances."""
-        num_states, num_features = np.shape(self.means)
+        num_states, num_features = np.shape(self.means)[-2:]
         return num_states * num_features + num_states
 
     def log_likelihoods(self, observations: Array) -> Array:

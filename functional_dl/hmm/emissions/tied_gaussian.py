@@ -51,7 +51,7 @@ class TiedGaussian(NamedTuple):
     @property
     def num_free_parameters(self) -> int:
         """K·D means and the D(D+1)/2 entries of one symmetric covariance."""
-        num_states, num_features = np.shape(self.means)
+        num_states, num_features = np.shape(self.means)[-2:]
         return num_states * num_features + num_features * (num_features + 1) // 2
 
     def log_likelihoods(self, observations: Array) -> Array:
