@@ -143,3 +143,20 @@ def test_priors_per_state_and_per_entry():
             emissions.check_hyperparameters(prior_shape=np.ones(3))
         with pytest.raises(ValueError, match="prior_shape must be finite and >= 1 entry by entry"):
             emissions.check_hyperparameters(prior_shape=shapes - 0.5)
+
+
+def test_priors_are_traced_so_vmap_gives_one_m_step_per_value():
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(6)
+        x, weights = rng.poisson(3.0, (20, D)), rng.dirichlet(np.ones(K), size=20)
+        emissions = hmm.Poisson(jnp.ones((K, D)))
+        stats = emissions.sufficient_stats(jnp.asarray(x), jnp.asarray(weights))
+        shapes = jnp.array([1.0, 2.0, 5.0])
+
+        def m_step(prior_shape):
+            emissions.check_hyperparameters(prior_shape=prior_shape, prior_rate=0.5)
+            return emissions.m_step(stats, prior_shape=prior_shape, prior_rate=0.5).rates
+
+        batched = jax.vmap(m_step)(shapes)
+        for index, value in enumerate(shapes.tolist()):
+            np.testing.assert_allclose(batched[index], m_step(value), rtol=1e-12)
