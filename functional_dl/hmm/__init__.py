@@ -32,9 +32,17 @@ A new emission family is one module in ``functional_dl/hmm/emissions/`` implemen
 from functional_dl.hmm import parallel, validation
 from functional_dl.hmm.decoding import most_likely_states, viterbi
 from functional_dl.hmm.emissions import EmissionModel
+from functional_dl.hmm.emissions.bernoulli import Bernoulli
 from functional_dl.hmm.emissions.categorical import Categorical
 from functional_dl.hmm.emissions.diagonal_gaussian import DiagonalGaussian
+from functional_dl.hmm.emissions.diagonal_gaussian_mixture import DiagonalGaussianMixture
+from functional_dl.hmm.emissions.gamma import Gamma
 from functional_dl.hmm.emissions.gaussian import Gaussian
+from functional_dl.hmm.emissions.gaussian_mixture import GaussianMixture
+from functional_dl.hmm.emissions.multinomial import Multinomial
+from functional_dl.hmm.emissions.poisson import Poisson
+from functional_dl.hmm.emissions.spherical_gaussian import SphericalGaussian
+from functional_dl.hmm.emissions.tied_gaussian import TiedGaussian
 from functional_dl.hmm.inference import (backward_filter, forward, forward_filter, log_likelihood,
                                          posteriors, smoother)
 from functional_dl.hmm.learning import (BaumWelchResult, SufficientStats, baum_welch,
@@ -56,3 +64,5 @@ __all__ = [
     "predictive_log_density", "stationary_distribution", "sample_posterior",
     "sample_posterior_states",
 ]
+__all__ += ["Poisson", "Bernoulli", "SphericalGaussian", "TiedGaussian", "Multinomial",
+            "GaussianMixture", "DiagonalGaussianMixture", "Gamma"]
