@@ -1,7 +1,9 @@
 """Hidden Markov models as pure JAX functions.
 
-``HMM(initial_probs, transition_matrix, emissions)`` with ``Categorical``, ``Gaussian`` or
-``DiagonalGaussian`` emissions (or any ``EmissionModel``); sequential inference with
+``HMM(initial_probs, transition_matrix, emissions)`` with ``Categorical``, ``Gaussian``,
+``DiagonalGaussian``, ``SphericalGaussian``, ``TiedGaussian``, ``GaussianMixture``,
+``DiagonalGaussianMixture``, ``Poisson``, ``Bernoulli``, ``Multinomial`` or ``Gamma``
+emissions (or any ``EmissionModel``); sequential inference with
 ``lax.scan`` (``forward``, ``log_likelihood``, ``posteriors``, ``viterbi``, and the low-level
 ``forward_filter``, ``backward_filter``, ``smoother``, ``most_likely_states`` on a ``(T, K)``
 log-likelihood matrix); the same functions parallel in time in ``functional_dl.hmm.parallel``;

@@ -1,10 +1,15 @@
 """Neural-network building blocks as pure functions (stax-style ``Layer(init, apply)``).
 
-Layers: ``Dense``, ``Conv2D``, ``MaxPool``, ``AvgPool``, ``Flatten``, ``Dropout`` and the
-activations ``Relu``, ``Sigmoid``, ``Tanh``, ``Gelu``, ``Softmax``, ``LogSoftmax`` (also as
-plain functions ``relu``, ``sigmoid``, ...).  Combinators: ``serial``, ``mlp``.
-Recurrent: the cells ``LSTMCell``, ``GRUCell``, ``SimpleRNNCell`` (any ``Cell``), scanned
-over time by ``RNN`` and ``scan_cell``; ``Bidirectional``.
+Layers: ``Dense``, ``Conv`` (1-D/2-D/3-D, dilated, grouped/depthwise), ``Conv2D``,
+``ConvTranspose``, ``MaxPool``/``AvgPool`` (1-D/2-D/3-D), ``GlobalAvgPool``,
+``GlobalMaxPool``, ``Flatten``, ``Dropout``, ``Embedding``, ``LayerNorm``, ``RMSNorm``,
+``GroupNorm``, ``MultiHeadAttention``, ``TransformerBlock``; the activations of
+``nn.activations`` (``Relu``, ``Gelu``, ``Silu``, ``LeakyRelu(0.2)``, ... and the plain
+functions ``relu``, ``gelu``, ...; ``ACTIVATIONS`` by name).  Combinators: ``serial``,
+``parallel``, ``Residual``, ``FanOut``, ``FanInSum``, ``FanInConcat``, ``Identity``, ``mlp``.
+Stateful layers (``nn.state``): ``BatchNorm``, whose ``apply(params, x, state=...)`` returns
+``(y, state)``.  Recurrent: the cells ``LSTMCell``, ``GRUCell``, ``SimpleRNNCell`` (any
+``Cell``), scanned over time by ``RNN`` and ``scan_cell``; ``Bidirectional``.
 Initializers live in ``functional_dl.nn.initializers``; the hand-written backpropagation
 and the finite-difference gradient check in ``functional_dl.nn.backprop``.
 
