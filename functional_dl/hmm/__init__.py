@@ -39,6 +39,10 @@ from functional_dl.hmm.learning import (BaumWelchResult, SufficientStats, baum_w
                                         baum_welch_with_history, e_step, m_step)
 from functional_dl.hmm.model import HMM, SmootherResult, check
 from functional_dl.hmm.sampling import sample
+from functional_dl.hmm import initialization
+from functional_dl.hmm.fitting import (FitResult, aic, bic, fit, num_parameters, pad_sequences,
+                                       random_starts, score)
+from functional_dl.hmm.learning import EMResult, EMStatus, fit_from
 
 __all__ = [
     "HMM", "EmissionModel", "Categorical", "Gaussian", "DiagonalGaussian", "check",
@@ -46,4 +50,6 @@ __all__ = [
     "baum_welch", "baum_welch_with_history", "BaumWelchResult", "e_step", "m_step",
     "SufficientStats", "forward_filter", "backward_filter", "smoother", "most_likely_states",
     "SmootherResult", "parallel", "validation",
+    "fit", "FitResult", "random_starts", "pad_sequences", "score", "num_parameters", "aic", "bic",
+    "fit_from", "EMResult", "EMStatus", "initialization",
 ]

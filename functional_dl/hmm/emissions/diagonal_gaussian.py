@@ -7,6 +7,10 @@ M-step (maximum likelihood per feature from moments about the current means, the
 
 hmmlearn's ``GaussianHMM(covariance_type="diag", covars_prior=0)`` gives the same numbers
 while the floor is not reached.
+
+Fitting from scratch (``initialize``, as hmmlearn's ``GaussianHMM(covariance_type="diag")``):
+k-means means, every variance the sample variance of all the data plus ``min_covar``.  Free
+parameters: 2 K D.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ import numpy as np
 
 from functional_dl import checks
 from functional_dl._types import Array, PRNGKey
-from functional_dl.hmm import validation
+from functional_dl.hmm import initialization, validation
 from functional_dl.hmm._numerics import min_mass, safe_divide
 from functional_dl.hmm.emissions.gaussian import DEFAULT_MIN_COVAR
 
@@ -57,6 +61,23 @@ class DiagonalGaussian(NamedTuple):
         weighted = weights[:, :, None] * diffs
         return DiagonalGaussianStats(jnp.sum(weights, axis=0), jnp.sum(weighted, axis=0),
                                      jnp.sum(weighted * diffs, axis=0))
+
+    @property
+    def num_free_parameters(self) -> int:
+        """``2 K D`` (means, variances)."""
+        num_states, num_features = self.means.shape
+        return 2 * num_states * num_features
+
+    @classmethod
+    def initialize(cls, key: PRNGKey, observations: Array, weights: Array, num_states: int, *,
+                   min_covar=DEFAULT_MIN_COVAR,
+                   num_kmeans_iterations: int = 10) -> DiagonalGaussian:
+        """k-means means, data variances + ``min_covar`` for every state (module)."""
+        points, weights = initialization.as_points(observations, weights)
+        means = initialization.kmeans(key, points, weights, num_states,
+                                      num_iterations=num_kmeans_iterations)
+        variances = jnp.diagonal(initialization.weighted_covariance(points, weights)) + min_covar
+        return cls(means, jnp.broadcast_to(variances, means.shape))
 
     def m_step(self, stats: DiagonalGaussianStats, *,
                min_covar=DEFAULT_MIN_COVAR) -> DiagonalGaussian:

@@ -10,6 +10,11 @@ covariances are unchanged).  To reproduce hmmlearn's ``GaussianHMM(covariance_ty
 set its ``covars_prior=0`` (its default 1e-2 adds a prior to the scatter matrix; its
 ``min_covar`` only enters its initialisation) and keep ``min_covar`` below the smallest
 eigenvalue here.
+
+Fitting from scratch (``initialize``, as hmmlearn's ``GaussianHMM._init``): the means are
+k-means centres (k-means++ seeding, then Lloyd iterations: ``hmm.initialization``), every
+covariance the sample covariance of all the data plus ``min_covar · I``.  Free parameters:
+K D for the means and K D (D + 1)/2 for the covariances.
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ from jax.scipy.linalg import solve_triangular
 
 from functional_dl import checks
 from functional_dl._types import Array, PRNGKey
-from functional_dl.hmm import validation
+from functional_dl.hmm import initialization, validation
 from functional_dl.hmm._numerics import min_mass, safe_divide
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -83,6 +88,24 @@ class Gaussian(NamedTuple):
         weighted = weights[:, :, None] * diffs
         return GaussianStats(jnp.sum(weights, axis=0), jnp.sum(weighted, axis=0),
                              jnp.einsum("tkd,tke->kde", weighted, diffs))
+
+    @property
+    def num_free_parameters(self) -> int:
+        """``K D + K D (D + 1) / 2`` (means, symmetric covariances)."""
+        num_states, num_features = self.means.shape
+        return num_states * num_features + num_states * num_features * (num_features + 1) // 2
+
+    @classmethod
+    def initialize(cls, key: PRNGKey, observations: Array, weights: Array, num_states: int, *,
+                   min_covar=DEFAULT_MIN_COVAR, num_kmeans_iterations: int = 10) -> Gaussian:
+        """k-means means, data covariance + ``min_covar · I`` for every state (module)."""
+        points, weights = initialization.as_points(observations, weights)
+        means = initialization.kmeans(key, points, weights, num_states,
+                                      num_iterations=num_kmeans_iterations)
+        num_features = points.shape[1]
+        covariance = (initialization.weighted_covariance(points, weights)
+                      + min_covar * jnp.eye(num_features, dtype=points.dtype))
+        return cls(means, jnp.broadcast_to(covariance, (num_states, num_features, num_features)))
 
     def m_step(self, stats: GaussianStats, *, min_covar=DEFAULT_MIN_COVAR) -> Gaussian:
         """Means and covariances from the moments, eigenvalues floored at ``min_covar`` (module)."""
