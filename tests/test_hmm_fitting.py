@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from _hmm_families import observations, parametrize_families
 from functional_dl import hmm
 
 LENGTHS = [7, 4, 9]  # hmmlearn's concatenated layout, N = 20
@@ -213,3 +214,31 @@ def test_fit_rejects_bad_arguments_naming_them(arguments, error, match):
     x = np.zeros((20, 2))
     with pytest.raises(error, match=match):
         hmm.fit(jax.random.key(0), x, LENGTHS, **{"num_restarts": 1, **arguments})
+
+
+@parametrize_families()
+def test_initialize_gives_a_valid_start_ignoring_padded_steps(family):
+    """Every family of the registry with ``initialize``: a valid K-state model for the data,
+    the same for the same key (also under ``vmap``), unchanged by padded steps of weight 0
+    holding garbage, and ``num_free_parameters`` a positive int."""
+    rng = np.random.default_rng(14)
+    with jax.enable_x64(True):
+        cls = type(family.random_emissions(rng, 2, family.event_size, np.float64))
+        if not hasattr(cls, "initialize"):
+            pytest.skip(f"{cls.__name__} has no initialize")
+        x = observations(rng, family, (20,))
+        padded = np.concatenate([x, np.full((5,) + x.shape[1:], family.garbage[0], x.dtype)])
+        weights = np.r_[np.ones(20), np.zeros(5)]
+        key = jax.random.key(15)
+        clean = cls.initialize(key, x, np.ones(20), 3)
+        ignored = cls.initialize(key, padded, weights, 3)
+        for a, b in zip(jax.tree.leaves(clean), jax.tree.leaves(ignored), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-12)
+        assert clean.num_states == 3
+        clean.check(x)
+        batched = jax.vmap(lambda k: cls.initialize(k, padded, weights, 3))(
+            jnp.stack([key, jax.random.key(16)]))
+        for a, b in zip(jax.tree.leaves(batched), jax.tree.leaves(clean), strict=True):
+            np.testing.assert_allclose(a[0], b, rtol=1e-12)
+        count = clean.num_free_parameters
+        assert isinstance(count, int) and count > 0

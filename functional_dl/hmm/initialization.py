@@ -36,10 +36,13 @@ __all__ = ["kmeans_plusplus", "kmeans", "weighted_covariance", "dirichlet_rows",
 
 def as_points(observations, weights) -> tuple[Array, Array]:
     """``(points (N, D), weights (N,))`` as arrays of one floating dtype (the default float
-    for integer data, the data's own float type otherwise)."""
+    for integer data, the data's own float type otherwise), every point of weight 0 replaced
+    by the first point of positive weight: padding may hold NaN, and ``0 · NaN`` is NaN."""
     points = jnp.asarray(observations)
     dtype = jnp.result_type(points.dtype, float)
-    return points.astype(dtype), jnp.asarray(weights).astype(dtype)
+    points, weights = points.astype(dtype), jnp.asarray(weights).astype(dtype)
+    anchor = points[jnp.argmax(weights > 0)]
+    return jnp.where((weights > 0)[:, None], points, anchor[None, :]), weights
 
 
 def _squared_distances(points: Array, centres: Array) -> Array:
