@@ -24,6 +24,12 @@ then work on ``(B, K)`` at every step) and EM runs as one compiled ``while_loop`
 loops only what the recursion needs is computed (``_scans``); a careful pass reruns a sequence
 only when the fast one underflows.
 
+From raw data: ``fit(key, X, lengths, num_states=K, emissions=Gaussian)`` draws
+``num_restarts`` hmmlearn-like starts (``random_starts``) and runs EM from all of them in one
+compiled program; ``fit_from(model, ...)`` runs EM from one start and says why it stopped
+(``EMStatus``); ``score``, ``num_parameters``, ``aic``, ``bic`` select the model;
+``pad_sequences`` turns hmmlearn's concatenated ``(X, lengths)`` into a padded batch.
+
 A new emission family is one module in ``functional_dl/hmm/emissions/`` implementing
 ``EmissionModel`` and one import here.
 """

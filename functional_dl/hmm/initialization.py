@@ -98,7 +98,7 @@ def kmeans(key: PRNGKey, points: Array, weights: Array, num_clusters: int, *,
 
 @jax.jit
 def weighted_covariance(points: Array, weights: Array) -> Array:
-    """``(D, D)``: ``Σ_n w_n (x_n − x̄)(x_n − x̄)ᵀ / (Σ_n w_n − 1)`` with ``x̄ = Σ w_n x_n / Σ w_n``.
+    """``(D, D)``: ``Σ_n w_n (x_n − x̄)(x_n − x̄)ᵀ / (Σ_n w_n − 1)``, ``x̄ = Σ w_n x_n / Σ w_n``.
 
     Frequency weights, as ``np.cov(points.T, fweights=weights)``: with 0/1 weights this is
     the unbiased sample covariance of the real steps, hmmlearn's ``np.cov(X.T)``.  One

@@ -7,7 +7,8 @@ batch, giving the expected sufficient statistics
 
 M-step (maximum likelihood, or MAP with Dirichlet pseudo-counts α):
 
-    π_k = (n^π_k + α^π_k) / Σ_k' (n^π_k' + α^π_k'),    A_ij = (n^A_ij + α^A_ij) / Σ_j' (n^A_ij' + α^A_ij'),
+    π_k = (n^π_k + α^π_k) / Σ_k' (n^π_k' + α^π_k'),
+    A_ij = (n^A_ij + α^A_ij) / Σ_j' (n^A_ij' + α^A_ij'),
 
 and the emission family's own ``m_step`` with its own hyperparameters, passed as
 ``emission_hyperparameters`` (e.g. ``{"min_covar": 1e-2}`` for ``Gaussian``, ``{"pseudo_count":
@@ -259,9 +260,9 @@ def fit_from(model: HMM, observations: Array, lengths: Array | None = None, *,
     converged, status)``, ``log_likelihood`` being the score of the returned model itself.
 
     Arguments as ``baum_welch`` (hmmlearn's concatenated ``(X, lengths)`` is accepted too:
-    ``observations`` (N,) + event shape, ``lengths`` (S,) summing to N), plus the per-entry pseudo-counts ``initial_pseudo_counts``
-    (K,) and ``transition_pseudo_counts`` (K, K) (each None: ``pseudo_count`` everywhere) and
-    ``update`` (module docstring).  ``status`` is an ``EMStatus``: ``converged`` is True only
+    ``observations`` (N,) + event shape, ``lengths`` (S,) summing to N), plus the per-entry
+    pseudo-counts ``initial_pseudo_counts`` (K,) and ``transition_pseudo_counts`` (K, K)
+    (each None: ``pseudo_count`` everywhere) and ``update`` (module docstring).  ``status`` is an ``EMStatus``: ``converged`` is True only
     for ``CONVERGED``; a NaN or −inf log-likelihood stops the loop (module docstring).
     """
     model = as_array_model(model)
