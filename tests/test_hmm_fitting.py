@@ -95,8 +95,7 @@ def test_random_starts_follow_hmmlearn_initialisation():
         np.testing.assert_allclose(symbols.emissions.probs.sum(-1), 1.0, rtol=1e-12)
 
 
-@pytest.mark.parametrize("family", [hmm.Gaussian, hmm.DiagonalGaussian, hmm.Categorical],
-                         ids=lambda f: f.__name__)
+@pytest.mark.parametrize("family", [hmm.Gaussian, hmm.Categorical], ids=lambda f: f.__name__)
 def test_fit_is_the_best_of_separate_runs_from_the_same_starts(family):
     """``fit`` (all restarts in one program) equals ``fit_from`` run from each start of
     ``random_starts`` with the same key, keeps the best one, and its log-likelihood is the
@@ -162,7 +161,7 @@ def test_em_from_a_random_start_matches_hmmlearn(family):
         rng = np.random.default_rng(4)
         x = symbol_data(rng) if family is hmm.Categorical else gaussian_data(rng)
         starts = hmm.random_starts(jax.random.key(5), x, LENGTHS, num_states=2,
-                                   emissions=family, num_restarts=1)
+                                   emissions=family, num_restarts=3)  # the shapes above
         start = jax.tree.map(lambda leaf: leaf[0], starts)
         ours = hmm.fit_from(start, x, LENGTHS, max_iter=MAX_ITER, tol=0.0,
                             emission_hyperparameters=None if family is hmm.Categorical

@@ -495,3 +495,27 @@ def test_nan_and_impossible_observations_stop_em_not_converged():
         assert hmm.EMStatus(int(result.status)) is hmm.EMStatus.IMPOSSIBLE_OBSERVATIONS
         assert not bool(result.converged) and result.history[0] == -np.inf
         assert not hmm.baum_welch_with_history(impossible, x, max_iter=5).converged
+
+
+@parametrize_families()
+def test_per_state_emission_hyperparameters_equal_the_oracle_state_by_state(family):
+    """A (K,) array of a family's hyperparameter (a (K, 1) one for categorical pseudo-counts)
+    gives state k the M-step of the scalar value k (the registry's NumPy M-step)."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(15)
+        model, x = small_problem(family, rng)
+        steps = observed(x, LENGTHS)
+        weights = rng.uniform(0.1, 1.0, (len(steps), K))
+        stats = model.emissions.sufficient_stats(jnp.asarray(steps), jnp.asarray(weights))
+        (name, _), = family.hyperparameters[0].items()
+        per_state = [h[name] for h in family.hyperparameters]  # two values, K = 2
+        array = np.asarray(per_state)[:, None] if family.name == "categorical" else np.asarray(
+            per_state)
+        model.emissions.check_hyperparameters(**{name: array})
+        updated = model.emissions.m_step(stats, **{name: jnp.asarray(array)})
+        for state, value in enumerate(per_state):
+            expected = family.m_step(model.emissions, steps, weights, **{name: value})
+            for leaf, oracle in zip(jax.tree.leaves(updated), expected, strict=True):
+                np.testing.assert_allclose(leaf[state], oracle[state], rtol=1e-10, atol=1e-12)
+        with pytest.raises(ValueError, match=name):
+            model.emissions.check_hyperparameters(**{name: -np.ones((K,) + array.shape[1:])})

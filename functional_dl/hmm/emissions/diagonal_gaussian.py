@@ -3,7 +3,9 @@
 M-step (maximum likelihood per feature from moments about the current means, then a floor):
 
     δ_k = Σ_t γ_t(k) (x_t − μ_k) / N_k,   μ_k ← μ_k + δ_k,
-    σ²_k ← max(Σ_t γ_t(k) (x_t − μ_k)² / N_k − δ_k², min_covar).
+    σ²_k ← max(Σ_t γ_t(k) (x_t − μ_k)² / N_k − δ_k², min_covar)
+
+(``min_covar`` one number or one per state, (K,)).
 
 hmmlearn's ``GaussianHMM(covariance_type="diag", covars_prior=0)`` gives the same numbers
 while the floor is not reached.
@@ -26,7 +28,8 @@ from functional_dl import checks
 from functional_dl._types import Array, PRNGKey
 from functional_dl.hmm import initialization, validation
 from functional_dl.hmm._numerics import min_mass, safe_divide
-from functional_dl.hmm.emissions.gaussian import DEFAULT_MIN_COVAR
+from functional_dl.hmm.emissions.gaussian import (DEFAULT_MIN_COVAR, check_min_covar,
+                                                 per_state_floor)
 
 
 class DiagonalGaussianStats(NamedTuple):
@@ -86,7 +89,7 @@ class DiagonalGaussian(NamedTuple):
         has_mass = (totals > min_mass(totals.dtype))[:, None]
         offsets = safe_divide(stats.shifted_sums, totals[:, None])
         variances = safe_divide(stats.shifted_square_sums, totals[:, None]) - offsets**2
-        variances = jnp.maximum(variances, min_covar)
+        variances = jnp.maximum(variances, per_state_floor(min_covar, self.num_states))
         return DiagonalGaussian(jnp.where(has_mass, self.means + offsets, self.means),
                                 jnp.where(has_mass, variances, self.variances))
 
@@ -106,5 +109,5 @@ class DiagonalGaussian(NamedTuple):
             validation.vector_observations(observations, valid, self.means.shape[1])
 
     def check_hyperparameters(self, *, min_covar=DEFAULT_MIN_COVAR) -> None:
-        """``min_covar`` a real ``> 0``."""
-        checks.positive("DiagonalGaussian: min_covar", min_covar)
+        """``min_covar`` a real ``> 0``, or a (K,) array of them."""
+        check_min_covar("DiagonalGaussian: min_covar", min_covar, self.num_states)

@@ -6,7 +6,7 @@ M-step (maximum likelihood from moments about the current means μ_k, then a flo
     Σ_k ← Σ_t γ_t(k) (x_t − μ_k)(x_t − μ_k)ᵀ / N_k − δ_k δ_kᵀ,
 
 then every eigenvalue of ``Σ_k`` below ``min_covar`` is raised to it (well-conditioned
-covariances are unchanged).  To reproduce hmmlearn's ``GaussianHMM(covariance_type="full")``
+covariances are unchanged).  ``min_covar`` is one number or one per state, (K,).  To reproduce hmmlearn's ``GaussianHMM(covariance_type="full")``
 set its ``covars_prior=0`` (its default 1e-2 adds a prior to the scatter matrix; its
 ``min_covar`` only enters its initialisation) and keep ``min_covar`` below the smallest
 eigenvalue here.
@@ -45,6 +45,23 @@ class GaussianStats(NamedTuple):
     weight_sums: Array
     shifted_sums: Array
     shifted_outer_sums: Array
+
+
+def per_state_floor(min_covar, num_states: int):
+    """``min_covar`` as a floor for (K, D) values: a scalar as it is, a (K,) array as (K, 1)."""
+    if jnp.ndim(min_covar) == 1:
+        return jnp.reshape(min_covar, (num_states, 1))
+    return min_covar
+
+
+def check_min_covar(name: str, min_covar, num_states: int) -> None:
+    """``min_covar`` a real ``> 0``, or a (K,) array of them (one floor per state)."""
+    if np.ndim(min_covar) == 0:
+        checks.positive(name, min_covar)
+        return
+    checks.shape_is(name, min_covar, (num_states,), "(one floor per state) or a number")
+    checks.real_dtype(name, min_covar)
+    validation.positive_entries(name, min_covar)
 
 
 def floor_eigenvalues(covariances: Array, floor) -> Array:
@@ -115,7 +132,7 @@ class Gaussian(NamedTuple):
         second = safe_divide(stats.shifted_outer_sums, totals[:, None, None])
         covariances = second - offsets[:, :, None] * offsets[:, None, :]
         covariances = floor_eigenvalues(0.5 * (covariances + jnp.swapaxes(covariances, 1, 2)),
-                                        min_covar)
+                                        per_state_floor(min_covar, self.num_states))
         return Gaussian(jnp.where(has_mass[:, None], self.means + offsets, self.means),
                         jnp.where(has_mass[:, None, None], covariances, self.covariances))
 
@@ -138,5 +155,5 @@ class Gaussian(NamedTuple):
             validation.vector_observations(observations, valid, num_features)
 
     def check_hyperparameters(self, *, min_covar=DEFAULT_MIN_COVAR) -> None:
-        """``min_covar`` a real ``> 0``."""
-        checks.positive("Gaussian: min_covar", min_covar)
+        """``min_covar`` a real ``> 0``, or a (K,) array of them."""
+        check_min_covar("Gaussian: min_covar", min_covar, self.num_states)
