@@ -146,20 +146,23 @@ def _m_step(model: HMM, stats: SufficientStats, initial_pseudo_counts, transitio
     return HMM(initial_probs, transition_matrix, emissions)
 
 
-@functools.partial(jax.jit, static_argnames="update")
+_compiled_m_step = jax.jit(_m_step, static_argnames="update")
+
+
 def m_step(model: HMM, stats: SufficientStats, pseudo_count=0.0,
            emission_hyperparameters: Optional[Mapping[str, Any]] = None, *,
-           update: frozenset = PARTS) -> HMM:
+           update: Iterable[str] = PARTS) -> HMM:
     """The parameters maximising the expected complete-data log-likelihood (module docstring).
 
     ``pseudo_count`` is the Dirichlet α of π and A (a number, or arrays broadcastable to
     their shapes when given as a pair ``(α^π, α^A)``); ``emission_hyperparameters`` are the
     keyword arguments of ``model.emissions.m_step`` (None: the family's defaults);
-    ``update`` the parts re-estimated (a frozenset, module docstring).
+    ``update`` the parts re-estimated (a set of names, module docstring).
     """
     initial, transition = (pseudo_count if isinstance(pseudo_count, tuple)
                            else (pseudo_count, pseudo_count))
-    return _m_step(model, stats, initial, transition, emission_hyperparameters or {}, update)
+    return _compiled_m_step(model, stats, initial, transition, emission_hyperparameters or {},
+                            update=_em_options.checked_update(update))
 
 
 def _as_float_model(model: HMM) -> HMM:
