@@ -128,9 +128,10 @@ def fit(key: PRNGKey, observations: Any, lengths: Any = None, *, num_states: int
     the score of the returned model itself.  ``observations`` and ``lengths`` in any layout
     of the module docstring (hmmlearn's ``(X, lengths)`` included).
 
-    To reproduce hmmlearn's ``GaussianHMM(n_components=K, covars_prior=0).fit(X, lengths)``
-    from the same start, pass ``emission_hyperparameters={"min_covar": ...}`` below the
-    smallest covariance eigenvalue; its start itself differs (scikit-learn's k-means).
+    hmmlearn's ``GaussianHMM(n_components=K, covars_prior=0, init_params="").fit(X, lengths)``
+    from a start of ``random_starts`` is ``fit_from`` from it with ``emission_hyperparameters=
+    {"min_covar": m}``, m below the smallest covariance eigenvalue (tested to 1e-8); its own
+    starts differ (scikit-learn's k-means with ``n_init=10``, NumPy's random numbers).
     """
     checks.prng_key("key", key, what="drawing the starting models", single=True)
     checks.whole_number("num_states", num_states, minimum=1)
