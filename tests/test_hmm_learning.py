@@ -333,3 +333,190 @@ def test_gradient_ascent_on_logits_increases_the_likelihood():
         logits = jax.tree.map(lambda p, g: p + 0.05 * g, logits, grads)
     assert values[-1] > values[0] + 0.1
     assert all(np.isfinite(values))
+
+
+# ---------------------------------------------------------------- EM controls and status
+
+def test_vmapped_pseudo_count_and_tol_equal_a_loop_jitted_or_not():
+    """``jax.vmap`` (and ``jax.jit``) over ``pseudo_count`` and ``tol`` of ``fit_from``: value by
+    value the results of separate calls, the final score included."""
+    with jax.enable_x64(True):
+        model, x = small_problem(CATEGORICAL, np.random.default_rng(7))
+        values, tols = jnp.array([0.0, 0.5, 2.0]), jnp.array([0.0, 1e9, 1e-3])
+        lengths = jnp.asarray(LENGTHS)
+
+        def run(value, tol):
+            return hmm.fit_from(model, x, lengths, max_iter=4, tol=tol,
+                                pseudo_count=value,
+                                emission_hyperparameters={"pseudo_count": value})
+
+        batched = jax.vmap(run)(values, tols)
+        jitted = jax.jit(jax.vmap(run))(values, tols)
+        for index, (value, tol) in enumerate(zip(values.tolist(), tols.tolist())):
+            single = run(value, tol)
+            for many, again, leaf in zip(jax.tree.leaves(batched), jax.tree.leaves(jitted),
+                                         jax.tree.leaves(single), strict=True):
+                np.testing.assert_allclose(many[index], leaf, rtol=1e-12)
+                np.testing.assert_allclose(again[index], leaf, rtol=1e-12)
+        assert batched.num_iterations.tolist() == [4, 2, int(batched.num_iterations[2])]
+
+
+def brute_force_counts(model, x, lengths, family=CATEGORICAL):
+    """Expected initial and transition counts by enumeration, summed over the sequences."""
+    num_states = len(model.initial_probs)
+    n_pi, n_A = np.zeros(num_states), np.zeros((num_states, num_states))
+    for sequence, length in zip(np.asarray(x), lengths):
+        lls = family.log_pdf(model.emissions, sequence[:length])
+        _, gamma, xi, _, _ = brute_force(model.initial_probs, model.transition_matrix, lls)
+        n_pi += gamma[0]
+        n_A += xi
+    return n_pi, n_A
+
+
+def bakis_problem():
+    """A 3-state left-right model (A upper triangular, π = e_1) and three symbol sequences."""
+    rng = np.random.default_rng(8)
+    A = np.array([[0.6, 0.3, 0.1], [0.0, 0.7, 0.3], [0.0, 0.0, 1.0]])
+    model = hmm.HMM(jnp.array([1.0, 0.0, 0.0]), jnp.asarray(A),
+                    hmm.Categorical(jnp.asarray(rng.dirichlet(np.ones(V), size=3))))
+    return model, jnp.asarray(rng.integers(0, V, (len(LENGTHS), LENGTHS.max())))
+
+
+def test_per_entry_pseudo_counts_keep_a_bakis_model_left_to_right():
+    """α^A = ½ on and above the diagonal (0 below), α^π = (1, 0, 0): one M-step is
+    (n + α) / Σ (n + α) with brute-force counts, and after ten the zeros are still exact
+    zeros; a scalar pseudo-count, by contrast, fills them."""
+    with jax.enable_x64(True):
+        model, x = bakis_problem()
+        alpha_A, alpha_pi = 0.5 * np.triu(np.ones((3, 3))), np.array([1.0, 0.0, 0.0])
+        lengths = jnp.asarray(LENGTHS)
+        options = dict(initial_pseudo_counts=alpha_pi, transition_pseudo_counts=alpha_A)
+        one = hmm.baum_welch(model, x, lengths, max_iter=1, **options)
+        n_pi, n_A = brute_force_counts(model, x, LENGTHS)
+        np.testing.assert_allclose(one.transition_matrix, (n_A + alpha_A) / (n_A + alpha_A).sum(
+            axis=1, keepdims=True), rtol=1e-10)
+        np.testing.assert_allclose(one.initial_probs, [1.0, 0.0, 0.0], rtol=1e-12)
+        many = hmm.baum_welch(model, x, lengths, max_iter=10, tol=0.0, **options)
+        assert np.all(np.asarray(many.transition_matrix)[np.tril_indices(3, -1)] == 0.0)
+        assert np.all(np.asarray(many.initial_probs)[1:] == 0.0)
+        filled = hmm.baum_welch(model, x, lengths, max_iter=1, pseudo_count=0.5)
+        assert np.all(np.asarray(filled.transition_matrix)[np.tril_indices(3, -1)] > 0.0)
+
+
+def test_frozen_parts_do_not_move_and_the_rest_matches_hmmlearn_params():
+    """``update={"transition"}``: π and the emissions stay bit for bit, A follows the
+    brute-force M-step; ``update={"initial", "transition"}`` is hmmlearn's ``params="st"``."""
+    with jax.enable_x64(True):
+        model, x = small_problem(CATEGORICAL, np.random.default_rng(9))
+        lengths = jnp.asarray(LENGTHS)
+        frozen = hmm.baum_welch(model, x, lengths, max_iter=1, update={"transition"})
+        np.testing.assert_array_equal(frozen.initial_probs, model.initial_probs)
+        np.testing.assert_array_equal(frozen.emissions.probs, model.emissions.probs)
+        _, n_A = brute_force_counts(model, x, LENGTHS)
+        np.testing.assert_allclose(frozen.transition_matrix, n_A / n_A.sum(1, keepdims=True),
+                                   rtol=1e-10)
+        hmmlearn_hmm = pytest.importorskip("hmmlearn.hmm")
+        full = np.asarray(rng_symbols := np.random.default_rng(10).integers(0, V, (3, 6)))
+        ours = hmm.baum_welch(model, jnp.asarray(rng_symbols), max_iter=5, tol=0.0,
+                              update={"initial", "transition"})
+        reference = hmmlearn_hmm.CategoricalHMM(n_components=K, n_iter=5, tol=-np.inf,
+                                                init_params="", params="st",
+                                                implementation="scaling")
+        reference.n_features = V
+        reference.startprob_ = np.asarray(model.initial_probs)
+        reference.transmat_ = np.asarray(model.transition_matrix)
+        reference.emissionprob_ = np.asarray(model.emissions.probs)
+        reference.fit(full.reshape(-1, 1), lengths=[6] * 3)
+        np.testing.assert_allclose(ours.initial_probs, reference.startprob_, rtol=1e-8)
+        np.testing.assert_allclose(ours.transition_matrix, reference.transmat_, rtol=1e-8)
+        np.testing.assert_array_equal(ours.emissions.probs, model.emissions.probs)
+
+
+def test_python_lists_are_accepted_by_em_and_named_by_inference():
+    with jax.enable_x64(True):
+        model, x = small_problem(CATEGORICAL, np.random.default_rng(11))
+        as_lists = hmm.HMM(np.asarray(model.initial_probs).tolist(),
+                           np.asarray(model.transition_matrix).tolist(),
+                           hmm.Categorical(np.asarray(model.emissions.probs).tolist()))
+        lengths = LENGTHS.tolist()
+        from_lists = hmm.baum_welch(as_lists, np.asarray(x).tolist(), lengths, max_iter=1,
+                                    initial_pseudo_counts=[0.5, 0.5], pseudo_count=0.5,
+                                    emission_hyperparameters={"pseudo_count": [[0.0] * V]})
+        from_arrays = hmm.baum_welch(model, x, jnp.asarray(LENGTHS), max_iter=1,
+                                     pseudo_count=0.5)
+        for a, b in zip(jax.tree.leaves(from_lists), jax.tree.leaves(from_arrays), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-12)
+    with pytest.raises(TypeError, match="initial_probs must be an array, got a Python list"):
+        hmm.log_likelihood(as_lists, x[0])
+    with pytest.raises(TypeError, match="pseudo_count must be a real number"):
+        hmm.baum_welch(model, x, jnp.asarray(LENGTHS), max_iter=1, pseudo_count="0.5")
+
+
+def test_fit_from_scores_the_model_it_returns():
+    """``history`` is one M-step behind; ``log_likelihood`` is the returned model's own."""
+    with jax.enable_x64(True):
+        model, x = small_problem(CATEGORICAL, np.random.default_rng(12))
+        result = hmm.fit_from(model, x, jnp.asarray(LENGTHS), max_iter=4, tol=0.0)
+        total, _ = hmm.e_step(result.model, x, jnp.asarray(LENGTHS))
+        np.testing.assert_allclose(result.log_likelihood, total, rtol=1e-12)
+        assert float(result.log_likelihood) >= float(result.history[3])
+        assert hmm.EMStatus(int(result.status)) is hmm.EMStatus.MAX_ITERATIONS
+        assert not bool(result.converged)
+
+
+class _NaNCategorical(hmm.Categorical):
+    """A user's emission model with a bug: symbol 3 gets a NaN log-likelihood."""
+
+    def log_likelihoods(self, observations):
+        return jnp.where((observations == 3)[:, None], jnp.nan,
+                         super().log_likelihoods(observations))
+
+    def m_step(self, stats, **hyperparameters):
+        return _NaNCategorical(*super().m_step(stats, **hyperparameters))
+
+
+def test_nan_and_impossible_observations_stop_em_not_converged():
+    """A NaN log-likelihood stops EM with status NAN_LOG_LIKELIHOOD and returns the start;
+    data impossible under the model (a symbol of probability 0) stop it with
+    IMPOSSIBLE_OBSERVATIONS; neither is 'converged'."""
+    with jax.enable_x64(True):
+        model, _ = small_problem(CATEGORICAL, np.random.default_rng(13))
+        x = jnp.asarray([[0, 1, 3, 2, 0]])
+        buggy = model._replace(emissions=_NaNCategorical(model.emissions.probs))
+        result = hmm.fit_from(buggy, x, max_iter=5)
+        assert hmm.EMStatus(int(result.status)) is hmm.EMStatus.NAN_LOG_LIKELIHOOD
+        assert not bool(result.converged) and int(result.num_iterations) == 1
+        assert np.isnan(result.history[0]) and np.isnan(result.log_likelihood)
+        np.testing.assert_array_equal(result.model.emissions.probs, model.emissions.probs)
+        probs = np.asarray(model.emissions.probs).copy()
+        probs[:, 3] = 0.0
+        probs /= probs.sum(axis=1, keepdims=True)
+        impossible = model._replace(emissions=hmm.Categorical(jnp.asarray(probs)))
+        result = hmm.fit_from(impossible, x, max_iter=5)
+        assert hmm.EMStatus(int(result.status)) is hmm.EMStatus.IMPOSSIBLE_OBSERVATIONS
+        assert not bool(result.converged) and result.history[0] == -np.inf
+        assert not hmm.baum_welch_with_history(impossible, x, max_iter=5).converged
+
+
+@parametrize_families()
+def test_per_state_emission_hyperparameters_equal_the_oracle_state_by_state(family):
+    """A (K,) array of a family's hyperparameter (a (K, 1) one for categorical pseudo-counts)
+    gives state k the M-step of the scalar value k (the registry's NumPy M-step)."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(15)
+        model, x = small_problem(family, rng)
+        steps = observed(x, LENGTHS)
+        weights = rng.uniform(0.1, 1.0, (len(steps), K))
+        stats = model.emissions.sufficient_stats(jnp.asarray(steps), jnp.asarray(weights))
+        (name, _), = family.hyperparameters[0].items()
+        per_state = [h[name] for h in family.hyperparameters]  # two values, K = 2
+        array = np.asarray(per_state)[:, None] if family.name == "categorical" else np.asarray(
+            per_state)
+        model.emissions.check_hyperparameters(**{name: array})
+        updated = model.emissions.m_step(stats, **{name: jnp.asarray(array)})
+        for state, value in enumerate(per_state):
+            expected = family.m_step(model.emissions, steps, weights, **{name: value})
+            for leaf, oracle in zip(jax.tree.leaves(updated), expected, strict=True):
+                np.testing.assert_allclose(leaf[state], oracle[state], rtol=1e-10, atol=1e-12)
+        with pytest.raises(ValueError, match=name):
+            model.emissions.check_hyperparameters(**{name: -np.ones((K,) + array.shape[1:])})

@@ -28,6 +28,12 @@ then work on ``(B, K)`` at every step) and EM runs as one compiled ``while_loop`
 loops only what the recursion needs is computed (``_scans``); a careful pass reruns a sequence
 only when the fast one underflows.
 
+From raw data: ``fit(key, X, lengths, num_states=K, emissions=Gaussian)`` draws
+``num_restarts`` hmmlearn-like starts (``random_starts``) and runs EM from all of them in one
+compiled program; ``fit_from(model, ...)`` runs EM from one start and says why it stopped
+(``EMStatus``); ``score``, ``num_parameters``, ``aic``, ``bic`` select the model;
+``pad_sequences`` turns hmmlearn's concatenated ``(X, lengths)`` into a padded batch.
+
 A new emission family is one module in ``functional_dl/hmm/emissions/`` implementing
 ``EmissionModel`` and one import here.
 """
@@ -55,6 +61,10 @@ from functional_dl.hmm.online import (FilterState, filter_init, filter_step, fil
                                       stationary_distribution)
 from functional_dl.hmm.posterior_sampling import sample_posterior, sample_posterior_states
 from functional_dl.hmm.sampling import sample
+from functional_dl.hmm import initialization
+from functional_dl.hmm.fitting import (FitResult, aic, bic, fit, num_parameters, pad_sequences,
+                                       random_starts, score)
+from functional_dl.hmm.learning import EMResult, EMStatus, fit_from
 
 __all__ = [
     "HMM", "EmissionModel", "Categorical", "Gaussian", "DiagonalGaussian", "check",
@@ -65,6 +75,8 @@ __all__ = [
     "FilterState", "filter_init", "filter_step", "filter_update", "next_state_probs",
     "predictive_log_density", "stationary_distribution", "sample_posterior",
     "sample_posterior_states",
+    "fit", "FitResult", "random_starts", "pad_sequences", "score", "num_parameters", "aic", "bic",
+    "fit_from", "EMResult", "EMStatus", "initialization",
 ]
 __all__ += ["Poisson", "Bernoulli", "SphericalGaussian", "TiedGaussian", "Multinomial",
             "GaussianMixture", "DiagonalGaussianMixture", "Gamma"]

@@ -67,6 +67,15 @@ def path_log_prob(initial_probs: Array, log_transition: Array, log_likelihoods: 
             + jnp.sum(jnp.where(valid[1:], steps, 0.0)))
 
 
+def nan_rows(initial_probs: Array, transition_matrix: Array, log_likelihoods: Array) -> Array:
+    """``(T,)``: True from the first step whose (masked) log-likelihoods hold a NaN on; all
+    True when π or A holds one.  NaN is never a probability: the results it touches are NaN
+    (``−inf`` stays reserved for an impossible observation)."""
+    in_parameters = jnp.any(jnp.isnan(initial_probs)) | jnp.any(jnp.isnan(transition_matrix))
+    rows = jnp.any(jnp.isnan(log_likelihoods), axis=1) | in_parameters
+    return jnp.cumsum(rows.astype(jnp.int32)) > 0
+
+
 def mask_rows(values: Array, valid: Array | None, fill=0.0) -> Array:
     """``values`` with the rows at padded positions replaced by ``fill``."""
     if valid is None:
@@ -153,6 +162,10 @@ def forward_pass(initial_probs: Array, transition_matrix: Array, log_likelihoods
     filtered, log_norms = lax.cond(any_in_batch(~jnp.all(usable)), _careful, _fast,
                                    (filtered, norms, log_likelihoods))
     log_lik = jnp.sum(mask_rows(log_norms, valid))
+    # the loops read a NaN as "no mass" (a comparison with NaN is False): put it back
+    poisoned = nan_rows(initial_probs, transition_matrix, log_likelihoods)
+    log_lik = jnp.where(poisoned[-1], jnp.nan, log_lik)
+    filtered = jnp.where(poisoned[:, None], jnp.nan, filtered)
     return ForwardPass(mask_rows(filtered, valid), log_lik, shifts, scaled)
 
 
@@ -246,6 +259,9 @@ def smooth(initial_probs: Array, transition_matrix: Array, log_likelihoods: Arra
     inverse_norms = safe_divide(1.0, jnp.sum(predicted * future, axis=1))
     if valid is not None:
         inverse_norms = jnp.where(valid[1:], inverse_norms, 0.0)
+    poisoned = jnp.isnan(forward.log_likelihood)  # a NaN anywhere: every posterior is NaN
+    smoothed = mask_rows(jnp.where(poisoned, jnp.nan, smoothed), valid)
+    inverse_norms = jnp.where(poisoned, jnp.nan, inverse_norms)
     return Smoothed(forward, smoothed, backward, support_shifts,
                      inverse_norms[:, None] * filtered[:-1], future)
 

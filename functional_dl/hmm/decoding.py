@@ -13,7 +13,7 @@ from jax import lax
 from functional_dl._types import Array
 from functional_dl.hmm._numerics import (UNROLLED_MAX_STATES, finite_or_zero, safe_log,
                                          state_index_dtype)
-from functional_dl.hmm._scans import masked, path_log_prob
+from functional_dl.hmm._scans import masked, nan_rows, path_log_prob
 from functional_dl.hmm.model import HMM, check_inference_shapes, check_one_sequence, on_model
 
 
@@ -49,7 +49,8 @@ def most_likely_states(initial_probs: Array, transition_matrix: Array, log_likel
     float32 0.06 nats at −10⁶, in float64 2e-6 at −10¹⁰), then ``z_L = argmax δ_L``
     and ``z_t = ψ_{t+1}(z_{t+1})`` by a reverse scan.  ``log_prob`` is summed along the
     decoded path.  Ties go to the lowest state index.  When no path is possible the
-    log-probability is −inf and the states are arbitrary.
+    log-probability is −inf and the states are arbitrary; a NaN in π, A or the (non-padded)
+    log-likelihoods makes it NaN (the states are then arbitrary too).
     """
     check_inference_shapes(initial_probs, transition_matrix, log_likelihoods, length)
     log_likelihoods, valid = masked(log_likelihoods, length)
@@ -92,8 +93,10 @@ def most_likely_states(initial_probs: Array, transition_matrix: Array, log_likel
         states = jnp.concatenate([earlier, last[None]]).astype(jnp.result_type(int))
     if valid is None:
         valid = jnp.ones((num_steps,), bool)
-    return (jnp.where(valid, states, -1),
-            path_log_prob(initial_probs, log_transition, log_likelihoods, states, valid))
+    log_prob = path_log_prob(initial_probs, log_transition, log_likelihoods, states, valid)
+    # a comparison with NaN is False, so the scan skips NaN entries: report them as NaN
+    poisoned = nan_rows(initial_probs, transition_matrix, log_likelihoods)[-1]
+    return jnp.where(valid, states, -1), jnp.where(poisoned, jnp.nan, log_prob)
 
 
 _model_viterbi = on_model(most_likely_states)

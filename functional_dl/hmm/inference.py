@@ -15,6 +15,9 @@ shifting by the best *reachable* state reruns the sequence.  π and A enter only
 products, never through their logarithms, so zeros in them give no NaN in values or
 gradients.  A step where every reachable state has probability 0 gives ``c_t = 0``, hence
 ``log p = −inf`` (never NaN), and all later filtered and smoothed probabilities are 0.
+NaN is kept for NaN: a NaN in π, A or a non-padded log-likelihood (a user's emission model
+computing 0 · log 0, say) makes ``log p`` NaN, the filtered probabilities NaN from that step
+on and every smoothed probability and transition count NaN.
 
 Padding.  Positions ``t >= length`` do not change any result: their log-likelihoods are
 ignored (the high-level functions also overwrite padded observations before evaluating the
@@ -166,7 +169,8 @@ def forward(model: HMM, observations: Array, length: Array | None = None) -> tup
 def log_likelihood(model: HMM, observations: Array, length: Array | None = None) -> Array:
     """``log p(x_{1:L}) = log Σ_z π_{z_1} b_{z_1}(x_1) Π_t A_{z_{t−1} z_t} b_{z_t}(x_t)``.
 
-    Differentiable with respect to every parameter (reverse and forward mode), never NaN:
+    Differentiable with respect to every parameter (reverse and forward mode), never NaN
+    for NaN-free input (NaN in, NaN out: module docstring):
     the derivatives come from one forward-backward pass (``_log_likelihood``), exact also at
     entries of π and A equal to 0 (tested against finite differences), except that a
     term for a state reachable only through such an entry is capped when that state fits an

@@ -66,6 +66,7 @@ def check(model: HMM, observations: Any = None, lengths: Any = None, *,
     if not isinstance(model, HMM):
         raise TypeError(f"model must be an HMM(initial_probs, transition_matrix, emissions), "
                         f"got {type(model).__name__}")
+    _no_lists(model)
     emissions = model.emissions
     check_emission_model("model.emissions", emissions)
     checks.rank("initial_probs", model.initial_probs, 1, "(K,)")
@@ -83,6 +84,41 @@ def check(model: HMM, observations: Any = None, lengths: Any = None, *,
     valid = validation.valid_positions(observations, lengths, emissions.event_ndim,
                                        name=lengths_name)
     emissions.check(observations, valid)
+
+
+def _fields(model: HMM) -> list[tuple[str, Any]]:
+    """``[(name, value)]`` of the model's parameters, emission fields as ``emissions.<field>``."""
+    fields = [("initial_probs", model.initial_probs), ("transition_matrix", model.transition_matrix)]
+    emissions = model.emissions
+    if hasattr(emissions, "_fields"):  # a NamedTuple family
+        fields += [(f"emissions.{name}", getattr(emissions, name)) for name in emissions._fields]
+    return fields
+
+
+def _no_lists(model: HMM) -> None:
+    """TypeError naming the first parameter given as a Python list or tuple (not an array)."""
+    for name, value in _fields(model):
+        if isinstance(value, (list, tuple)):
+            raise TypeError(f"{name} must be an array, got a Python {type(value).__name__}; "
+                            f"pass jnp.asarray(...) (hmm.baum_welch and hmm.fit convert lists "
+                            f"themselves)")
+
+
+def as_array_model(model: Any) -> Any:
+    """``model`` with parameters given as Python lists or tuples turned into NumPy arrays
+    (float64 for floats, cast to the default float type by the compiled code); other values,
+    and anything that is not an ``HMM``, are returned as they are."""
+    if not isinstance(model, HMM):
+        return model
+
+    def convert(value):
+        return np.asarray(value) if isinstance(value, (list, tuple)) else value
+
+    emissions = model.emissions
+    if hasattr(emissions, "_fields"):
+        emissions = emissions._replace(**{name: convert(getattr(emissions, name))
+                                          for name in emissions._fields})
+    return HMM(convert(model.initial_probs), convert(model.transition_matrix), emissions)
 
 
 def check_one_sequence(model: HMM, observations: Any, length: Any = None) -> None:

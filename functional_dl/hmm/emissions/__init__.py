@@ -13,6 +13,11 @@ implement ``EmissionModel``.  Its hyperparameters (priors, floors) are keyword-o
 arguments of its ``m_step`` with their defaults, checked by its ``check_hyperparameters``;
 ``baum_welch(..., emission_hyperparameters={...})`` passes them through.  The checks a family
 needs are in ``functional_dl.checks`` and ``functional_dl.hmm.validation``.
+
+Two members serve only fitting from scratch and model selection (``hmm.fit``,
+``hmm.num_parameters``, ``hmm.aic``, ``hmm.bic``): ``num_free_parameters`` and the classmethod
+``initialize``.  Inference and Baum–Welch do not need them, so ``check_emission_model``
+does not ask for them; ``check_fittable_family`` does.
 """
 from __future__ import annotations
 
@@ -22,7 +27,8 @@ import numpy as np
 
 from functional_dl._types import Array, PRNGKey, PyTree
 
-__all__ = ["EmissionModel", "EMISSION_MODEL_MEMBERS", "missing_members", "check_emission_model"]
+__all__ = ["EmissionModel", "EMISSION_MODEL_MEMBERS", "FITTING_MEMBERS", "missing_members",
+           "check_emission_model", "check_fittable_family"]
 
 Self = TypeVar("Self", bound="EmissionModel")
 
@@ -75,6 +81,30 @@ class EmissionModel(Protocol):
     def check_hyperparameters(self, **hyperparameters: Any) -> None:
         """Eager validation of ``m_step``'s keyword arguments (skipped for traced values)."""
 
+    # -- needed only by fitting from scratch and model selection (FITTING_MEMBERS)
+
+    @property
+    def num_free_parameters(self) -> int:
+        """The number of free scalar parameters of the emission part (for AIC and BIC).
+
+        Constrained parameters count once per degree of freedom: a probability row of V
+        entries has V − 1, a symmetric D × D covariance D(D + 1)/2 (hmmlearn's
+        ``_get_n_fit_scalars_per_param``).
+        """
+
+    @classmethod
+    def initialize(cls: type[Self], key: PRNGKey, observations: Array, weights: Array,
+                   num_states: int, **options: Any) -> Self:
+        """A random starting point for EM drawn from the data (hmmlearn-like).
+
+        ``observations`` is ``(N,) + event_shape``: every step of every sequence, flattened;
+        ``weights`` ``(N,)`` is 1 for a real step and 0 for padding (a padded step must not
+        influence the result).  Only ``key`` may be traced (``hmm.fit`` vmaps over restarts);
+        ``observations`` and ``weights`` are concrete, so sizes read from the data (the
+        number of symbols, say) may be computed eagerly.  ``options`` are the family's own
+        keyword arguments, passed by ``hmm.fit(..., initialization_options={...})``.
+        """
+
 
 def _protocol_members(protocol: type) -> tuple[str, ...]:
     """The public names a protocol declares, in the order it declares them."""
@@ -83,7 +113,9 @@ def _protocol_members(protocol: type) -> tuple[str, ...]:
     return tuple(vars(protocol).get("__annotations__", {})) + tuple(declared)
 
 
-EMISSION_MODEL_MEMBERS = _protocol_members(EmissionModel)
+FITTING_MEMBERS = ("num_free_parameters", "initialize")
+EMISSION_MODEL_MEMBERS = tuple(name for name in _protocol_members(EmissionModel)
+                               if name not in FITTING_MEMBERS)
 _METHODS = frozenset(name for name in EMISSION_MODEL_MEMBERS
                      if callable(vars(EmissionModel).get(name)))
 
@@ -108,3 +140,19 @@ def check_emission_model(name: str, candidate: Any) -> None:
     if missing:
         raise TypeError(f"{name} must be an emission model (functional_dl.hmm.EmissionModel); "
                         f"{type(candidate).__name__} lacks {', '.join(missing)}")
+
+
+def check_fittable_family(name: str, family: Any) -> None:
+    """TypeError naming ``name`` unless ``family`` is an emission family class that also has
+    ``initialize`` and ``num_free_parameters`` (what ``hmm.fit`` needs)."""
+    if not isinstance(family, type):
+        raise TypeError(f"{name} must be an emission family class such as hmm.Gaussian or "
+                        f"hmm.Categorical (not an instance), got {type(family).__name__}")
+    lacking = [member for member in EMISSION_MODEL_MEMBERS + FITTING_MEMBERS
+               if not hasattr(family, member)]
+    if not callable(getattr(family, "initialize", None)) and "initialize" not in lacking:
+        lacking.append("initialize")
+    if lacking:
+        raise TypeError(f"{name} must be an emission family implementing "
+                        f"functional_dl.hmm.EmissionModel with its fitting members; "
+                        f"{family.__name__} lacks {', '.join(lacking)}")

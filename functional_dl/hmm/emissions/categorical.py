@@ -4,6 +4,13 @@ M-step (MAP under a symmetric Dirichlet(α + 1) prior on each row; α = 0 is max
 likelihood, hmmlearn's default ``emissionprob_prior = 1``):
 
     probs[k, v] = (n_kv + α) / Σ_v' (n_kv' + α),    n_kv = Σ_{t: x_t = v} γ_t(k).
+
+α may be one number or per entry (an array broadcastable to (K, V): a row per state, a
+column per symbol); a 0 keeps a structural zero of ``probs``.
+
+Fitting from scratch (``initialize``): each row uniform random numbers normalised to sum to 1
+(hmmlearn's ``CategoricalHMM._init``); V is the largest observed symbol + 1 unless
+``num_symbols`` is given.  Free parameters: K (V − 1).
 """
 from __future__ import annotations
 
@@ -63,9 +70,27 @@ class Categorical(NamedTuple):
         counts = jnp.zeros((self.probs.shape[1], self.num_states), weights.dtype)
         return CategoricalStats(counts.at[observations].add(weights).T)
 
+    @property
+    def num_free_parameters(self) -> int:
+        """``K (V − 1)``: each row of ``probs`` sums to 1."""
+        num_states, num_symbols = self.probs.shape
+        return num_states * (num_symbols - 1)
+
+    @classmethod
+    def initialize(cls, key: PRNGKey, observations: Array, weights: Array, num_states: int, *,
+                   num_symbols: int | None = None) -> Categorical:
+        """Rows of uniform random numbers, normalised (module); V = max symbol + 1 by default."""
+        if num_symbols is None:
+            symbols = np.asarray(observations)[np.asarray(weights) > 0]
+            num_symbols = int(symbols.max()) + 1 if symbols.size else 1
+        num_symbols = checks.whole_number("Categorical: num_symbols", num_symbols, minimum=1)
+        dtype = checks.default_float_dtype()
+        draws = jax.random.uniform(key, (num_states, num_symbols), dtype)
+        return cls(draws / jnp.sum(draws, axis=1, keepdims=True))
+
     def m_step(self, stats: CategoricalStats, *, pseudo_count=0.0) -> Categorical:
         """``probs[k, v] = (n_kv + α) / Σ_v' (n_kv' + α)`` with ``α = pseudo_count`` (module)."""
-        counts = stats.counts + pseudo_count
+        counts = stats.counts + jnp.broadcast_to(pseudo_count, stats.counts.shape)
         totals = jnp.sum(counts, axis=1, keepdims=True)
         has_mass = totals > min_mass(counts.dtype)
         return Categorical(jnp.where(has_mass, safe_divide(counts, totals), self.probs))
@@ -84,5 +109,18 @@ class Categorical(NamedTuple):
             validation.symbol_observations(observations, valid, self.probs.shape[1])
 
     def check_hyperparameters(self, *, pseudo_count=0.0) -> None:
-        """``pseudo_count`` a real ``>= 0``."""
-        checks.non_negative("Categorical: pseudo_count", pseudo_count)
+        """``pseudo_count`` a real ``>= 0``, or an array of them broadcastable to (K, V)."""
+        if np.ndim(pseudo_count) == 0:
+            checks.non_negative("Categorical: pseudo_count", pseudo_count)
+            return
+        name, shape = "Categorical: pseudo_count", np.shape(self.probs)
+        try:
+            np.broadcast_shapes(np.shape(pseudo_count), shape)
+        except ValueError:
+            raise ValueError(f"{name} must be a number or an array broadcastable to (K, V) = "
+                             f"{shape}, got shape {np.shape(pseudo_count)}") from None
+        checks.real_dtype(name, pseudo_count)
+        values = checks.concrete_values(pseudo_count)
+        if values is not None and not np.all(np.isfinite(values[0]) & (values[0] >= 0)):
+            raise ValueError(f"{name} must be finite and >= 0 entry by entry, got minimum "
+                             f"{np.min(values[0]):.6g}")

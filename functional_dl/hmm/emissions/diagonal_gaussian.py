@@ -3,10 +3,16 @@
 M-step (maximum likelihood per feature from moments about the current means, then a floor):
 
     δ_k = Σ_t γ_t(k) (x_t − μ_k) / N_k,   μ_k ← μ_k + δ_k,
-    σ²_k ← max(Σ_t γ_t(k) (x_t − μ_k)² / N_k − δ_k², min_covar).
+    σ²_k ← max(Σ_t γ_t(k) (x_t − μ_k)² / N_k − δ_k², min_covar)
+
+(``min_covar`` one number or one per state, (K,)).
 
 hmmlearn's ``GaussianHMM(covariance_type="diag", covars_prior=0)`` gives the same numbers
 while the floor is not reached.
+
+Fitting from scratch (``initialize``, as hmmlearn's ``GaussianHMM(covariance_type="diag")``):
+k-means means, every variance the sample variance of all the data plus ``min_covar``.  Free
+parameters: 2 K D.
 """
 from __future__ import annotations
 
@@ -20,9 +26,10 @@ import numpy as np
 
 from functional_dl import checks
 from functional_dl._types import Array, PRNGKey
-from functional_dl.hmm import validation
+from functional_dl.hmm import initialization, validation
 from functional_dl.hmm._numerics import min_mass, safe_divide
-from functional_dl.hmm.emissions.gaussian import DEFAULT_MIN_COVAR
+from functional_dl.hmm.emissions.gaussian import (DEFAULT_MIN_COVAR, check_min_covar,
+                                                 per_state_floor)
 
 
 class DiagonalGaussianStats(NamedTuple):
@@ -58,6 +65,23 @@ class DiagonalGaussian(NamedTuple):
         return DiagonalGaussianStats(jnp.sum(weights, axis=0), jnp.sum(weighted, axis=0),
                                      jnp.sum(weighted * diffs, axis=0))
 
+    @property
+    def num_free_parameters(self) -> int:
+        """``2 K D`` (means, variances)."""
+        num_states, num_features = self.means.shape
+        return 2 * num_states * num_features
+
+    @classmethod
+    def initialize(cls, key: PRNGKey, observations: Array, weights: Array, num_states: int, *,
+                   min_covar=DEFAULT_MIN_COVAR,
+                   num_kmeans_iterations: int = 10) -> DiagonalGaussian:
+        """k-means means, data variances + ``min_covar`` for every state (module)."""
+        points, weights = initialization.as_points(observations, weights)
+        means = initialization.kmeans(key, points, weights, num_states,
+                                      num_iterations=num_kmeans_iterations)
+        variances = jnp.diagonal(initialization.weighted_covariance(points, weights)) + min_covar
+        return cls(means, jnp.broadcast_to(variances, means.shape))
+
     def m_step(self, stats: DiagonalGaussianStats, *,
                min_covar=DEFAULT_MIN_COVAR) -> DiagonalGaussian:
         """``μ_k = μ_k^old + δ_k``, ``σ²_k = max(S2_k / N_k − δ_k², min_covar)`` (module)."""
@@ -65,7 +89,7 @@ class DiagonalGaussian(NamedTuple):
         has_mass = (totals > min_mass(totals.dtype))[:, None]
         offsets = safe_divide(stats.shifted_sums, totals[:, None])
         variances = safe_divide(stats.shifted_square_sums, totals[:, None]) - offsets**2
-        variances = jnp.maximum(variances, min_covar)
+        variances = jnp.maximum(variances, per_state_floor(min_covar, self.num_states))
         return DiagonalGaussian(jnp.where(has_mass, self.means + offsets, self.means),
                                 jnp.where(has_mass, variances, self.variances))
 
@@ -85,5 +109,5 @@ class DiagonalGaussian(NamedTuple):
             validation.vector_observations(observations, valid, self.means.shape[1])
 
     def check_hyperparameters(self, *, min_covar=DEFAULT_MIN_COVAR) -> None:
-        """``min_covar`` a real ``> 0``."""
-        checks.positive("DiagonalGaussian: min_covar", min_covar)
+        """``min_covar`` a real ``> 0``, or a (K,) array of them."""
+        check_min_covar("DiagonalGaussian: min_covar", min_covar, self.num_states)

@@ -6,10 +6,15 @@ M-step (maximum likelihood from moments about the current means μ_k, then a flo
     Σ_k ← Σ_t γ_t(k) (x_t − μ_k)(x_t − μ_k)ᵀ / N_k − δ_k δ_kᵀ,
 
 then every eigenvalue of ``Σ_k`` below ``min_covar`` is raised to it (well-conditioned
-covariances are unchanged).  To reproduce hmmlearn's ``GaussianHMM(covariance_type="full")``
+covariances are unchanged).  ``min_covar`` is one number or one per state, (K,).  To reproduce hmmlearn's ``GaussianHMM(covariance_type="full")``
 set its ``covars_prior=0`` (its default 1e-2 adds a prior to the scatter matrix; its
 ``min_covar`` only enters its initialisation) and keep ``min_covar`` below the smallest
 eigenvalue here.
+
+Fitting from scratch (``initialize``, as hmmlearn's ``GaussianHMM._init``): the means are
+k-means centres (k-means++ seeding, then Lloyd iterations: ``hmm.initialization``), every
+covariance the sample covariance of all the data plus ``min_covar · I``.  Free parameters:
+K D for the means and K D (D + 1)/2 for the covariances.
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ from jax.scipy.linalg import solve_triangular
 
 from functional_dl import checks
 from functional_dl._types import Array, PRNGKey
-from functional_dl.hmm import validation
+from functional_dl.hmm import initialization, validation
 from functional_dl.hmm._numerics import min_mass, safe_divide
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -40,6 +45,23 @@ class GaussianStats(NamedTuple):
     weight_sums: Array
     shifted_sums: Array
     shifted_outer_sums: Array
+
+
+def per_state_floor(min_covar, num_states: int):
+    """``min_covar`` as a floor for (K, D) values: a scalar as it is, a (K,) array as (K, 1)."""
+    if jnp.ndim(min_covar) == 1:
+        return jnp.reshape(min_covar, (num_states, 1))
+    return min_covar
+
+
+def check_min_covar(name: str, min_covar, num_states: int) -> None:
+    """``min_covar`` a real ``> 0``, or a (K,) array of them (one floor per state)."""
+    if np.ndim(min_covar) == 0:
+        checks.positive(name, min_covar)
+        return
+    checks.shape_is(name, min_covar, (num_states,), "(one floor per state) or a number")
+    checks.real_dtype(name, min_covar)
+    validation.positive_entries(name, min_covar)
 
 
 def floor_eigenvalues(covariances: Array, floor) -> Array:
@@ -84,6 +106,24 @@ class Gaussian(NamedTuple):
         return GaussianStats(jnp.sum(weights, axis=0), jnp.sum(weighted, axis=0),
                              jnp.einsum("tkd,tke->kde", weighted, diffs))
 
+    @property
+    def num_free_parameters(self) -> int:
+        """``K D + K D (D + 1) / 2`` (means, symmetric covariances)."""
+        num_states, num_features = self.means.shape
+        return num_states * num_features + num_states * num_features * (num_features + 1) // 2
+
+    @classmethod
+    def initialize(cls, key: PRNGKey, observations: Array, weights: Array, num_states: int, *,
+                   min_covar=DEFAULT_MIN_COVAR, num_kmeans_iterations: int = 10) -> Gaussian:
+        """k-means means, data covariance + ``min_covar · I`` for every state (module)."""
+        points, weights = initialization.as_points(observations, weights)
+        means = initialization.kmeans(key, points, weights, num_states,
+                                      num_iterations=num_kmeans_iterations)
+        num_features = points.shape[1]
+        covariance = (initialization.weighted_covariance(points, weights)
+                      + min_covar * jnp.eye(num_features, dtype=points.dtype))
+        return cls(means, jnp.broadcast_to(covariance, (num_states, num_features, num_features)))
+
     def m_step(self, stats: GaussianStats, *, min_covar=DEFAULT_MIN_COVAR) -> Gaussian:
         """Means and covariances from the moments, eigenvalues floored at ``min_covar`` (module)."""
         totals = stats.weight_sums
@@ -92,7 +132,7 @@ class Gaussian(NamedTuple):
         second = safe_divide(stats.shifted_outer_sums, totals[:, None, None])
         covariances = second - offsets[:, :, None] * offsets[:, None, :]
         covariances = floor_eigenvalues(0.5 * (covariances + jnp.swapaxes(covariances, 1, 2)),
-                                        min_covar)
+                                        per_state_floor(min_covar, self.num_states))
         return Gaussian(jnp.where(has_mass[:, None], self.means + offsets, self.means),
                         jnp.where(has_mass[:, None, None], covariances, self.covariances))
 
@@ -115,5 +155,5 @@ class Gaussian(NamedTuple):
             validation.vector_observations(observations, valid, num_features)
 
     def check_hyperparameters(self, *, min_covar=DEFAULT_MIN_COVAR) -> None:
-        """``min_covar`` a real ``> 0``."""
-        checks.positive("Gaussian: min_covar", min_covar)
+        """``min_covar`` a real ``> 0``, or a (K,) array of them."""
+        check_min_covar("Gaussian: min_covar", min_covar, self.num_states)
