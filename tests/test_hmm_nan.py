@@ -1,5 +1,5 @@
 """No hidden NaN: a NaN in the log-likelihood matrix, π or A comes out as NaN from the
-sequential inference (forward filter, smoother, Viterbi), while −inf (an impossible
+sequential and the parallel inference (forward filter, smoother, Viterbi), while −inf (an impossible
 observation) keeps its meaning.  Oracle: the brute-force enumeration of ``_hmm_families``
 for the NaN-free parts, and the definition (NaN in, NaN out) for the rest.
 """
@@ -19,8 +19,12 @@ def log_likelihoods():
     return jnp.asarray(np.random.default_rng(0).normal(size=(5, 2)))
 
 
+SIBLINGS = pytest.mark.parametrize("hmm", [hmm, hmm.parallel], ids=["sequential", "parallel"])
+
+
+@SIBLINGS
 @pytest.mark.parametrize("row", [0, 2, 4])
-def test_nan_log_likelihood_propagates_through_forward_smoother_and_viterbi(row):
+def test_nan_log_likelihood_propagates_through_forward_smoother_and_viterbi(row, hmm):
     with jax.enable_x64(True):
         lls = log_likelihoods().at[row, 1].set(jnp.nan)
         log_p, filtered = hmm.forward_filter(PI, A, lls)
@@ -37,7 +41,8 @@ def test_nan_log_likelihood_propagates_through_forward_smoother_and_viterbi(row)
         assert np.isnan(log_prob)
 
 
-def test_nan_in_the_padding_changes_nothing_and_nan_in_parameters_propagates():
+@SIBLINGS
+def test_nan_in_the_padding_changes_nothing_and_nan_in_parameters_propagates(hmm):
     with jax.enable_x64(True):
         lls = log_likelihoods()
         padded = lls.at[4].set(jnp.nan)
@@ -53,7 +58,8 @@ def test_nan_in_the_padding_changes_nothing_and_nan_in_parameters_propagates():
         assert np.isnan(hmm.forward_filter(jnp.asarray(PI).at[0].set(jnp.nan), A, lls)[0])
 
 
-def test_minus_infinity_still_means_impossible():
+@SIBLINGS
+def test_minus_infinity_still_means_impossible(hmm):
     """A step impossible in every state: log p = −inf (not NaN), Viterbi's −inf too."""
     with jax.enable_x64(True):
         lls = log_likelihoods().at[2].set(-jnp.inf)

@@ -51,7 +51,7 @@ from functional_dl._types import Array
 from functional_dl.hmm._blocked_scan import blocked_vector_scan
 from functional_dl.hmm._numerics import (UNROLLED_MAX_STATES, finite_or_zero, normalize,
                                          safe_divide, safe_log, state_index_dtype, valid_mask)
-from functional_dl.hmm._scans import mask_rows, masked, path_log_prob
+from functional_dl.hmm._scans import mask_rows, masked, nan_rows, path_log_prob
 from functional_dl.hmm.model import (HMM, SmootherResult, check_inference_shapes,
                                      check_one_sequence, on_model)
 
@@ -209,7 +209,10 @@ def forward_filter(initial_probs: Array, transition_matrix: Array, log_likelihoo
     log_likelihoods, valid = _masked_always(log_likelihoods, length)
     elements = _sum_product_elements(initial_probs, transition_matrix, log_likelihoods, valid)
     filtered, log_scales = _forward_rows(elements)
-    return log_scales[-1], jnp.where(valid[:, None], filtered, 0.0)
+    poisoned = nan_rows(initial_probs, transition_matrix, log_likelihoods)
+    filtered = jnp.where(poisoned[:, None], jnp.nan, filtered)
+    return (jnp.where(poisoned[-1], jnp.nan, log_scales[-1]),
+            jnp.where(valid[:, None], filtered, 0.0))
 
 
 @jax.jit
@@ -250,8 +253,14 @@ def smoother(initial_probs: Array, transition_matrix: Array, log_likelihoods: Ar
     log_backward = _log_backward(elements)
     smoothed, _ = _scaled_rows(filtered, log_backward)
     counts = _transition_counts(filtered, log_backward, transition_matrix, log_likelihoods, valid)
-    return SmootherResult(log_scales[-1], jnp.where(valid[:, None], filtered, 0.0),
-                          jnp.where(valid[:, None], smoothed, 0.0), counts)
+    # the max-shifts read a NaN as absent: put it back, as the sequential smoother does
+    poisoned = nan_rows(initial_probs, transition_matrix, log_likelihoods)
+    filtered = jnp.where(poisoned[:, None], jnp.nan, filtered)
+    smoothed = jnp.where(poisoned[-1], jnp.nan, smoothed)
+    return SmootherResult(jnp.where(poisoned[-1], jnp.nan, log_scales[-1]),
+                          jnp.where(valid[:, None], filtered, 0.0),
+                          jnp.where(valid[:, None], smoothed, 0.0),
+                          jnp.where(poisoned[-1], jnp.nan, counts))
 
 
 @jax.jit
@@ -283,7 +292,8 @@ def most_likely_states(initial_probs: Array, transition_matrix: Array, log_likel
                                   pointers, last, reverse=True)
     states = jnp.concatenate([earlier, last[None]]).astype(jnp.result_type(int))
     log_prob = path_log_prob(initial_probs, log_transition, log_likelihoods, states, valid)
-    return jnp.where(valid, states, -1), log_prob
+    poisoned = nan_rows(initial_probs, transition_matrix, log_likelihoods)[-1]
+    return jnp.where(valid, states, -1), jnp.where(poisoned, jnp.nan, log_prob)
 
 
 # emissions apart: one compilation of these slow-to-compile scans serves every family
