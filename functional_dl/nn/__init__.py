@@ -27,6 +27,8 @@ from functional_dl.nn.layers import (Dense, Dropout, Gelu, LogSoftmax, Relu, Sig
                                      named, relu, sigmoid, softmax, tanh)
 from functional_dl.nn.recurrent import RNN, Bidirectional, scan_cell
 from functional_dl.nn.recurrent_cells import Cell, GRUCell, LSTMCell, SimpleRNNCell
+from functional_dl.nn.attention import MultiHeadAttention, causal_mask, padding_mask
+from functional_dl.nn.transformer import TransformerBlock
 
 __all__ = [
     "Layer", "as_layer", "named", "layer_name", "elementwise",
@@ -37,4 +39,5 @@ __all__ = [
     "LayerNorm", "RMSNorm", "GroupNorm", "Embedding", "attend",
     "Cell", "LSTMCell", "GRUCell", "SimpleRNNCell", "RNN", "Bidirectional", "scan_cell",
     "initializers", "backprop", "numerical_gradient", "check_gradient",
+    "MultiHeadAttention", "padding_mask", "causal_mask", "TransformerBlock",
 ]
