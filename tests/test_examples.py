@@ -87,3 +87,22 @@ def test_data_parallel_on_four_cpu_devices_matches_one_device():
     assert abs(accuracies[0] - accuracies[1]) <= 1 / 450 + 1e-9  # one borderline digit at most
     # and it learned: below the loss of a uniform guess, far above chance accuracy
     assert losses[0] < math.log(10) / 2 and accuracies[0] > 0.6
+
+
+def test_char_transformer_learns_and_samples_when_small(tmp_path):
+    prompt, length = "Shall I ", 40
+    completed = python(str(EXAMPLES / "char_transformer.py"), "--epochs", "2", "--layers", "1",
+                       "--features", "32", "--context", "32", "--sample-length", str(length),
+                       "--prompt", prompt, "--out", str(tmp_path), timeout=240)
+    assert completed.returncode == 0, completed.stderr
+    out = completed.stdout
+    assert [line.split()[1] for line in out.splitlines() if line.startswith("epoch ")] == [
+        "1/2", "2/2"]
+    bits = re.search(r"^validation: (\d+\.\d+) bits per character \(uniform guess "
+                     r"(\d+\.\d+)\)$", out, re.MULTILINE)
+    assert bits is not None, out
+    assert float(bits.group(2)) == round(math.log2(58), 3)     # 58 distinct characters
+    assert float(bits.group(1)) < float(bits.group(2)) - 1     # well below the uniform guess
+    sample = out.split("sample:\n", 1)[1]
+    assert sample.startswith(prompt) and len(sample.split("\nsaved ")[0]) >= len(prompt) + length
+    assert (tmp_path / "char_transformer_curves.png").stat().st_size > 0
