@@ -126,15 +126,17 @@ def test_attention_matches_numpy(case, dtype):
                                atol=tolerance)
 
 
-def test_query_with_no_allowed_key_gets_zero_attention_and_finite_gradients():
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_query_with_no_allowed_key_gets_zero_attention_and_finite_gradients(dtype):
     layer = nn.MultiHeadAttention(2)
-    _, params = layer.init(KEY, (-1, 3, 4))
-    params = _randomized(params)
     mask = jnp.array([[True, True, False], [False, False, False], [True, False, True]])
-    x = jnp.asarray(RNG.normal(size=(1, 3, 4)), jnp.float32)
-    y = layer.apply(params, x, mask=mask)
+    with jax.enable_x64(dtype == "float64"):
+        _, params = layer.init(KEY, (-1, 3, 4))
+        params = _randomized(params)
+        x = jnp.asarray(RNG.normal(size=(1, 3, 4)), dtype)
+        y = layer.apply(params, x, mask=mask)
+        grads = jax.jit(jax.grad(lambda x_: jnp.sum(layer.apply(params, x_, mask=mask) ** 2)))(x)
     np.testing.assert_allclose(y[0, 1], params["out"]["b"], rtol=1e-6)  # only the bias
-    grads = jax.jit(jax.grad(lambda x_: jnp.sum(layer.apply(params, x_, mask=mask) ** 2)))(x)
     assert np.all(np.isfinite(grads))
 
 

@@ -111,9 +111,9 @@ def _attention_float64(q: Array, k: Array, v: Array, mask: Optional[Array],
         allowed = allowed & mask
     allowed = jnp.broadcast_to(allowed, logits.shape)
     logits = jnp.where(allowed, logits, jnp.full_like(logits, -jnp.inf))
-    # rows with no allowed key stay finite here; the caller zeroes them
-    peak = jax.lax.stop_gradient(jnp.max(jnp.where(allowed, logits, 0.0), axis=-1,
-                                         keepdims=True))
+    peak = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+    # a row with no allowed key has peak -inf: keep it finite (the caller zeroes that row)
+    peak = jnp.where(jnp.isfinite(peak), peak, jnp.zeros_like(peak))
     weights = jnp.where(allowed, jnp.exp(logits - jnp.broadcast_to(peak, logits.shape)), 0.0)
     total = jnp.sum(weights, axis=-1, keepdims=True)
     weights = weights / jnp.broadcast_to(jnp.where(total > 0, total, 1.0), weights.shape)
