@@ -1,4 +1,4 @@
-"""Training steps per second of an MLP 784-1024-1024-10 (batch 256, Adam, float32) and of a transformer.
+"""Training steps per second: an MLP 784-1024-1024-10 (batch 256, Adam), a transformer LM.
 
 Compared in one run, in alternating rounds so a shared machine's load falls on all alike:
 
@@ -19,16 +19,16 @@ input is data), so the matmul work really done is 2.448 GFLOP; the GFLOP/s colum
 conventional count and the real-work fraction is printed beside it.
 
 A second table times a causal transformer language model (``--model transformer`` or
-``both``, the default): byte ids (V = 256) -> Embedding(d) -> 4 pre-norm
-``TransformerBlock``s (d = 256, 4 heads, MLP 1024, exact GELU) -> LayerNorm -> Dense(V),
-batch 32 of 128 tokens, next-token cross entropy, AdamW (weight decay 1e-2 on every
-leaf), float32, written three times: ``nn`` + ``optim.adamw`` + ``train.make_train_step``;
-plain JAX (the same formulas, ``jax.nn.dot_product_attention``) + ``optax.adamw``; and
-PyTorch eager, ``nn.TransformerEncoder(norm_first=True)`` + ``torch.optim.AdamW``.  Its
-FLOPs per step count the matmuls only: ``3 × 2 × B·T × (L (12 d² + 2 T d) + d V)`` (the
-four projections and the two MLP matrices, ``Q Kᵀ`` and the weighted sum of ``V`` over
-all ``T`` keys, as the XLA kernel computes them with the causal mask, and the output
-layer): 85.4 GFLOP.
+``both``; the default ``mlp`` times the MLP alone): byte ids (V = 256) -> Embedding(d) ->
+4 pre-norm ``TransformerBlock``s (d = 256, 4 heads, MLP 1024, exact GELU) -> LayerNorm ->
+Dense(V), batch 32 of 128 tokens, next-token cross entropy, AdamW (weight decay 1e-2 on
+every leaf), float32, written three times: ``nn`` + ``optim.adamw`` +
+``train.make_train_step``; plain JAX (the same formulas, ``jax.nn.dot_product_attention``)
++ ``optax.adamw``; and PyTorch eager, ``nn.TransformerEncoder(norm_first=True)`` +
+``torch.optim.AdamW`` (one thread per CPU only).  Its FLOPs per step count the matmuls
+only: ``3 × 2 × B·T × (L (12 d² + 2 T d) + d V)`` (the four projections and the two MLP
+matrices, ``Q Kᵀ`` and the weighted sum of ``V`` over all ``T`` keys, as the XLA kernel
+computes them under the causal mask, and the output layer): 85.4 GFLOP.
 
     python benchmarks/mlp.py [--quick] [--rounds 7] [--steps 20] [--transformer-steps 3]
                              [--model mlp|transformer|both]
@@ -315,14 +315,15 @@ def timed_rows(runners: dict, matmul, rounds: int, steps: int, flops_per_step: f
     return rows
 
 
-def add_peers(runners: dict, skipped: list, optax_factory, torch_factory, *data) -> None:
+def add_peers(runners: dict, skipped: list, optax_factory, torch_factory, *data,
+              thread_counts=(1, os.cpu_count() or 1)) -> None:
     """The JAX + optax and PyTorch eager runners, where those libraries are installed."""
     try:
         runners["JAX + optax (donated)"] = optax_factory(*data)
     except ImportError:
         skipped.append("JAX + optax (optax not installed)")
     try:
-        for threads in sorted({1, os.cpu_count() or 1}):
+        for threads in sorted(set(thread_counts)):
             runners[f"PyTorch eager (CPU, {threads} thread{'s' * (threads > 1)})"] = \
                 torch_factory(*data, threads)
     except ImportError:
@@ -339,7 +340,8 @@ def main():
     parser.add_argument("--steps", type=int, default=20, help="MLP training steps per round")
     parser.add_argument("--transformer-steps", type=int, default=3,
                         help="transformer training steps per round")
-    parser.add_argument("--model", choices=["mlp", "transformer", "both"], default="both")
+    parser.add_argument("--model", choices=["mlp", "transformer", "both"], default="mlp",
+                        help="which table (the transformer takes seconds a step on a CPU)")
     parser.add_argument("--quick", action="store_true",
                         help="3 rounds of 5 MLP steps and of 1 transformer step")
     args = parser.parse_args()
@@ -368,8 +370,9 @@ def main():
         tokens, targets = make_tokens()
         runners = {"functional_dl (donated)": functional_dl_transformer_runner(tokens, targets)}
         skipped = []
+        # torch on one thread only would take seconds a step: one per CPU only
         add_peers(runners, skipped, optax_transformer_runner, torch_transformer_runner,
-                  tokens, targets)
+                  tokens, targets, thread_counts=(os.cpu_count() or 1,))
         rows = timed_rows(runners, matmul, rounds, transformer_steps,
                           TRANSFORMER_FLOPS_PER_STEP, "functional_dl (donated)")
         print(f"\n# Causal transformer LM: {NUM_LAYERS} pre-norm layers, d = {WIDTH}, "
