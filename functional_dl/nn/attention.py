@@ -142,10 +142,12 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: Optional[int] = None,
     ``Q_h`` is the ``h``-th block of ``D`` consecutive columns of ``Q`` (so of ``E =
     qkv_features``); ``M`` is ``0`` where the mask (and ``causal``) allows a key and ``-∞``
     where it does not.  The softmax and the product with ``V`` run in
-    ``jax.nn.dot_product_attention`` (``implementation``: ``None``/``"xla"``, or ``"cudnn"``
-    for the fused GPU kernel), so dropout on the attention weights is not offered.  That
-    function computes its softmax in float32; a float64 computation runs the same formula
-    written with ``jnp.einsum`` instead, to keep float64 accuracy.
+    ``jax.nn.dot_product_attention``; ``implementation`` is passed to it: ``None`` (JAX's
+    choice, today the XLA kernel) or ``"xla"``, or ``"cudnn"`` for cuDNN's fused attention
+    on an NVIDIA GPU (float16/bfloat16; JAX raises where cuDNN does not take the shapes).
+    That function has no dropout, so neither has this layer's attention weights.  It
+    computes its softmax in float32; a float64 computation runs the same formula written
+    with ``jnp.einsum`` instead, to keep float64 accuracy.
 
     Args:
       num_heads: ``H``; it must divide ``qkv_features``.
