@@ -303,3 +303,81 @@ LAYERS.update({
                           nn.Residual(nn.serial(nn.Dense(5), nn.Tanh)), nn.Dense(3)),
         (2, 4), _np_nested_serial),
 })
+
+
+# Attention: NumPy oracles (loops over examples, heads and queries) and registry entries.
+
+
+def np_attention(params, x, context, allowed, num_heads):
+    """Multi-head attention in float64; ``allowed``: the full (B, H, T, S) bool mask.
+
+    head_h[b, i] = Σ_j softmax_j(q_h[b, i]·k_h[b, j] / √D over allowed j) v_h[b, j], and 0
+    for a query with no allowed key; y = [head_1 ... head_H] W_o + b_o.
+    """
+    def project(name, inputs):
+        out = np.asarray(inputs, np.float64) @ params[name]["w"]
+        return out + params[name]["b"] if "b" in params[name] else out
+    context = x if context is None else context
+    q, k, v = project("query", x), project("key", context), project("value", context)
+    batch, queries, width = q.shape
+    size = width // num_heads
+    heads = np.zeros((batch, queries, width))
+    for b in range(batch):
+        for h in range(num_heads):
+            columns = slice(h * size, (h + 1) * size)
+            for i in range(queries):
+                keys = np.flatnonzero(allowed[b, h, i])
+                if keys.size == 0:
+                    continue
+                scores = np.array([q[b, i, columns] @ k[b, j, columns] for j in keys])
+                scores = scores / math.sqrt(size)
+                weights = np.exp(scores - scores.max())
+                weights /= weights.sum()
+                heads[b, i, columns] = weights @ v[b, keys, columns]
+    return project("out", heads)
+
+
+def _np_last_axis_layer_norm(params, x, epsilon):
+    mean = x.mean(axis=-1, keepdims=True)
+    variance = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+    return (x - mean) / np.sqrt(variance + epsilon) * params["scale"] + params["bias"]
+
+
+def np_transformer_block(params, x, allowed, num_heads, pre_norm, epsilon, activation=np_gelu):
+    """The block's two residual sums (pre- or post-norm), without dropout."""
+    def attention(h):
+        return np_attention(params["attention"], h, None, allowed, num_heads)
+
+    def mlp(h):
+        return np_dense(params["mlp_out"], activation(np_dense(params["mlp_hidden"], h)))
+
+    def norm(name, h):
+        return _np_last_axis_layer_norm(params[name], h, epsilon)
+    if pre_norm:
+        h = x + attention(norm("attention_norm", x))
+        return h + mlp(norm("mlp_norm", h))
+    h = norm("attention_norm", x + attention(x))
+    return norm("mlp_norm", h + mlp(h))
+
+
+def _np_causal_attention(params, x):
+    queries = x.shape[1]
+    allowed = np.broadcast_to(np.tril(np.ones((queries, queries), bool)), (x.shape[0], 2) +
+                              (queries, queries))
+    return np_attention(params, x, None, allowed, 2)
+
+
+def _np_causal_block(params, x):
+    queries = x.shape[1]
+    allowed = np.broadcast_to(np.tril(np.ones((queries, queries), bool)), (x.shape[0], 2) +
+                              (queries, queries))
+    return np_transformer_block(params, x, allowed, 2, True, 1e-5)
+
+
+LAYERS.update({
+    "multi_head_attention": LayerEntry(
+        lambda: nn.MultiHeadAttention(2, qkv_features=4, out_features=3, causal=True),
+        (2, 4, 6), _np_causal_attention),
+    "transformer_block": LayerEntry(lambda: nn.TransformerBlock(2, 8, causal=True),
+                                    (2, 4, 6), _np_causal_block),
+})

@@ -111,3 +111,22 @@ def test_lstm_sequences_small_learns_the_rule_and_saves_its_plot(tmp_path):
     assert accuracy is not None, completed.stdout
     assert all(0.7 <= float(value) <= 1.0 for value in accuracy.groups())
     assert (tmp_path / "lstm_sequences_accuracy.png").stat().st_size > 0
+
+
+def test_char_transformer_learns_and_samples_when_small(tmp_path):
+    prompt, length = "Shall I ", 40
+    completed = python(str(EXAMPLES / "char_transformer.py"), "--epochs", "2", "--layers", "1",
+                       "--features", "32", "--context", "32", "--sample-length", str(length),
+                       "--prompt", prompt, "--out", str(tmp_path), timeout=240)
+    assert completed.returncode == 0, completed.stderr
+    out = completed.stdout
+    assert [line.split()[1] for line in out.splitlines() if line.startswith("epoch ")] == [
+        "1/2", "2/2"]
+    bits = re.search(r"^validation: (\d+\.\d+) bits per character \(uniform guess "
+                     r"(\d+\.\d+)\)$", out, re.MULTILINE)
+    assert bits is not None, out
+    assert float(bits.group(2)) == round(math.log2(58), 3)     # 58 distinct characters
+    assert float(bits.group(1)) < float(bits.group(2)) - 1     # well below the uniform guess
+    sample = out.split("sample:\n", 1)[1]
+    assert sample.startswith(prompt) and len(sample.split("\nsaved ")[0]) >= len(prompt) + length
+    assert (tmp_path / "char_transformer_curves.png").stat().st_size > 0

@@ -3,6 +3,7 @@
 - :func:`load_digits` — UCI handwritten digits, 1797 images of 8x8 pixels, 10 classes;
 - :func:`load_breast_cancer` — Wisconsin diagnostic breast cancer, 569 x 30, 2 classes;
 - :func:`load_nile` — annual flow of the Nile at Aswan, 1871-1970 (100 values);
+- :func:`load_sonnets` — Shakespeare's sonnets I-XX, 12.6 thousand characters of text;
 - :func:`train_test_split` — a shuffled split driven by a JAX key;
 - :func:`standardize` — zero mean, unit variance from the training part's statistics.
 
@@ -17,6 +18,7 @@ from functional_dl.datasets._bundled import (
     load_nile,
 )
 from functional_dl.datasets._split import standardize, train_test_split
+from functional_dl.datasets._text import load_sonnets
 
 __all__ = [
     "Dataset",
@@ -26,4 +28,5 @@ __all__ = [
     "load_nile",
     "standardize",
     "train_test_split",
+    "load_sonnets",
 ]

@@ -43,6 +43,8 @@ from functional_dl.nn.activations import (ACTIVATIONS, Activation, Celu, Elu, Gl
                                           LeakyRelu, LogSigmoid, Relu6, Selu, Silu, Softplus,
                                           Swish, celu, elu, glu, hard_tanh, leaky_relu,
                                           log_sigmoid, relu6, selu, silu, softplus, swish)
+from functional_dl.nn.attention import MultiHeadAttention, causal_mask, padding_mask
+from functional_dl.nn.transformer import TransformerBlock
 
 __all__ = [
     "Layer", "as_layer", "named", "layer_name", "elementwise",
@@ -61,4 +63,5 @@ __all__ = [
     "Celu", "Glu", "Relu6",
     "elu", "leaky_relu", "selu", "silu", "swish", "softplus", "hard_tanh", "log_sigmoid",
     "celu", "glu", "relu6",
+    "MultiHeadAttention", "padding_mask", "causal_mask", "TransformerBlock",
 ]
