@@ -12,7 +12,7 @@ CASES = [
     case("Dropout without key", lambda f: nn.Dropout(0.5).apply({}, jnp.ones(3), train=True),
          ValueError, "key"),
     case("mlp empty layer_sizes", lambda f: nn.mlp([]), ValueError, "layer_sizes"),
-    case("mlp unknown activation", lambda f: nn.mlp([3], activation="swish"), ValueError,
+    case("mlp unknown activation", lambda f: nn.mlp([3], activation="no_such_activation"), ValueError,
          "activation"),
     case("Dense features = 0", lambda f: nn.Dense(0), ValueError, "features"),
     case("Dense input features", lambda f: nn.Dense(3).apply(
