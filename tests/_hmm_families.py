@@ -700,6 +700,12 @@ FAMILIES += [POISSON, BERNOULLI, SPHERICAL_GAUSSIAN, TIED_GAUSSIAN, MULTINOMIAL,
              GAUSSIAN_MIXTURE, DIAGONAL_GAUSSIAN_MIXTURE, GAMMA]
 BY_NAME = {family.name: family for family in FAMILIES}
 
+#: One family per kind of observation (symbols, real vectors, counts), for the tests of code
+#: that meets the emissions only through the (T, K) log-likelihoods and the padding
+#: replacement (the parallel siblings, online filtering, prediction): every family's own
+#: members are tested over FAMILIES, so running those paths over all of them adds nothing.
+REPRESENTATIVE = [BY_NAME[name] for name in ("categorical", "gaussian", "poisson")]
+
 
 def parametrize_families(argname: str = "family", families=None):
     """``pytest.mark.parametrize`` over the families, with their names as test ids."""

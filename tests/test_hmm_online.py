@@ -18,7 +18,7 @@ import _hmm_families as families
 from _jax_events import compilations_of, recording_jax_events
 
 
-@families.parametrize_families()
+@families.parametrize_families(families=families.REPRESENTATIVE)
 def test_filter_steps_equal_forward_filter_at_every_step(family):
     rng = np.random.default_rng(0)
     with jax.enable_x64(True):
@@ -70,7 +70,7 @@ def test_filter_step_rejects_a_sequence_instead_of_one_observation():
         online.filter_step(model, online.filter_init(model), jnp.array([0, 1]))
 
 
-@families.parametrize_families()
+@families.parametrize_families(families=families.REPRESENTATIVE)
 def test_predictive_log_density_is_the_ratio_of_likelihoods(family):
     rng = np.random.default_rng(3)
     with jax.enable_x64(True):

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from _hmm_families import BY_NAME, observations, parametrize_families
+from _hmm_families import BY_NAME, REPRESENTATIVE, observations, parametrize_families
 from functional_dl import hmm
 from functional_dl.hmm import decoding, inference
 
@@ -96,7 +96,7 @@ def assert_parallel_equals_sequential(model, x, length=None):
     return parallel
 
 
-@parametrize_families()
+@parametrize_families(families=REPRESENTATIVE)
 def test_zero_initial_probability_and_zero_transitions(family):
     with jax.enable_x64(True):
         for seed in (0, 1):
