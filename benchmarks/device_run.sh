@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmarks of issues 2 and 4 on an accelerator, in one prepared run of under 10 minutes.
+# Every benchmark on an accelerator, in one prepared run of under 10 minutes.
 #
 # Run from the repository root on a machine whose python3 has a GPU build of jax (and optax):
 #     OUT=/some/folder bash benchmarks/device_run.sh
@@ -22,10 +22,12 @@ run() {  # run NAME SECONDS COMMAND...: tee the output to $out/NAME.md, report t
   echo "=== $name: exit ${PIPESTATUS[0]} after $((SECONDS - started))s"
 }
 
-run devices 60 "$python" -c "import jax; print(jax.__version__, jax.devices())"
+run devices 30 "$python" -c "import jax; print(jax.__version__, jax.devices())"
 # 10M float32 parameters in 4 leaves (issue 2's tree); 20 donated steps per timed repeat so
-# that microsecond kernels are not hidden behind dispatch
-run optimizers 150 "$python" benchmarks/optimizers.py --number 20 --repeats 5 --rounds 5
-run mlp 90 "$python" benchmarks/mlp.py --rounds 5 --steps 50
-run hmm 240 "$python" benchmarks/hmm.py
-run hmm_float32 120 "$python" benchmarks/hmm.py --quick --float32
+# that microsecond kernels are not hidden behind dispatch; every optimizer and the wrappers
+run optimizers 170 "$python" benchmarks/optimizers.py --number 20 --repeats 5 --rounds 3
+run mlp 60 "$python" benchmarks/mlp.py --rounds 5 --steps 50 --no-torch
+# issue 12's transformer row: 4 layers, d=256, sequence 128, batch 32, AdamW
+run transformer 120 "$python" benchmarks/mlp.py --model transformer --rounds 5 --transformer-steps 10 --no-torch
+run hmm 120 "$python" benchmarks/hmm.py
+run hmm_float32 60 "$python" benchmarks/hmm.py --quick --float32

@@ -316,12 +316,15 @@ def timed_rows(runners: dict, matmul, rounds: int, steps: int, flops_per_step: f
 
 
 def add_peers(runners: dict, skipped: list, optax_factory, torch_factory, *data,
-              thread_counts=(1, os.cpu_count() or 1)) -> None:
+              thread_counts=(1, os.cpu_count() or 1), with_torch: bool = True) -> None:
     """The JAX + optax and PyTorch eager runners, where those libraries are installed."""
     try:
         runners["JAX + optax (donated)"] = optax_factory(*data)
     except ImportError:
         skipped.append("JAX + optax (optax not installed)")
+    if not with_torch:
+        skipped.append("PyTorch eager (--no-torch)")
+        return
     try:
         for threads in sorted(set(thread_counts)):
             runners[f"PyTorch eager (CPU, {threads} thread{'s' * (threads > 1)})"] = \
@@ -344,6 +347,8 @@ def main():
                         help="which table (the transformer takes seconds a step on a CPU)")
     parser.add_argument("--quick", action="store_true",
                         help="3 rounds of 5 MLP steps and of 1 transformer step")
+    parser.add_argument("--no-torch", action="store_true",
+                        help="leave out PyTorch eager on the CPU (e.g. beside a GPU)")
     args = parser.parse_args()
     rounds, steps, transformer_steps = ((3, 5, 1) if args.quick else
                                         (args.rounds, args.steps, args.transformer_steps))
@@ -355,7 +360,7 @@ def main():
         runners = {"functional_dl (donated)": functional_dl_runner(x, y, donate=True),
                    "functional_dl (not donated)": functional_dl_runner(x, y, donate=False)}
         skipped = []
-        add_peers(runners, skipped, optax_runner, torch_runner, x, y)
+        add_peers(runners, skipped, optax_runner, torch_runner, x, y, with_torch=not args.no_torch)
         rows = timed_rows(runners, matmul, rounds, steps, FLOPS_PER_STEP,
                           "functional_dl (donated)")
         print(f"# MLP {'-'.join(map(str, LAYER_SIZES))}, batch {BATCH}, Adam, float32")
@@ -372,7 +377,7 @@ def main():
         skipped = []
         # torch on one thread only would take seconds a step: one per CPU only
         add_peers(runners, skipped, optax_transformer_runner, torch_transformer_runner,
-                  tokens, targets, thread_counts=(os.cpu_count() or 1,))
+                  tokens, targets, thread_counts=(os.cpu_count() or 1,), with_torch=not args.no_torch)
         rows = timed_rows(runners, matmul, rounds, transformer_steps,
                           TRANSFORMER_FLOPS_PER_STEP, "functional_dl (donated)")
         print(f"\n# Causal transformer LM: {NUM_LAYERS} pre-norm layers, d = {WIDTH}, "
