@@ -231,3 +231,20 @@ def test_split_key_that_is_not_a_key_is_named():
     legacy, typed = jax.random.PRNGKey(3), jax.random.key(3)
     a, b = datasets.train_test_split(legacy, np.arange(10)), datasets.train_test_split(typed, np.arange(10))
     np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_sunspots_published_facts():
+    spots = datasets.load_sunspots()
+    assert spots.values.shape == (309,) and spots.values.dtype == np.float32
+    np.testing.assert_array_equal(spots.time, np.arange(1700, 2009))
+    assert spots.values.min() == 0.0 and np.isclose(spots.values.max(), 190.2)
+    # the solar maximum of 1957 is the largest yearly mean of the record
+    assert spots.time[np.argmax(spots.values)] == 1957
+
+
+def test_sunspots_equal_statsmodels():
+    sunspots = pytest.importorskip("statsmodels.datasets.sunspots")
+    frame = sunspots.load_pandas().data
+    spots = datasets.load_sunspots(dtype=np.float64)
+    np.testing.assert_array_equal(spots.time, frame["YEAR"].to_numpy().astype(int))
+    np.testing.assert_array_equal(spots.values, frame["SUNACTIVITY"].to_numpy())

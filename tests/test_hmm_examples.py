@@ -1,11 +1,12 @@
 """The HMM example scripts run end to end and print results that agree with the truth.
 
-The three scripts run once per test session, in this process one after the other (no
+The four scripts run once per test session, in this process one after the other (no
 interpreter or JAX start-up per script; the casino and gradient examples share compiled
 sampling code); each test then checks one script's exit status, its PNG and what it printed
 against an oracle the script does not compute itself: the true casino parameters, the plain
 means of the Nile data on either side of the printed change year, and the agreement of two
-independent fitting methods (EM and autodiff + Adam).
+independent fitting methods (EM and autodiff + Adam), and for model selection the BIC formula
+with the parameter counts written out here and the known two levels of the Nile.
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ EXAMPLES = {
     "casino": ["hmm_casino.py", "--quick"],
     "nile": ["hmm_nile.py"],
     "gradient": ["hmm_gradient_fit.py", "--quick"],
+    "selection": ["hmm_model_selection.py", "--max-states", "3", "--restarts", "3",
+                  "--max-iter", "100"],
 }
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -134,3 +137,19 @@ def test_gradient_fit_reaches_the_baum_welch_optimum(runs):
                         output) < 0.02
     # ... which, being a maximum on the training data, scores at least the true model.
     assert min(gradient, em) >= true_score - 1e-4
+
+
+def test_model_selection_bic_follows_its_formula_and_picks_two_nile_levels(runs):
+    output = finished(runs, "selection", "hmm_model_selection.png")
+    nile, spots = output.split("Poisson:")[0], output.split("Poisson:")[1]
+    for part, num_steps, emission_count in ((nile, 100, lambda k: 2 * k),  # mean, variance
+                                           (spots, 309, lambda k: k)):      # one rate
+        rows = re.findall(r"K = (\d): log-likelihood\s+(-?[0-9.]+),\s+(\d+) parameters, "
+                          r"BIC\s+(-?[0-9.]+)", part)
+        assert [int(k) for k, *_ in rows] == [1, 2, 3]
+        for k, log_likelihood, count, bic in rows:
+            k = int(k)
+            assert int(count) == (k - 1) + k * (k - 1) + emission_count(k)
+            np.testing.assert_allclose(float(bic), -2 * float(log_likelihood)
+                                       + int(count) * np.log(num_steps), atol=0.15)
+    assert "chosen by BIC: K = 2" in nile   # the levels before and after 1898

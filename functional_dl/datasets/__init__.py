@@ -3,6 +3,7 @@
 - :func:`load_digits` — UCI handwritten digits, 1797 images of 8x8 pixels, 10 classes;
 - :func:`load_breast_cancer` — Wisconsin diagnostic breast cancer, 569 x 30, 2 classes;
 - :func:`load_nile` — annual flow of the Nile at Aswan, 1871-1970 (100 values);
+- :func:`load_sunspots` — yearly mean sunspot numbers, 1700-2008 (309 values);
 - :func:`load_sonnets` — Shakespeare's sonnets I-XX, 12.6 thousand characters of text;
 - :func:`train_test_split` — a shuffled split driven by a JAX key;
 - :func:`standardize` — zero mean, unit variance from the training part's statistics.
@@ -16,6 +17,7 @@ from functional_dl.datasets._bundled import (
     load_breast_cancer,
     load_digits,
     load_nile,
+    load_sunspots,
 )
 from functional_dl.datasets._split import standardize, train_test_split
 from functional_dl.datasets._text import load_sonnets
@@ -29,4 +31,5 @@ __all__ = [
     "standardize",
     "train_test_split",
     "load_sonnets",
+    "load_sunspots",
 ]

@@ -78,6 +78,11 @@ Annual flow of the Nile at Aswan, 1871-1970, in 10^8 m^3 (Cobb, 1978, Biometrika
 bundled by statsmodels. The mean level drops near 1898 (often linked to the first Aswan dam,
 begun that year). Public domain; see SOURCES.md."""
 
+_SUNSPOTS_DESCRIPTION = """\
+Yearly mean sunspot numbers, 1700-2008 (309 values), from the National Geophysical Data
+Center as bundled by statsmodels. The roughly 11-year solar cycle makes the series switch
+between quiet and active years. Public domain; see SOURCES.md."""
+
 
 def _read_bytes(filename: str) -> bytes:
     """The bytes of a data file of this package (installed or a source checkout)."""
@@ -148,4 +153,23 @@ def load_nile(*, dtype=np.float32) -> TimeSeries:
         name="annual flow of the Nile at Aswan",
         units="10^8 m^3",
         description=_NILE_DESCRIPTION,
+    )
+
+
+def load_sunspots(*, dtype=np.float32) -> TimeSeries:
+    """Yearly mean sunspot numbers, 1700-2008 (309 values, 0.0..190.2, one decimal).
+
+    Returns a :class:`TimeSeries` with ``time`` the int32 years and ``values`` the yearly
+    means as ``dtype``. Rounded to whole numbers they are counts for a Poisson HMM (the
+    model-selection example); the solar cycle shows as alternating quiet and active states.
+    """
+    dtype = checks.float_dtype(dtype, name="dtype")
+    text = _read_bytes("sunspots.csv").decode("ascii")
+    table = np.loadtxt(io.StringIO(text), delimiter=",", skiprows=1, dtype=np.float64, ndmin=2)
+    return TimeSeries(
+        time=table[:, 0].astype(np.int32),
+        values=table[:, 1].astype(dtype),
+        name="yearly mean sunspot number",
+        units="sunspot number",
+        description=_SUNSPOTS_DESCRIPTION,
     )
