@@ -118,3 +118,14 @@ def fit_like_dynamax(reference, model, sequences, pseudo_count, hyperparameters,
     np.testing.assert_allclose(fitted.transition_matrix, params.transitions.transition_matrix,
                                rtol=1e-8, atol=1e-12)
     return fitted, params.emissions
+
+
+def assert_kmeans_fixed_point(centres, data, rtol=1e-8):
+    """Each centre is the mean of the data points nearest to it (one NumPy Lloyd step leaves
+    the centres where they are): what k-means converges to."""
+    centres, data = np.asarray(centres, np.float64), np.asarray(data, np.float64)
+    nearest = np.argmin(((data[:, None, :] - centres[None, :, :]) ** 2).sum(-1), axis=1)
+    for index, centre in enumerate(centres):
+        members = data[nearest == index]
+        assert len(members) > 0, f"centre {index} has no points"
+        np.testing.assert_allclose(centre, members.mean(axis=0), rtol=rtol, atol=1e-10)

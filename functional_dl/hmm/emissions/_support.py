@@ -20,7 +20,7 @@ import numpy as np
 
 from functional_dl import checks
 from functional_dl._types import Array, PRNGKey
-from functional_dl.hmm import validation
+from functional_dl.hmm import initialization, validation
 
 
 def _dtype(x: Any) -> np.dtype:
@@ -120,11 +120,11 @@ def weighted_mean_and_covariance(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarr
     return mean, (w[:, None] * centred).T @ centred / w.sum()
 
 
-def choose_points(key: PRNGKey, x: np.ndarray, w: np.ndarray, count: int, dtype) -> Array:
-    """``count`` distinct rows of ``x`` (distinct indices), drawn with probability ∝ ``w``."""
-    probs = jnp.asarray(w / w.sum(), dtype)
-    indices = jax.random.choice(key, x.shape[0], (count,), replace=False, p=probs)
-    return jnp.asarray(x, dtype)[indices]
+def kmeans_means(key: PRNGKey, x: np.ndarray, w: np.ndarray, count: int, dtype) -> Array:
+    """``count`` centres of the rows of ``x`` weighted by ``w``: k-means++ seeding, then Lloyd
+    iterations (``hmm.initialization.kmeans``), as hmmlearn starts its Gaussian means."""
+    points, weights = initialization.as_points(jnp.asarray(x, dtype), jnp.asarray(w, dtype))
+    return initialization.kmeans(key, points, weights, count)
 
 
 def check_prior(name: str, value: Any, shape: tuple[int, ...], *, minimum: float = 0.0) -> None:

@@ -117,8 +117,7 @@ class DiagonalGaussianMixture(NamedTuple):
     def initialize(cls, key: PRNGKey, observations, weights, num_states: int, *,
                    num_components: int = 2,
                    min_covar=DEFAULT_MIN_COVAR) -> DiagonalGaussianMixture:
-        """Equal weights 1/M; means K·M distinct data points drawn with probability ∝
-        ``weights``; every variance the data's variance plus ``min_covar``."""
+        """Equal weights 1/M; means K·M k-means centres of the weighted data; every variance the data's variance plus ``min_covar``."""
         mixture_weights, means, covariance = initial_mixture(
             "DiagonalGaussianMixture", key, observations, weights, num_states, num_components,
             min_covar)

@@ -86,7 +86,8 @@ def check_mixture_hyperparameters(family: str, weights: Array, min_covar, pseudo
 
 def initial_mixture(family: str, key: PRNGKey, observations, weights, num_states,
                     num_components, min_covar):
-    """``(weights 1/M, means: K·M distinct data points, the data covariance + min_covar·I)``."""
+    """``(weights 1/M, means: K·M k-means centres of the data, the data covariance +
+    min_covar·I)``."""
     x, w, num_states = _support.initialization_data(family, observations, weights,
                                                     num_states, 1)
     num_components = checks.whole_number(f"{family}.initialize: num_components",
@@ -98,7 +99,7 @@ def initial_mixture(family: str, key: PRNGKey, observations, weights, num_states
                          f"{num_states * num_components} must be at most the number of "
                          f"observations with weight > 0, {np.count_nonzero(w)}")
     dtype = _support.float_dtype_of(observations)
-    points = _support.choose_points(key, x, w, num_states * num_components, dtype)
+    points = _support.kmeans_means(key, x, w, num_states * num_components, dtype)
     _, covariance = _support.weighted_mean_and_covariance(x, w)
     covariance = covariance + min_covar * np.eye(x.shape[1])
     return (jnp.full((num_states, num_components), 1.0 / num_components, dtype),
@@ -203,8 +204,7 @@ class GaussianMixture(NamedTuple):
     @classmethod
     def initialize(cls, key: PRNGKey, observations, weights, num_states: int, *,
                    num_components: int = 2, min_covar=DEFAULT_MIN_COVAR) -> GaussianMixture:
-        """Equal weights 1/M; means K·M distinct data points drawn with probability ∝
-        ``weights``; every covariance the data's covariance plus ``min_covar · I``."""
+        """Equal weights 1/M; means K·M k-means centres of the weighted data; every covariance the data's covariance plus ``min_covar · I``."""
         mixture_weights, means, covariance = initial_mixture(
             "GaussianMixture", key, observations, weights, num_states, num_components, min_covar)
         return cls(mixture_weights, means,

@@ -104,9 +104,9 @@ class SphericalGaussian(NamedTuple):
     @classmethod
     def initialize(cls, key: PRNGKey, observations, weights, num_states: int, *,
                    min_covar=DEFAULT_MIN_COVAR) -> SphericalGaussian:
-        """Means: K distinct data points drawn with probability ∝ ``weights``; every variance
-        the data's average per-feature variance plus ``min_covar`` (hmmlearn's spherical
-        initialisation, with random points instead of k-means centres)."""
+        """Means: k-means centres of the weighted data (k-means++ seeding, Lloyd
+        iterations); every variance the data's average per-feature variance plus
+        ``min_covar`` (hmmlearn's spherical initialisation)."""
         x, w, num_states = _support.initialization_data("SphericalGaussian", observations,
                                                         weights, num_states, 1)
         checks.positive("SphericalGaussian.initialize: min_covar", min_covar)
@@ -114,5 +114,5 @@ class SphericalGaussian(NamedTuple):
         dtype = _support.float_dtype_of(observations)
         _, covariance = _support.weighted_mean_and_covariance(x, w)
         variance = np.trace(covariance) / x.shape[1] + min_covar
-        return cls(_support.choose_points(key, x, w, num_states, dtype),
+        return cls(_support.kmeans_means(key, x, w, num_states, dtype),
                    jnp.full((num_states,), variance, dtype))

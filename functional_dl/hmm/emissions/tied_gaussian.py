@@ -110,9 +110,9 @@ class TiedGaussian(NamedTuple):
     @classmethod
     def initialize(cls, key: PRNGKey, observations, weights, num_states: int, *,
                    min_covar=DEFAULT_MIN_COVAR) -> TiedGaussian:
-        """Means: K distinct data points drawn with probability ∝ ``weights``; covariance the
-        data's (weighted) covariance plus ``min_covar · I`` (hmmlearn's tied initialisation,
-        with random points instead of k-means centres)."""
+        """Means: k-means centres of the weighted data (k-means++ seeding, Lloyd
+        iterations); covariance the data's (weighted) covariance plus ``min_covar · I``
+        (hmmlearn's tied initialisation)."""
         x, w, num_states = _support.initialization_data("TiedGaussian", observations, weights,
                                                         num_states, 1)
         checks.positive("TiedGaussian.initialize: min_covar", min_covar)
@@ -120,5 +120,5 @@ class TiedGaussian(NamedTuple):
         dtype = _support.float_dtype_of(observations)
         _, covariance = _support.weighted_mean_and_covariance(x, w)
         covariance = covariance + min_covar * np.eye(x.shape[1])
-        return cls(_support.choose_points(key, x, w, num_states, dtype),
+        return cls(_support.kmeans_means(key, x, w, num_states, dtype),
                    jnp.asarray(covariance, dtype))
