@@ -1,5 +1,9 @@
 """The loops of sequential HMM inference: fast forward pass, careful fallback, backward pass.
 
+The transition matrix is ``(K, K)`` or time-varying ``(T − 1, K, K)`` (``A[t]`` takes ``z_t``
+to ``z_{t+1}``); a constant one is closed over by the loops, a time-varying one is a loop
+input (``per_step``).
+
 Everything here works on a ``(T, K)`` matrix of log-likelihoods whose padded rows have been
 set to 0 (``masked``) and returns unmasked quantities for ``inference`` to assemble.  The
 masking and ``path_log_prob`` serve the parallel functions too.
@@ -61,7 +65,11 @@ def path_log_prob(initial_probs: Array, log_transition: Array, log_likelihoods: 
     accumulate one rounding per step.
     """
     num_steps = log_likelihoods.shape[0]
-    steps = (log_transition[states[:-1], states[1:]]
+    if log_transition.ndim == 3:  # one matrix per step
+        transitions = log_transition[jnp.arange(num_steps - 1), states[:-1], states[1:]]
+    else:
+        transitions = log_transition[states[:-1], states[1:]]
+    steps = (transitions
              + log_likelihoods[jnp.arange(1, num_steps), states[1:]])
     return (safe_log(initial_probs)[states[0]] + log_likelihoods[0, states[0]]
             + jnp.sum(jnp.where(valid[1:], steps, 0.0)))
@@ -74,6 +82,24 @@ def nan_rows(initial_probs: Array, transition_matrix: Array, log_likelihoods: Ar
     in_parameters = jnp.any(jnp.isnan(initial_probs)) | jnp.any(jnp.isnan(transition_matrix))
     rows = jnp.any(jnp.isnan(log_likelihoods), axis=1) | in_parameters
     return jnp.cumsum(rows.astype(jnp.int32)) > 0
+
+
+def per_step(transition_matrix: Array, num_steps: int) -> Array | None:
+    """The loop input for the forward loop's transitions: None for a constant ``(K, K)``
+    matrix (the loop closes over it, as before), else ``A[t]`` for each of the ``T`` steps of
+    a time-varying ``(T − 1, K, K)`` one, the last step predicting nothing (the identity keeps
+    the loop's shapes)."""
+    if transition_matrix.ndim == 2:
+        return None
+    eye = jnp.eye(transition_matrix.shape[-1], dtype=transition_matrix.dtype)
+    return jnp.concatenate([transition_matrix, eye[None]], axis=0)
+
+
+def predict_all(filtered: Array, transition_matrix: Array) -> Array:
+    """``p(z_{t+1} | x_{≤t}) = α̂_tᵀ A_t`` for all t < T − 1 at once, ``(T − 1, K)``."""
+    if transition_matrix.ndim == 2:
+        return filtered[:-1] @ transition_matrix.astype(filtered.dtype)
+    return jnp.einsum("tk,tkj->tj", filtered[:-1], transition_matrix.astype(filtered.dtype))
 
 
 def mask_rows(values: Array, valid: Array | None, fill=0.0) -> Array:
@@ -106,28 +132,35 @@ def _forward_scan(initial_probs: Array, transition_matrix: Array,
     the prediction ``α̂_tᵀ A``."""
     floor = _safe_norm(scaled.dtype)  # results with c_t below it are discarded by forward_pass
 
-    def _step(predicted, scaled_t):
+    def _step(predicted, inputs):
         """Condition the predicted p(z_t | x_{<t}) on x_t, then predict z_{t+1}."""
+        scaled_t, transition_t = inputs
+        transition_t = transition_matrix if transition_t is None else transition_t
         joint = predicted * scaled_t
         norm = jnp.sum(joint)
         filtered = joint / jnp.maximum(norm, floor)
-        return weighted_row_sum(filtered, transition_matrix), (filtered, norm)
+        return weighted_row_sum(filtered, transition_t), (filtered, norm)
 
-    _, (filtered, norms) = lax.scan(_step, initial_probs, scaled)
+    _, (filtered, norms) = lax.scan(_step, initial_probs,
+                                    (scaled, per_step(transition_matrix, scaled.shape[0])))
     return filtered, norms
 
 
 def _careful_forward_scan(initial_probs: Array, transition_matrix: Array, log_likelihoods: Array):
     """The fallback loop: each step shifts by the best state the prediction can reach."""
 
-    def _step(predicted, ll_t):
+    def _step(predicted, inputs):
         """As in ``_forward_scan``, with ``b̃_t`` computed from the support of the prediction."""
+        ll_t, transition_t = inputs
+        transition_t = transition_matrix if transition_t is None else transition_t
         scaled, shift = scaled_likelihoods(ll_t, predicted > 0)
         filtered, norm = normalize(predicted * scaled)
-        return (weighted_row_sum(filtered, transition_matrix),
+        return (weighted_row_sum(filtered, transition_t),
                 (filtered, safe_log(norm) + shift))
 
-    _, (filtered, log_norms) = lax.scan(_step, initial_probs, log_likelihoods)
+    _, (filtered, log_norms) = lax.scan(
+        _step, initial_probs, (log_likelihoods,
+                               per_step(transition_matrix, log_likelihoods.shape[0])))
     return filtered, log_norms
 
 
@@ -216,22 +249,28 @@ def backward_scan(transition_matrix: Array, scaled: Array, valid: Array | None) 
     num_states = scaled.shape[1]
     uniform = jnp.full((num_states,), 1.0 / num_states, scaled.dtype)
     transition_matrix = transition_matrix.astype(scaled.dtype)
-    columns = transition_matrix.T  # A v = Σ_j v_j A[:, j]
-    column_sums = jnp.sum(transition_matrix, axis=0)
+    # A v = Σ_j v_j A[:, j]: the columns as rows; per step for a time-varying (T − 1, K, K) A
+    columns = jnp.swapaxes(transition_matrix, -1, -2)
+    column_sums = jnp.sum(transition_matrix, axis=-2)
+    varying = transition_matrix.ndim == 3
     floor = _safe_norm(scaled.dtype)  # a row summing to less stays unnormalised (β is a ratio)
 
     def _step(next_backward, inputs):
         """One step back in time: β_t from β_{t+1} and the observation x_{t+1}."""
-        scaled_next, restart = inputs
+        scaled_next, restart, step_columns, step_sums = inputs
+        if step_columns is None:
+            step_columns, step_sums = columns, column_sums
         weighted = scaled_next * next_backward
-        norm = jnp.maximum(jnp.sum(weighted * column_sums), floor)
-        backward = weighted_row_sum(weighted / norm, columns)
+        norm = jnp.maximum(jnp.sum(weighted * step_sums), floor)
+        backward = weighted_row_sum(weighted / norm, step_columns)
         if restart is not None:  # padded: t >= L − 1 restarts from β ∝ 1
             backward = jnp.where(restart, uniform, backward)
         return backward, backward
 
     restart = None if valid is None else ~valid[1:]
-    _, backward = lax.scan(_step, uniform, (scaled[1:], restart), reverse=True)
+    per_step_inputs = (columns, column_sums) if varying else (None, None)
+    _, backward = lax.scan(_step, uniform, (scaled[1:], restart) + per_step_inputs,
+                           reverse=True)
     return jnp.concatenate([backward, uniform[None, :]], axis=0)
 
 
@@ -254,7 +293,7 @@ def smooth(initial_probs: Array, transition_matrix: Array, log_likelihoods: Arra
     scaled, support_shifts = backward_likelihoods(log_likelihoods, support, forward)
     backward = backward_scan(transition_matrix, scaled, valid)
     smoothed, _ = normalize(filtered * backward)
-    predicted = filtered[:-1] @ transition_matrix.astype(filtered.dtype)  # all t at once
+    predicted = predict_all(filtered, transition_matrix)  # all t at once
     future = scaled[1:] * backward[1:]
     inverse_norms = safe_divide(1.0, jnp.sum(predicted * future, axis=1))
     if valid is not None:

@@ -52,7 +52,8 @@ def most_likely_states(initial_probs: Array, transition_matrix: Array, log_likel
     log-probability is −inf and the states are arbitrary; a NaN in π, A or the (non-padded)
     log-likelihoods makes it NaN (the states are then arbitrary too).
     """
-    check_inference_shapes(initial_probs, transition_matrix, log_likelihoods, length)
+    check_inference_shapes(initial_probs, transition_matrix, log_likelihoods, length,
+                           time_varying=True)
     log_likelihoods, valid = masked(log_likelihoods, length)
     dtype = log_likelihoods.dtype
     log_transition = safe_log(transition_matrix).astype(dtype)
@@ -67,8 +68,10 @@ def most_likely_states(initial_probs: Array, transition_matrix: Array, log_likel
 
     def _step(scores, inputs):
         """δ_t and ψ_t; a padded step keeps δ and points every state to itself."""
-        ll_t, valid_t = inputs
-        best, pointers = _best_predecessors(scores, log_transition, index_dtype)
+        ll_t, valid_t, log_transition_t = inputs
+        if log_transition_t is None:  # a constant matrix: closed over
+            log_transition_t = log_transition
+        best, pointers = _best_predecessors(scores, log_transition_t, index_dtype)
         new_scores = _rescale(best + ll_t)
         if valid_t is not None:
             new_scores = jnp.where(valid_t, new_scores, scores)
@@ -79,7 +82,8 @@ def most_likely_states(initial_probs: Array, transition_matrix: Array, log_likel
     if num_steps == 1:  # no loop (a scan of length 0 fails with jit disabled)
         states = jnp.argmax(first)[None].astype(jnp.result_type(int))
     else:
-        inputs = (log_likelihoods[1:], None if valid is None else valid[1:])
+        inputs = (log_likelihoods[1:], None if valid is None else valid[1:],
+                  log_transition if log_transition.ndim == 3 else None)
         last_scores, pointers = lax.scan(_step, first, inputs)
         last = jnp.argmax(last_scores).astype(index_dtype)
 

@@ -2,7 +2,8 @@
 
 Low-level functions take ``(initial_probs, transition_matrix, log_likelihoods, length=None)``
 with ``log_likelihoods[t, k] = log p(x_t | z_t = k)`` of shape ``(T, K)``, so any emission model
-or a neural network can feed them.  The high-level ``forward``, ``log_likelihood`` and
+or a neural network can feed them; ``transition_matrix`` is ``(K, K)`` or time-varying
+``(T − 1, K, K)``, ``A[t]`` taking ``z_t`` to ``z_{t+1}`` (input-driven HMMs; Viterbi too).  The high-level ``forward``, ``log_likelihood`` and
 ``posteriors`` take ``(model, observations, length=None)``; Viterbi is in ``decoding``.
 ``functional_dl.hmm.parallel`` has the same functions, parallel in time.
 
@@ -47,7 +48,8 @@ def forward_filter(initial_probs: Array, transition_matrix: Array, log_likelihoo
     ``c_t`` the normaliser of step t.  ``m_t = max_k ll_t(k)``, or the best among the states
     the prediction can reach when that is needed to avoid underflow (module docstring).
     """
-    check_inference_shapes(initial_probs, transition_matrix, log_likelihoods, length)
+    check_inference_shapes(initial_probs, transition_matrix, log_likelihoods, length,
+                           time_varying=True)
     log_likelihoods, valid = masked(log_likelihoods, length)
     forward = forward_pass(initial_probs, transition_matrix, log_likelihoods, valid)
     return forward.log_likelihood, forward.filtered
@@ -72,7 +74,8 @@ def backward_filter(transition_matrix: Array, log_likelihoods: Array, length: Ar
     future, which needs zero emission probabilities, and every other reachable state fits
     x_{t+1} worse by more than ~87 nats in float32 (~745 in float64); β_t is then 0.)
     """
-    check_inference_shapes(None, transition_matrix, log_likelihoods, length)
+    check_inference_shapes(None, transition_matrix, log_likelihoods, length,
+                           time_varying=True)
     log_likelihoods, valid = masked(log_likelihoods, length)
     if filtered_probs is None:
         shifts = lax.stop_gradient(finite_or_zero(jnp.max(log_likelihoods, axis=1)))
@@ -97,12 +100,21 @@ def smoother(initial_probs: Array, transition_matrix: Array, log_likelihoods: Ar
     ``Σ_t ξ_t = A ⊙ (Xᵀ Y)`` with ``X_t = α̂_t / n_t``, ``Y_t = b̃_{t+1} ⊙ β_{t+1}``.
     If ``log p = −inf`` (the sequence is impossible) all posteriors and counts are 0.
     """
-    check_inference_shapes(initial_probs, transition_matrix, log_likelihoods, length)
+    check_inference_shapes(initial_probs, transition_matrix, log_likelihoods, length,
+                           time_varying=True)
     log_likelihoods, valid = masked(log_likelihoods, length)
     pieces = smooth(initial_probs, transition_matrix, log_likelihoods, valid)
-    counts = transition_matrix.astype(pieces.weights.dtype) * (pieces.weights.T @ pieces.future)
+    counts = _transition_sum(transition_matrix.astype(pieces.weights.dtype), pieces.weights,
+                             pieces.future)
     return SmootherResult(pieces.forward.log_likelihood, pieces.forward.filtered,
                           pieces.smoothed, counts)
+
+
+def _transition_sum(transition_matrix: Array, weights: Array, future: Array) -> Array:
+    """``Σ_t ξ_t = Σ_t A_t ⊙ (X_t Y_tᵀ)`` (``A_t = A`` for a constant matrix), shape (K, K)."""
+    if transition_matrix.ndim == 3:
+        return jnp.einsum("tij,ti,tj->ij", transition_matrix, weights, future)
+    return transition_matrix * (weights.T @ future)
 
 
 def _gradient_cap(dtype) -> float:
@@ -141,7 +153,11 @@ def _log_likelihood_jvp(primals, tangents):
     pieces = smooth(initial_probs, transition_matrix, log_likelihoods, valid)
     excess = log_likelihoods - pieces.support_shifts[:, None]
     factors = jnp.exp(jnp.minimum(excess, _gradient_cap(excess.dtype)))  # every state
-    transition_gradient = pieces.weights.T @ (factors[1:] * pieces.backward[1:])
+    following = factors[1:] * pieces.backward[1:]
+    if transition_matrix.ndim == 3:  # one matrix per step: a gradient per step
+        transition_gradient = pieces.weights[:, :, None] * following[:, None, :]
+    else:
+        transition_gradient = pieces.weights.T @ following
     first = factors[0] * pieces.backward[0]
     initial_gradient = first * safe_divide(1.0, jnp.sum(initial_probs * first))
     tangent = (jnp.sum(pieces.smoothed * log_likelihood_tangent)
@@ -151,7 +167,8 @@ def _log_likelihood_jvp(primals, tangents):
 
 
 def _checked_log_likelihood(initial_probs, transition_matrix, log_likelihoods, length):
-    check_inference_shapes(initial_probs, transition_matrix, log_likelihoods, length)
+    check_inference_shapes(initial_probs, transition_matrix, log_likelihoods, length,
+                           time_varying=True)
     return _log_likelihood(initial_probs, transition_matrix, log_likelihoods, length)
 
 

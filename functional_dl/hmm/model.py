@@ -132,8 +132,10 @@ def check_one_sequence(model: HMM, observations: Any, length: Any = None) -> Non
 
 
 def check_inference_shapes(initial_probs: Any, transition_matrix: Any, log_likelihoods: Any,
-                           length: Any) -> None:
-    """Static checks of the low-level arguments (also inside ``jit``); ``initial_probs`` may be None."""
+                           length: Any, *, time_varying: bool = False) -> None:
+    """Static checks of the low-level arguments (also inside ``jit``); ``initial_probs`` may be
+    None.  With ``time_varying`` the transition matrix may also be ``(T − 1, K, K)``, one
+    matrix per step: ``A[t]`` takes ``z_t`` to ``z_{t+1}`` (input-driven HMMs)."""
     checks.rank("log_likelihoods", log_likelihoods, 2, "(T, K) with T >= 1")
     if jnp.shape(log_likelihoods)[0] < 1:
         raise ValueError(f"log_likelihoods must have shape (T, K) with T >= 1, "
@@ -143,8 +145,15 @@ def check_inference_shapes(initial_probs: Any, transition_matrix: Any, log_likel
     if initial_probs is not None:
         checks.shape_is("initial_probs", initial_probs, (num_states,),
                         "(K,) to match log_likelihoods")
-    checks.shape_is("transition_matrix", transition_matrix, (num_states, num_states),
-                    "(K, K) to match log_likelihoods")
+    num_steps = jnp.shape(log_likelihoods)[0]
+    if not (time_varying and jnp.ndim(transition_matrix) == 3):
+        checks.shape_is("transition_matrix", transition_matrix, (num_states, num_states),
+                        "(K, K) to match log_likelihoods"
+                        + (", or (T - 1, K, K), one per step" if time_varying else ""))
+    else:
+        checks.shape_is("transition_matrix", transition_matrix,
+                        (max(num_steps - 1, 0), num_states, num_states),
+                        "(K, K) or (T - 1, K, K) to match log_likelihoods (T, K)")
     if length is not None and jnp.ndim(length) != 0:
         raise ValueError(f"length must be a scalar (one sequence's length; jax.vmap for a "
                          f"batch), got shape {jnp.shape(length)}")
