@@ -31,3 +31,4 @@ run mlp 60 "$python" benchmarks/mlp.py --rounds 5 --steps 50 --no-torch
 run transformer 120 "$python" benchmarks/mlp.py --model transformer --rounds 5 --transformer-steps 10 --no-torch
 run hmm 120 "$python" benchmarks/hmm.py
 run hmm_float32 60 "$python" benchmarks/hmm.py --quick --float32
+run hmm_fit 60 "$python" benchmarks/hmm_fit.py
