@@ -8,12 +8,11 @@ batch rows themselves for the shard contents, and the unsharded vmap for HMM inf
 """
 import ast
 import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
+
+from _fake_devices import report_from_script
 
 NUM_DEVICES = 8
 NUM_STEPS = 20
@@ -272,15 +271,7 @@ def _child_checks() -> dict:
 
 @pytest.fixture(scope="module")
 def report():
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") +
-                          f" --xla_force_host_platform_device_count={NUM_DEVICES}").strip(),
-               PYTHONPATH=os.pathsep.join(
-                   [str(REPO_ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
-    done = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return report_from_script(__file__, NUM_DEVICES)
 
 
 def test_the_subprocess_sees_eight_devices(report):

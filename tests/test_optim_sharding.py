@@ -8,12 +8,12 @@ that parameter's sharding after ``init`` and after a jitted ``update``.  The thr
 shapes differ, so a leaf's shape says which parameter it belongs to.
 """
 import json
-import os
 import pathlib
-import subprocess
 import sys
 
 import pytest
+
+from _fake_devices import report_from_script
 
 NUM_DEVICES = 8
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -62,15 +62,7 @@ def _report() -> dict:
 
 @pytest.fixture(scope="module")
 def report():
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") +
-                          f" --xla_force_host_platform_device_count={NUM_DEVICES}").strip(),
-               PYTHONPATH=os.pathsep.join(
-                   [str(REPO_ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
-    done = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return report_from_script(__file__, NUM_DEVICES)
 
 
 def test_every_optimizer_and_wrapper_was_checked_on_eight_devices(report):

@@ -92,23 +92,33 @@ def increment_count(count: Array) -> Array:
     return count + (count < _INT32_MAX).astype(jnp.int32)
 
 
+def broadcast_prefix(owner: str, name: str, prefix: Any, params: PyTree,
+                     requirement: str) -> PyTree:
+    """``prefix`` (a pytree whose structure is a prefix of ``params``', or a function
+    ``params -> such a tree``) with each of its leaves repeated over the ``params`` leaves
+    below it: one value per parameter leaf.  Otherwise ValueError ``"{owner}: {name} must
+    {requirement}"`` showing both structures."""
+    if callable(prefix):
+        prefix = prefix(params)
+    try:
+        return jax.tree_util.tree_map(
+            lambda value, sub: jax.tree_util.tree_map(lambda _: value, sub), prefix, params)
+    except ValueError as err:
+        raise ValueError(
+            f"{owner}: {name} must {requirement}.\n"
+            f"  {name}: {jax.tree_util.tree_structure(prefix)}\n"
+            f"  params: {jax.tree_util.tree_structure(params)}") from err
+
+
 def resolve_mask(owner: str, mask: Any, params: PyTree) -> PyTree:
     """Expand ``mask`` (a bool pytree, a prefix of ``params``, or ``params -> tree``) to a
-    tree with one bool leaf per parameter leaf.
+    tree with one bool leaf per parameter leaf (``broadcast_prefix``).
 
     A mask leaf may be a Python bool (decided while tracing) or a bool array (selected
     elementwise with ``jnp.where``).
     """
-    if callable(mask):
-        mask = mask(params)
-    try:
-        return jax.tree_util.tree_map(
-            lambda m, sub: jax.tree_util.tree_map(lambda _: m, sub), mask, params)
-    except ValueError as err:
-        raise ValueError(
-            f"{owner}: mask must be a pytree of bools with the structure of params (or a "
-            f"prefix of it).\n  mask: {jax.tree_util.tree_structure(mask)}\n"
-            f"  params: {jax.tree_util.tree_structure(params)}") from err
+    return broadcast_prefix(owner, "mask", mask, params, "be a pytree of bools with the "
+                            "structure of params (or a prefix of it)")
 
 
 def check_mask_leaves(owner: str, mask_tree: PyTree) -> None:

@@ -143,16 +143,9 @@ class PartitionState(NamedTuple):
 
 def _resolve_labels(transforms: Mapping, labels: Any, tree: PyTree) -> list:
     """One label per leaf of ``tree`` (leaf order), each checked to have a transform."""
-    if callable(labels):
-        labels = labels(tree)
-    try:
-        label_tree = jax.tree_util.tree_map(
-            lambda label, sub: jax.tree_util.tree_map(lambda _: label, sub), labels, tree)
-    except ValueError as err:
-        raise ValueError(
-            f"partition: labels must have the structure of params (or of a prefix of it), "
-            f"one label per leaf.\n  labels: {jax.tree_util.tree_structure(labels)}\n"
-            f"  params: {jax.tree_util.tree_structure(tree)}") from err
+    label_tree = _tree.broadcast_prefix(
+        "partition", "labels", labels, tree,
+        "have the structure of params (or of a prefix of it), one label per leaf")
     per_leaf = []
     for path, label in _tree.leaves_with_paths(label_tree):
         if not isinstance(label, Hashable) or hasattr(label, "shape"):
