@@ -96,6 +96,7 @@ def test_a_repeated_matrix_equals_the_constant_one():
 def test_gradient_with_respect_to_each_step_matrix_matches_finite_differences():
     pi, A, lls = problem(3)
     with jax.enable_x64(True):
+        @jax.jit
         def log_p(A):
             return inference._log_likelihood(jnp.asarray(pi), A, jnp.asarray(lls), None)
 
