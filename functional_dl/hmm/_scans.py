@@ -40,6 +40,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from functional_dl._types import Array
+from functional_dl.hmm import _batched_scans
+from functional_dl.hmm._batching import batch_dispatched
 from functional_dl.hmm._numerics import (any_in_batch, finite_or_zero, normalize, safe_divide,
                                          safe_log, scaled_likelihoods, valid_mask,
                                          weighted_row_sum)
@@ -75,13 +77,22 @@ def path_log_prob(initial_probs: Array, log_transition: Array, log_likelihoods: 
             + jnp.sum(jnp.where(valid[1:], steps, 0.0)))
 
 
-def nan_rows(initial_probs: Array, transition_matrix: Array, log_likelihoods: Array) -> Array:
+def nan_rows(initial_probs: Array, transition_matrix: Array, maxima: Array) -> Array:
     """``(T,)``: True from the first step whose (masked) log-likelihoods hold a NaN on; all
-    True when π or A holds one.  NaN is never a probability: the results it touches are NaN
-    (``−inf`` stays reserved for an impossible observation)."""
+    True when π or A holds one.  ``maxima`` is ``max_k ll_t(k)`` for each t (or the ``(T, K)``
+    log-likelihoods themselves): a row's maximum is NaN exactly when the row holds a NaN
+    (XLA's max propagates NaN), and the loops compute it anyway.  NaN is never a
+    probability: the results it touches are NaN (``−inf`` stays reserved for an impossible
+    observation)."""
+    if maxima.ndim == 2:
+        maxima = jnp.max(maxima, axis=1)
     in_parameters = jnp.any(jnp.isnan(initial_probs)) | jnp.any(jnp.isnan(transition_matrix))
-    rows = jnp.any(jnp.isnan(log_likelihoods), axis=1) | in_parameters
-    return jnp.cumsum(rows.astype(jnp.int32)) > 0
+    rows = jnp.isnan(maxima)
+    num_steps = rows.shape[0]
+    # from the first such row on: an argmax, not a running sum (a cumsum over a vmapped
+    # (B, T) array is a slow reduce-window on CPU)
+    first = jnp.where(jnp.any(rows), jnp.argmax(rows), num_steps)
+    return jnp.arange(num_steps) >= jnp.where(in_parameters, 0, first)
 
 
 def per_step(transition_matrix: Array, num_steps: int) -> Array | None:
@@ -126,11 +137,12 @@ class ForwardPass(NamedTuple):
     scaled: Array  # (T, K), exp(ll − m_t)
 
 
-def _forward_scan(initial_probs: Array, transition_matrix: Array,
-                  scaled: Array) -> tuple[Array, Array]:
-    """The fast loop: ``(filtered, norms)``; per step one product, one sum, one division and
-    the prediction ``α̂_tᵀ A``."""
-    floor = _safe_norm(scaled.dtype)  # results with c_t below it are discarded by forward_pass
+def _single_forward_scan(initial_probs: Array, transition_matrix: Array,
+                         log_likelihoods: Array) -> tuple[Array, Array, Array]:
+    """The fast loop for one sequence: ``(filtered, norms, maxima)``, ``maxima[t] = max_k
+    ll_t(k)``; per step one product, one sum, one division and the prediction ``α̂_tᵀ A``, on
+    exponentials ``b̃ = exp(ll − m)`` (``m`` the finite maxima, else 0) formed before the loop."""
+    floor = _safe_norm(log_likelihoods.dtype)  # results with c_t below it are discarded
 
     def _step(predicted, inputs):
         """Condition the predicted p(z_t | x_{<t}) on x_t, then predict z_{t+1}."""
@@ -141,9 +153,11 @@ def _forward_scan(initial_probs: Array, transition_matrix: Array,
         filtered = joint / jnp.maximum(norm, floor)
         return weighted_row_sum(filtered, transition_t), (filtered, norm)
 
+    maxima = jnp.max(log_likelihoods, axis=1)
+    scaled = jnp.exp(log_likelihoods - lax.stop_gradient(finite_or_zero(maxima))[:, None])
     _, (filtered, norms) = lax.scan(_step, initial_probs,
                                     (scaled, per_step(transition_matrix, scaled.shape[0])))
-    return filtered, norms
+    return filtered, norms, maxima
 
 
 def _careful_forward_scan(initial_probs: Array, transition_matrix: Array, log_likelihoods: Array):
@@ -164,39 +178,64 @@ def _careful_forward_scan(initial_probs: Array, transition_matrix: Array, log_li
     return filtered, log_norms
 
 
-def forward_pass(initial_probs: Array, transition_matrix: Array, log_likelihoods: Array,
-                 valid: Array | None) -> ForwardPass:
-    """Filtered marginals and ``log p`` of (masked) log-likelihoods: fast pass, careful fallback.
+def _single_filter(initial_probs: Array, transition_matrix: Array, log_likelihoods: Array,
+                   valid: Array | None) -> tuple[Array, Array, Array]:
+    """``(filtered, log_norms, maxima)`` of one sequence: fast pass, careful fallback.
 
     The fast pass shifts every row by its overall best state, ``b̃_t = exp(ll_t − m_t)``, all
     outside the loop.  It is exact unless the states the chain can reach all fit ``x_t`` far
     worse than one it cannot reach (zeros in π, A or the emissions), when ``c_t`` underflows;
     any ``c_t`` below ``_safe_norm`` (or an impossible observation, ``c_t = 0``) reruns the
     sequence with the careful loop, which shifts by the best *reachable* state.
+    ``log_norms_t = log c_t + m_t``; ``maxima_t = max_k ll_t(k)`` (NaN for a NaN row).
     """
-    dtype = log_likelihoods.dtype
-    initial_probs = initial_probs.astype(dtype)
-    transition_matrix = transition_matrix.astype(dtype)
-    shifts = lax.stop_gradient(finite_or_zero(jnp.max(log_likelihoods, axis=1)))
-    scaled = jnp.exp(log_likelihoods - shifts[:, None])
-    filtered, norms = _forward_scan(initial_probs, transition_matrix, scaled)
-    usable = norms >= _safe_norm(dtype)
+    filtered, norms, maxima = _single_forward_scan(initial_probs, transition_matrix,
+                                                   log_likelihoods)
+    shifts = lax.stop_gradient(finite_or_zero(maxima))
+    usable = norms >= _safe_norm(log_likelihoods.dtype)
     if valid is not None:
         usable = usable | ~valid
 
-    def _fast(operands):
-        filtered, norms, _ = operands
+    def _fast(_):
         return filtered, jnp.log(jnp.where(usable, norms, 1.0)) + shifts
 
-    def _careful(operands):
-        _, _, log_likelihoods = operands
+    def _careful(_):
         return _careful_forward_scan(initial_probs, transition_matrix, log_likelihoods)
 
-    filtered, log_norms = lax.cond(any_in_batch(~jnp.all(usable)), _careful, _fast,
-                                   (filtered, norms, log_likelihoods))
+    filtered, log_norms = lax.cond(any_in_batch(~jnp.all(usable)), _careful, _fast, None)
+    return filtered, log_norms, maxima
+
+
+def _batch_filter(batch_size, in_batched, initial_probs, transition_matrix, log_likelihoods,
+                  valid):
+    return _batched_scans.forward_loop(batch_size, initial_probs, transition_matrix,
+                                       log_likelihoods, in_batched[0])
+
+
+def _use_batch_filter(batch_size, in_batched, initial_probs, transition_matrix,
+                      log_likelihoods, valid):
+    return in_batched[2] and _batched_scans.use_batch_loops(batch_size, in_batched[1],
+                                                            transition_matrix, log_likelihoods)
+
+
+# one sequence as written above; under vmap, large batches run the careful batch loop (which
+# needs no fallback, so no cond: a cond would copy the (B, T, K) input it might rerun on)
+_filter = batch_dispatched(_single_filter, _batch_filter, _use_batch_filter)
+
+
+def forward_pass(initial_probs: Array, transition_matrix: Array, log_likelihoods: Array,
+                 valid: Array | None) -> ForwardPass:
+    """Filtered marginals and ``log p`` of (masked) log-likelihoods (see ``_single_filter``)."""
+    dtype = log_likelihoods.dtype
+    initial_probs = initial_probs.astype(dtype)
+    transition_matrix = transition_matrix.astype(dtype)
+    filtered, log_norms, maxima = _filter(initial_probs, transition_matrix, log_likelihoods,
+                                          valid)
+    shifts = lax.stop_gradient(finite_or_zero(maxima))
+    scaled = jnp.exp(log_likelihoods - shifts[:, None])  # for smoothing (unused otherwise)
     log_lik = jnp.sum(mask_rows(log_norms, valid))
     # the loops read a NaN as "no mass" (a comparison with NaN is False): put it back
-    poisoned = nan_rows(initial_probs, transition_matrix, log_likelihoods)
+    poisoned = nan_rows(initial_probs, transition_matrix, maxima)
     log_lik = jnp.where(poisoned[-1], jnp.nan, log_lik)
     filtered = jnp.where(poisoned[:, None], jnp.nan, filtered)
     return ForwardPass(mask_rows(filtered, valid), log_lik, shifts, scaled)
@@ -240,7 +279,8 @@ def backward_likelihoods(log_likelihoods: Array, support: Array,
     return lax.cond(any_in_batch(~jnp.all(support)), _restricted, _everywhere, None)
 
 
-def backward_scan(transition_matrix: Array, scaled: Array, valid: Array | None) -> Array:
+def _single_backward_scan(transition_matrix: Array, scaled: Array,
+                          valid: Array | None) -> Array:
     """``β_t ∝ A (b̃_{t+1} ⊙ β_{t+1})`` by a reverse scan; uniform rows from ``L − 1`` on.
 
     The normaliser ``Σ_i (A v)_i = v · (column sums of A)`` (``v = b̃_{t+1} ⊙ β_{t+1}``) is one
@@ -272,6 +312,23 @@ def backward_scan(transition_matrix: Array, scaled: Array, valid: Array | None) 
     _, backward = lax.scan(_step, uniform, (scaled[1:], restart) + per_step_inputs,
                            reverse=True)
     return jnp.concatenate([backward, uniform[None, :]], axis=0)
+
+
+def _batch_backward_scan(batch_size, in_batched, transition_matrix, scaled, valid):
+    if valid is not None and not in_batched[2]:
+        valid = jnp.broadcast_to(valid, (batch_size,) + valid.shape)
+    return _batched_scans.backward_loop(batch_size, transition_matrix.astype(scaled.dtype),
+                                        scaled, valid, _safe_norm(scaled.dtype))
+
+
+def _use_batch_backward(batch_size, in_batched, transition_matrix, scaled, valid):
+    return in_batched[1] and _batched_scans.use_batch_loops(batch_size, in_batched[0],
+                                                            transition_matrix, scaled)
+
+
+# one sequence as written above; under vmap, large batches run the batch loop
+backward_scan = batch_dispatched(_single_backward_scan, _batch_backward_scan,
+                                 _use_batch_backward)
 
 
 class Smoothed(NamedTuple):

@@ -13,6 +13,8 @@ from jax import lax
 from functional_dl._types import Array
 from functional_dl.hmm._numerics import (UNROLLED_MAX_STATES, finite_or_zero, safe_log,
                                          state_index_dtype)
+from functional_dl.hmm import _batched_scans
+from functional_dl.hmm._batching import batch_dispatched
 from functional_dl.hmm._scans import masked, nan_rows, path_log_prob
 from functional_dl.hmm.model import HMM, check_inference_shapes, check_one_sequence, on_model
 
@@ -38,6 +40,70 @@ def _best_predecessors(scores: Array, log_transition: Array, index_dtype) -> tup
     return best, pointers
 
 
+def _rescale(scores: Array) -> Array:
+    """δ minus its best entry (unchanged when every entry is −inf)."""
+    return scores - finite_or_zero(jnp.max(scores, axis=-1, keepdims=True))
+
+
+def _single_decode(first: Array, log_transition: Array, log_likelihoods: Array,
+                   valid: Array | None) -> Array:
+    """The Viterbi path of one sequence (T ≥ 2) from ``δ_1 = first`` (already rescaled)."""
+    num_states = log_likelihoods.shape[1]
+    # the narrowest integer type that holds a state: the backtracking loop below then touches
+    # few enough bytes per step for XLA to compile it as one kernel
+    index_dtype = state_index_dtype(num_states)
+    state_indices = jnp.arange(num_states, dtype=index_dtype)
+
+    def _step(scores, inputs):
+        """δ_t and ψ_t; a padded step keeps δ and points every state to itself."""
+        ll_t, valid_t, log_transition_t = inputs
+        if log_transition_t is None:  # a constant matrix: closed over
+            log_transition_t = log_transition
+        best, pointers = _best_predecessors(scores, log_transition_t, index_dtype)
+        new_scores = _rescale(best + ll_t)
+        if valid_t is not None:
+            new_scores = jnp.where(valid_t, new_scores, scores)
+            pointers = jnp.where(valid_t, pointers, state_indices)
+        return new_scores, pointers
+
+    inputs = (log_likelihoods[1:], None if valid is None else valid[1:],
+              log_transition if log_transition.ndim == 3 else None)
+    last_scores, pointers = lax.scan(_step, first, inputs)
+    last = jnp.argmax(last_scores).astype(index_dtype)
+
+    def _backtrack(state, pointers_next):
+        """z_t = ψ_{t+1}(z_{t+1}), read by a mask, not a gather (cheaper under vmap)."""
+        previous = jnp.sum(jnp.where(state_indices == state, pointers_next, 0),
+                           dtype=index_dtype)
+        return previous, previous
+
+    _, earlier = lax.scan(_backtrack, last, pointers, reverse=True)
+    return jnp.concatenate([earlier, last[None]]).astype(jnp.result_type(int))
+
+
+def _batch_decode(batch_size, in_batched, first, log_transition, log_likelihoods, valid):
+    """``_single_decode`` for B sequences at once (``_batched_scans``)."""
+    if not in_batched[0]:
+        first = jnp.broadcast_to(first, (batch_size,) + first.shape)
+    if valid is not None and not in_batched[3]:
+        valid = jnp.broadcast_to(valid, (batch_size,) + valid.shape)
+    index_dtype = state_index_dtype(log_likelihoods.shape[-1])
+    last_scores, pointers = _batched_scans.viterbi_loop(
+        batch_size, first, log_transition, log_likelihoods, valid, index_dtype)
+    last = jnp.argmax(last_scores, axis=1).astype(index_dtype)
+    earlier = _batched_scans.backtrack_loop(last, pointers)
+    return jnp.concatenate([earlier, last[:, None]], axis=1).astype(jnp.result_type(int))
+
+
+def _use_batch_decode(batch_size, in_batched, first, log_transition, log_likelihoods, valid):
+    return in_batched[2] and _batched_scans.use_batch_loops(batch_size, in_batched[1],
+                                                            log_transition, log_likelihoods)
+
+
+# one sequence as written above; under vmap, large batches run the batch loops
+_decode = batch_dispatched(_single_decode, _batch_decode, _use_batch_decode)
+
+
 @jax.jit
 def most_likely_states(initial_probs: Array, transition_matrix: Array, log_likelihoods: Array,
                        length: Array | None = None) -> tuple[Array, Array]:
@@ -58,43 +124,11 @@ def most_likely_states(initial_probs: Array, transition_matrix: Array, log_likel
     dtype = log_likelihoods.dtype
     log_transition = safe_log(transition_matrix).astype(dtype)
     num_steps, num_states = log_likelihoods.shape
-    # the narrowest integer type that holds a state: the backtracking loop below then touches
-    # few enough bytes per step for XLA to compile it as one kernel
-    index_dtype = state_index_dtype(num_states)
-    state_indices = jnp.arange(num_states, dtype=index_dtype)
-
-    def _rescale(scores):
-        return scores - finite_or_zero(jnp.max(scores))
-
-    def _step(scores, inputs):
-        """δ_t and ψ_t; a padded step keeps δ and points every state to itself."""
-        ll_t, valid_t, log_transition_t = inputs
-        if log_transition_t is None:  # a constant matrix: closed over
-            log_transition_t = log_transition
-        best, pointers = _best_predecessors(scores, log_transition_t, index_dtype)
-        new_scores = _rescale(best + ll_t)
-        if valid_t is not None:
-            new_scores = jnp.where(valid_t, new_scores, scores)
-            pointers = jnp.where(valid_t, pointers, state_indices)
-        return new_scores, pointers
-
-    first = _rescale(safe_log(initial_probs).astype(dtype) + log_likelihoods[0])
+    first = safe_log(initial_probs).astype(dtype) + log_likelihoods[0]
     if num_steps == 1:  # no loop (a scan of length 0 fails with jit disabled)
         states = jnp.argmax(first)[None].astype(jnp.result_type(int))
     else:
-        inputs = (log_likelihoods[1:], None if valid is None else valid[1:],
-                  log_transition if log_transition.ndim == 3 else None)
-        last_scores, pointers = lax.scan(_step, first, inputs)
-        last = jnp.argmax(last_scores).astype(index_dtype)
-
-        def _backtrack(state, pointers_next):
-            """z_t = ψ_{t+1}(z_{t+1}), read by a mask, not a gather (cheaper under vmap)."""
-            previous = jnp.sum(jnp.where(state_indices == state, pointers_next, 0),
-                               dtype=index_dtype)
-            return previous, previous
-
-        _, earlier = lax.scan(_backtrack, last, pointers, reverse=True)
-        states = jnp.concatenate([earlier, last[None]]).astype(jnp.result_type(int))
+        states = _decode(_rescale(first), log_transition, log_likelihoods, valid)
     if valid is None:
         valid = jnp.ones((num_steps,), bool)
     log_prob = path_log_prob(initial_probs, log_transition, log_likelihoods, states, valid)

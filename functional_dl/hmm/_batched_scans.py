@@ -1,0 +1,151 @@
+"""The loops of ``_scans`` written for a batch of B sequences at once (batch axis first).
+
+``_scans`` writes each loop for one sequence; under ``vmap`` these versions replace them when
+the batch is large enough (``_batching.batch_dispatched``; ``use_batch_loops`` decides).  Each
+computes exactly the recursion of its single-sequence twin, for all sequences at once:
+
+- the arrays keep the batch axis first, ``(B, T, K)``, and the loop reads step t of them in
+  place (a ``(B, K)`` slice) instead of scanning over a time-major copy: under ``vmap`` a
+  scan over a ``(T, K)`` input moves the batch axis second, a transpose of the whole input;
+- the step's matrix product is one ``(B, K) · (K, K)`` ``dot``;
+- the exponentials ``b̃_t = exp(ll_t − m_t)`` are formed inside the loop, one ``(B, K)`` slice
+  at a time, instead of as a ``(B, T, K)`` array written before it.
+
+Only a constant ``(K, K)`` transition matrix shared by the batch takes these loops (a
+time-varying or per-sequence one is batched by ``vmap`` of the single-sequence loop).
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+from jax import lax
+
+from functional_dl._types import Array
+from functional_dl.hmm._numerics import normalize, safe_log, scaled_likelihoods
+
+# Smallest B·K for which the batch loops beat vmap of the single-sequence ones (measured on
+# a 2-core CPU, K = 4…32: the multiply-adds win up to B ≈ 64 at K = 8, the dot from B ≈ 128).
+BATCH_LOOP_MIN_SIZE = 1024
+
+
+def use_batch_loops(axis_size: int, in_batched, transition_matrix: Array,
+                    log_likelihoods: Array) -> bool:
+    """Whether a batch of ``axis_size`` sequences runs the loops of this module."""
+    shared_constant_matrix = transition_matrix.ndim == 2 and not in_batched
+    num_states = log_likelihoods.shape[-1]
+    return shared_constant_matrix and axis_size * num_states >= BATCH_LOOP_MIN_SIZE
+
+
+def _broadcast(value: Array, batched: bool, batch_size: int) -> Array:
+    return value if batched else jnp.broadcast_to(value, (batch_size,) + value.shape)
+
+
+def forward_loop(batch_size: int, initial_probs: Array, transition_matrix: Array,
+                 log_likelihoods: Array, initial_batched: bool) -> tuple[Array, Array, Array]:
+    """``(filtered (B, T, K), log_norms (B, T), maxima (B, T))`` of ``_scans._filter``.
+
+    Every step shifts by the best state the prediction can reach (the careful loop of
+    ``_scans``; here it costs only a few elementwise operations more than the fast one, so
+    it needs no fallback): ``m_t = max {ll_t(k) : p̂_t(k) > 0}`` (0 if none is finite),
+    ``j_t = p̂_t ⊙ exp(min(ll_t − m_t, 0))``, ``c_t = Σ_k j_t(k)``, ``α̂_t = j_t / c_t`` (0 when
+    ``c_t = 0``), ``log_norms_t = log c_t + m_t``, ``p̂_{t+1} = α̂_t A``, ``p̂_1 = π``;
+    ``maxima_t = max_k ll_t(k)`` as computed (NaN for a row holding a NaN).
+    """
+    num_steps = log_likelihoods.shape[1]
+    predicted = _broadcast(initial_probs, initial_batched, batch_size)
+
+    def _step(predicted, t):
+        ll_t = lax.dynamic_index_in_dim(log_likelihoods, t, axis=1, keepdims=False)
+        scaled, shift = scaled_likelihoods(ll_t, predicted > 0)
+        filtered, norm = normalize(predicted * scaled)
+        return filtered @ transition_matrix, (filtered, safe_log(norm) + shift,
+                                              jnp.max(ll_t, axis=1))
+
+    _, (filtered, log_norms, maxima) = lax.scan(_step, predicted, jnp.arange(num_steps))
+    return jnp.swapaxes(filtered, 0, 1), log_norms.T, maxima.T
+
+
+def backward_loop(batch_size: int, transition_matrix: Array, scaled: Array,
+                  valid: Array | None, floor: float) -> Array:
+    """``β (B, T, K)`` of ``_scans.backward_scan`` for B sequences.
+
+    ``β_T ∝ 1``; ``v = b̃_{t+1} ⊙ β_{t+1}``, ``β_t = (v / max(v · colsum(A), floor)) Aᵀ``;
+    uniform rows where ``t + 1`` is padding.
+    """
+    num_steps, num_states = scaled.shape[1:]
+    uniform = jnp.full((batch_size, num_states), 1.0 / num_states, scaled.dtype)
+    column_sums = jnp.sum(transition_matrix, axis=0)
+    transposed = transition_matrix.T
+
+    def _step(next_backward, t):
+        """β_t from β_{t+1} and b̃_{t+1}, for t = T − 2 down to 0."""
+        scaled_next = lax.dynamic_index_in_dim(scaled, t + 1, axis=1, keepdims=False)
+        weighted = scaled_next * next_backward
+        norm = jnp.maximum(weighted @ column_sums, floor)
+        backward = (weighted / norm[:, None]) @ transposed
+        if valid is not None:
+            restart = ~lax.dynamic_index_in_dim(valid, t + 1, axis=1, keepdims=True)
+            backward = jnp.where(restart, uniform, backward)
+        return backward, backward
+
+    _, backward = lax.scan(_step, uniform, jnp.arange(num_steps - 1), reverse=True)
+    return jnp.concatenate([jnp.swapaxes(backward, 0, 1), uniform[:, None]], axis=1)
+
+
+def best_predecessors(scores: Array, log_transition: Array, index_dtype) -> tuple[Array, Array]:
+    """``(max_i s[b, i] + log A_ij, argmax_i …)`` for every b, j; ties: lowest i.
+
+    A running comparison over i on ``(B, K)`` arrays (``decoding._best_predecessors`` per
+    sequence); for large K one ``(B, K, K)`` array and a max and argmax over it.
+    """
+    num_states = log_transition.shape[0]
+    if num_states > 12:
+        candidates = scores[:, :, None] + log_transition[None]
+        return (jnp.max(candidates, axis=1),
+                jnp.argmax(candidates, axis=1).astype(index_dtype))
+    best = scores[:, :1] + log_transition[0][None]
+    pointers = jnp.zeros(best.shape, index_dtype)
+    for i in range(1, num_states):
+        candidate = scores[:, i:i + 1] + log_transition[i][None]
+        better = candidate > best  # strictly: ties keep the lower index
+        best = jnp.where(better, candidate, best)
+        pointers = jnp.where(better, jnp.asarray(i, index_dtype), pointers)
+    return best, pointers
+
+
+def viterbi_loop(batch_size: int, first: Array, log_transition: Array, log_likelihoods: Array,
+                 valid: Array | None, index_dtype) -> tuple[Array, Array]:
+    """``(last scores (B, K), pointers (T − 1, B, K))`` of the Viterbi forward scan.
+
+    ``δ_t = rescale(max_i [δ_{t−1}(i) + log A_ij] + ll_t(j))``; a padded step keeps δ and
+    points every state to itself.  The pointers stay time-major for ``backtrack_loop``.
+    """
+    num_steps, num_states = log_likelihoods.shape[1:]
+    state_indices = jnp.arange(num_states, dtype=index_dtype)
+
+    def _step(scores, t):
+        ll_t = lax.dynamic_index_in_dim(log_likelihoods, t, axis=1, keepdims=False)
+        best, pointers = best_predecessors(scores, log_transition, index_dtype)
+        new_scores = best + ll_t
+        top = jnp.max(new_scores, axis=1, keepdims=True)
+        new_scores = new_scores - jnp.where(jnp.isfinite(top), top, 0.0)
+        if valid is not None:
+            valid_t = lax.dynamic_index_in_dim(valid, t, axis=1, keepdims=True)
+            new_scores = jnp.where(valid_t, new_scores, scores)
+            pointers = jnp.where(valid_t, pointers, state_indices)
+        return new_scores, pointers
+
+    return lax.scan(_step, first, jnp.arange(1, num_steps))
+
+
+def backtrack_loop(last: Array, pointers: Array) -> Array:
+    """``z (B, T − 1)`` before the last step: ``z_t = ψ_{t+1}(z_{t+1})`` for every sequence,
+    read by a mask (no gather)."""
+    state_indices = jnp.arange(pointers.shape[-1], dtype=pointers.dtype)
+
+    def _step(state, pointers_next):
+        previous = jnp.sum(jnp.where(state_indices[None] == state[:, None], pointers_next, 0),
+                           axis=1, dtype=pointers.dtype)
+        return previous, previous
+
+    _, earlier = lax.scan(_step, last, pointers, reverse=True)
+    return earlier.T

@@ -1,0 +1,58 @@
+"""A function written for one sequence that runs a different, batch-aware loop under ``vmap``.
+
+Inference is written for one sequence and batched by ``jax.vmap``.  The best loop for B
+sequences depends on B, which a function traced for one sequence never sees: for a few
+sequences the per-step work is small and a loop of written-out multiply-adds over
+precomputed exponentials is fastest; for many, each step is a ``(B, K) · (K, K)`` product
+that a real ``dot`` does best, and reading the log-likelihoods inside the loop beats
+writing a ``(B, T, K)`` array of exponentials first.  ``batch_dispatched(single, batched,
+use_batched)`` gives one function that
+
+- evaluates ``single(*args)`` for one sequence;
+- under ``vmap`` of axis size B asks ``use_batched(B, in_batched, *args)`` (a trace-time
+  decision from static shapes) and evaluates ``batched(B, in_batched, *args)`` (which
+  receives the batched arguments with the batch axis first and must return every output
+  with the batch axis first) or else ``vmap(single)``;
+- is differentiated (forward and reverse mode) through ``single``: its JVP is
+  ``jax.jvp(single)``, so derivatives are the same whichever loop computes the value.
+
+``jax.custom_batching.custom_vmap`` chooses the rule and ``jax.custom_jvp`` keeps autodiff (a
+``custom_vmap`` alone supports no reverse mode).  Nested ``vmap``: the inner one dispatches,
+outer ones batch the chosen code by JAX's own rules.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+from jax.custom_batching import custom_vmap
+
+__all__ = ["batch_dispatched"]
+
+
+def batch_dispatched(single: Callable[..., Any], batched: Callable[..., Any],
+                     use_batched: Callable[..., bool]) -> Callable[..., Any]:
+    """``single`` for one sequence, ``batched`` under ``vmap`` when ``use_batched`` says so."""
+
+    @custom_vmap
+    def _value(*args):
+        return single(*args)
+
+    @_value.def_vmap
+    def _rule(axis_size, in_batched, *args):
+        if use_batched(axis_size, in_batched, *args):
+            out = batched(axis_size, in_batched, *args)
+        else:
+            in_axes = jax.tree.map(lambda b: 0 if b else None, list(in_batched))
+            out = jax.vmap(single, in_axes=in_axes)(*args)
+        return out, jax.tree.map(lambda _: True, out)
+
+    @jax.custom_jvp
+    def dispatched(*args):
+        return _value(*args)
+
+    @dispatched.defjvp
+    def _jvp(primals, tangents):
+        return jax.jvp(single, primals, tangents)
+
+    return dispatched
