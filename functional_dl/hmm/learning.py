@@ -41,12 +41,14 @@ iterates, a parameter held at the prior's boundary, on ``ℓ_i − ℓ_{i−1}``
 ``log_likelihood`` report ℓ, the score that compares models (``score``, ``aic``, ``bic``, the
 choice among restarts in ``hmm.fit``); with priors ``history`` may decrease while F rises
 (``log_prior(model, ...) + log_likelihood`` is F of the returned model).  dynamax's
-``fit_em`` reports F (its ``marginal_log_prob``) and runs a fixed number of iterations: with
-``tol=0`` this loop runs as many, up to rounding at a fixed point.  The returned model is therefore one M-step past
-``history[num_iterations − 1]``; ``fit_from`` (and ``hmm.fit``) also return its own
-log-likelihood.  A non-finite ``ℓ_i`` stops the loop at once, not converged: NaN (an emission
-model produced NaN, or the parameters did) or −inf (the data are impossible under the
-model); the model returned is then the last one whose log-likelihood was finite (the start
+``fit_em`` reports F (its ``marginal_log_prob``, which keeps the constants) and runs a fixed
+number of iterations; with ``tol=0`` this loop runs until F stops rising, which at a fixed
+point may be a rounding-level change before dynamax's last iteration.
+
+The returned model is one M-step past ``history[num_iterations − 1]``; ``fit_from`` (and
+``hmm.fit``) also return its own log-likelihood.  A non-finite ``ℓ_i`` stops the loop at
+once, not converged: NaN (an emission model produced NaN, or the parameters did) or −inf
+(the data are impossible under the model); the model returned is then the last one whose log-likelihood was finite (the start
 if there is none), and ``EMStatus`` says why the loop stopped.
 
 ``tol``, the pseudo-counts and the emission hyperparameters are traced, not compile-time
@@ -376,10 +378,11 @@ def baum_welch(model: HMM, observations: Array, lengths: Array | None = None, *,
     ``pseudo_count`` is the Dirichlet α added to the expected counts of π and A;
     ``emission_hyperparameters`` the keyword arguments of the emission family's ``m_step``
     (e.g. ``{"min_covar": 1e-2}`` for ``Gaussian``).  Without priors the log-likelihood never
-    decreases (up to rounding); with them ``ℓ + log p(θ)`` never does, ℓ may.  ``options``: ``initial_pseudo_counts``,
-    ``transition_pseudo_counts``, ``update`` (``fit_from``).  ``baum_welch_with_history`` also
-    returns the log-likelihood of every iteration, their number and the convergence flag;
-    ``fit_from`` the returned model's own log-likelihood and why the loop stopped.
+    decreases (up to rounding); with them ``ℓ + log p(θ)`` never does, ℓ may.  ``options``:
+    ``initial_pseudo_counts``, ``transition_pseudo_counts``, ``update`` (``fit_from``).
+    ``baum_welch_with_history`` also returns the log-likelihood of every iteration, their
+    number and the convergence flag; ``fit_from`` the returned model's own log-likelihood
+    and why the loop stopped.
     """
     return fit_from(model, observations, lengths, max_iter=max_iter, tol=tol,
                     pseudo_count=pseudo_count,
