@@ -48,8 +48,9 @@ point may be a rounding-level change before dynamax's last iteration.
 The returned model is one M-step past ``history[num_iterations − 1]``; ``fit_from`` (and
 ``hmm.fit``) also return its own log-likelihood.  A non-finite ``ℓ_i`` stops the loop at
 once, not converged: NaN (an emission model produced NaN, or the parameters did) or −inf
-(the data are impossible under the model); the model returned is then the last one whose log-likelihood was finite (the start
-if there is none), and ``EMStatus`` says why the loop stopped.
+(the data are impossible under the model); the model returned is then the last one whose
+log-likelihood was finite (the start if there is none), and ``EMStatus`` says why the loop
+stopped.
 
 ``tol``, the pseudo-counts and the emission hyperparameters are traced, not compile-time
 constants: a new value reuses the compiled loop, and ``jax.vmap`` over them fits one model
