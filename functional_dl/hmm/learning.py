@@ -26,14 +26,31 @@ Freezing.  ``update`` names the parts the M-step re-estimates, a subset of ``{"i
 "transition", "emissions"}`` (default: all three); the others keep their starting values.
 hmmlearn's ``params="st"`` is ``update={"initial", "transition"}``.
 
-Convergence follows hmmlearn's monitor: iteration i computes ``ℓ_i`` (total log-likelihood of
-the current model, recorded as ``history[i]``), then applies the M-step, and stops if
-``ℓ_i − ℓ_{i−1} < tol``.  The returned model is therefore one M-step past
-``history[num_iterations − 1]``; ``fit_from`` (and ``hmm.fit``) also return its own
-log-likelihood.  A non-finite ``ℓ_i`` stops the loop at once, not converged: NaN (an emission
-model produced NaN, or the parameters did) or −inf (the data are impossible under the
-model); the model returned is then the last one whose log-likelihood was finite (the start
-if there is none), and ``EMStatus`` says why the loop stopped.
+The objective.  With α = 0 and maximum-likelihood emission settings EM increases the
+log-likelihood ℓ(θ) = Σ_b log p(x_b | θ); with priors the M-step is MAP and EM increases
+
+    F(θ) = ℓ(θ) + log p(θ),   log p(θ) = Σ_k α^π_k log π_k + Σ_ij α^A_ij log A_ij
+                                          + model.emissions.log_prior(**hyperparameters)
+
+(Dirichlet(α + 1) rows, up to a constant; the terms of the parts in ``update`` only, the
+others being constants; ``log_prior`` computes it), while ℓ alone may fall.  Convergence is
+judged on F (hmmlearn's monitor when there is no prior, F = ℓ): iteration i computes ``ℓ_i``
+(total log-likelihood of the current model, recorded as ``history[i]``) and ``F_i``, then
+applies the M-step, and stops if ``F_i − F_{i−1} < tol`` (where log p is −inf at both
+iterates, a parameter held at the prior's boundary, on ``ℓ_i − ℓ_{i−1}``).  ``history`` and
+``log_likelihood`` report ℓ, the score that compares models (``score``, ``aic``, ``bic``, the
+choice among restarts in ``hmm.fit``); with priors ``history`` may decrease while F rises
+(``log_prior(model, ...) + log_likelihood`` is F of the returned model).  dynamax's
+``fit_em`` reports F (its ``marginal_log_prob``, which keeps the constants) and runs a fixed
+number of iterations; with ``tol=0`` this loop runs until F stops rising, which at a fixed
+point may be a rounding-level change before dynamax's last iteration.
+
+The returned model is one M-step past ``history[num_iterations − 1]``; ``fit_from`` (and
+``hmm.fit``) also return its own log-likelihood.  A non-finite ``ℓ_i`` stops the loop at
+once, not converged: NaN (an emission model produced NaN, or the parameters did) or −inf
+(the data are impossible under the model); the model returned is then the last one whose
+log-likelihood was finite (the start if there is none), and ``EMStatus`` says why the loop
+stopped.
 
 ``tol``, the pseudo-counts and the emission hyperparameters are traced, not compile-time
 constants: a new value reuses the compiled loop, and ``jax.vmap`` over them fits one model
@@ -56,6 +73,7 @@ from functional_dl._types import Array, PyTree
 from functional_dl.hmm import _em_options
 from functional_dl.hmm._layouts import pad_sequences
 from functional_dl.hmm._numerics import min_mass, replace_padding, safe_divide
+from functional_dl.hmm.emissions._support import dirichlet_log_prior
 from functional_dl.hmm.inference import forward_filter, smoother
 from functional_dl.hmm.model import HMM, as_array_model, check
 
@@ -64,7 +82,7 @@ PARTS = _em_options.PARTS
 
 class EMStatus(enum.IntEnum):
     """Why the EM loop stopped (``EMStatus(int(result.status)).name``)."""
-    CONVERGED = 0  # the log-likelihood improved by less than tol
+    CONVERGED = 0  # ℓ + log p(θ) (ℓ without priors) improved by less than tol
     MAX_ITERATIONS = 1  # max_iter iterations ran
     NAN_LOG_LIKELIHOOD = 2  # a log-likelihood was NaN (the emissions or the parameters)
     IMPOSSIBLE_OBSERVATIONS = 3  # a log-likelihood was −inf: the data cannot occur
@@ -149,6 +167,39 @@ def _m_step(model: HMM, stats: SufficientStats, initial_pseudo_counts, transitio
 _compiled_m_step = jax.jit(_m_step, static_argnames="update")
 
 
+def _log_prior(model: HMM, initial_pseudo_counts, transition_pseudo_counts,
+               emission_hyperparameters: Mapping[str, Any], update: frozenset) -> Array:
+    """``log p(θ)`` of the parts in ``update`` (module docstring); a family without
+    ``log_prior`` counts as flat (maximum likelihood)."""
+    total = jnp.zeros((), jnp.result_type(model.initial_probs.dtype, jnp.float32))
+    if "initial" in update:
+        total += dirichlet_log_prior(model.initial_probs, initial_pseudo_counts)
+    if "transition" in update:
+        total += dirichlet_log_prior(model.transition_matrix, transition_pseudo_counts)
+    emission_log_prior = getattr(model.emissions, "log_prior", None)
+    if "emissions" in update and emission_log_prior is not None:
+        total += emission_log_prior(**emission_hyperparameters)
+    return total
+
+
+_compiled_log_prior = jax.jit(_log_prior, static_argnames="update")
+
+
+def log_prior(model: HMM, pseudo_count=0.0,
+              emission_hyperparameters: Optional[Mapping[str, Any]] = None, *,
+              update: Iterable[str] = PARTS) -> Array:
+    """``log p(θ)`` up to a constant, the prior of ``m_step`` with the same arguments: ``Σ_k
+    α^π_k log π_k + Σ_ij α^A_ij log A_ij + model.emissions.log_prior(**hyperparameters)``.
+
+    EM with these priors increases ``ℓ + log p(θ)`` (``ℓ = e_step(model, x)[0]``); 0 at the
+    maximum-likelihood settings.  Arguments as ``m_step``.
+    """
+    initial, transition = (pseudo_count if isinstance(pseudo_count, tuple)
+                           else (pseudo_count, pseudo_count))
+    return _compiled_log_prior(model, initial, transition, emission_hyperparameters or {},
+                               update=_em_options.checked_update(update))
+
+
 def m_step(model: HMM, stats: SufficientStats, pseudo_count=0.0,
            emission_hyperparameters: Optional[Mapping[str, Any]] = None, *,
            update: Iterable[str] = PARTS) -> HMM:
@@ -218,31 +269,38 @@ def run_em(model: HMM, observations: Array, lengths: Array | None, tol, initial_
         return jax.tree.map(lambda n, o: n.astype(o.dtype), new, old)
 
     def _continue(carry):
-        iteration, _, _, _, _, status = carry
+        iteration, *_, status = carry
         return (iteration < max_iter) & (status == EMStatus.MAX_ITERATIONS)
 
     def _iteration(carry):
-        """E-step on the current model, record ℓ_i, M-step, test the improvement."""
-        iteration, current, previous, previous_log_lik, history, _ = carry
+        """E-step on the current model, record ℓ_i, M-step, test the improvement of F_i."""
+        iteration, current, previous, previous_log_lik, previous_objective, history, _ = carry
         log_lik, stats = e_step(current, observations, lengths)
         log_lik = log_lik.astype(log_lik_dtype)
+        objective = log_lik + _log_prior(current, initial_pseudo_counts, transition_pseudo_counts,
+                                         emission_hyperparameters, update).astype(log_lik_dtype)
         updated = _m_step(current, stats, initial_pseudo_counts, transition_pseudo_counts,
                           emission_hyperparameters, update)
         finite = jnp.isfinite(log_lik)
-        converged = finite & (iteration > 0) & ~(log_lik - previous_log_lik >= tol)
+        # MAP-EM raises F = ℓ + log p(θ), not ℓ; −inf − (−inf) would read as "no gain"
+        comparable = jnp.isfinite(objective) | jnp.isfinite(previous_objective)
+        improvement = jnp.where(comparable, objective - previous_objective,
+                                log_lik - previous_log_lik)
+        converged = finite & (iteration > 0) & ~(improvement >= tol)
         status = jnp.select([jnp.isnan(log_lik), ~finite, converged],
                             [EMStatus.NAN_LOG_LIKELIHOOD, EMStatus.IMPOSSIBLE_OBSERVATIONS,
                              EMStatus.CONVERGED], EMStatus.MAX_ITERATIONS)
         # a non-finite ℓ_i keeps (current, previous): the last finite model is ``previous``
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
         return (iteration + 1, keep(_cast_like(updated, current), current),
-                keep(current, previous), log_lik, history.at[iteration].set(log_lik),
+                keep(current, previous), log_lik, objective, history.at[iteration].set(log_lik),
                 status.astype(jnp.int32))
 
     history = jnp.full((max_iter,), jnp.nan, log_lik_dtype)
-    init = (jnp.zeros((), jnp.int32), model, model, jnp.full((), -jnp.inf, log_lik_dtype),
-            history, jnp.asarray(EMStatus.MAX_ITERATIONS, jnp.int32))
-    num_iterations, current, previous, _, history, status = lax.while_loop(
+    minus_infinity = jnp.full((), -jnp.inf, log_lik_dtype)
+    init = (jnp.zeros((), jnp.int32), model, model, minus_infinity, minus_infinity, history,
+            jnp.asarray(EMStatus.MAX_ITERATIONS, jnp.int32))
+    num_iterations, current, previous, _, _, history, status = lax.while_loop(
         _continue, _iteration, init)
     stopped_early = (status == EMStatus.NAN_LOG_LIKELIHOOD) | (
         status == EMStatus.IMPOSSIBLE_OBSERVATIONS)
@@ -316,14 +374,16 @@ def baum_welch(model: HMM, observations: Array, lengths: Array | None = None, *,
 
     ``lengths`` (B,) gives each sequence's length (padding beyond it is ignored); a single
     sequence ``(T,)`` / ``(T, D)`` is accepted as a batch of one.  EM stops after ``max_iter``
-    iterations or when the total log-likelihood improves by less than ``tol``.
+    iterations or when the objective ``ℓ + log p(θ)`` (the total log-likelihood ℓ when there
+    is no prior; ``log_prior``, module docstring) improves by less than ``tol``.
     ``pseudo_count`` is the Dirichlet α added to the expected counts of π and A;
     ``emission_hyperparameters`` the keyword arguments of the emission family's ``m_step``
-    (e.g. ``{"min_covar": 1e-2}`` for ``Gaussian``).  With ``pseudo_count = 0`` the
-    log-likelihood never decreases (up to rounding).  ``options``: ``initial_pseudo_counts``,
-    ``transition_pseudo_counts``, ``update`` (``fit_from``).  ``baum_welch_with_history`` also
-    returns the log-likelihood of every iteration, their number and the convergence flag;
-    ``fit_from`` the returned model's own log-likelihood and why the loop stopped.
+    (e.g. ``{"min_covar": 1e-2}`` for ``Gaussian``).  Without priors the log-likelihood never
+    decreases (up to rounding); with them ``ℓ + log p(θ)`` never does, ℓ may.  ``options``:
+    ``initial_pseudo_counts``, ``transition_pseudo_counts``, ``update`` (``fit_from``).
+    ``baum_welch_with_history`` also returns the log-likelihood of every iteration, their
+    number and the convergence flag; ``fit_from`` the returned model's own log-likelihood
+    and why the loop stopped.
     """
     return fit_from(model, observations, lengths, max_iter=max_iter, tol=tol,
                     pseudo_count=pseudo_count,

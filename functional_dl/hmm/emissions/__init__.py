@@ -18,6 +18,12 @@ Two members serve only fitting from scratch and model selection (``hmm.fit``,
 ``hmm.num_parameters``, ``hmm.aic``, ``hmm.bic``): ``num_free_parameters`` and the classmethod
 ``initialize``.  Inference and Baum–Welch do not need them, so ``check_emission_model``
 does not ask for them; ``check_fittable_family`` does.
+
+One member is optional, ``log_prior`` (``PRIOR_MEMBERS``): the log density of the prior whose
+MAP estimate ``m_step`` computes.  With priors EM increases ``ℓ + log p(θ)``, not the
+log-likelihood ℓ alone, and Baum–Welch judges convergence on that sum; a family without
+``log_prior`` is taken to have a flat prior (its ``m_step`` maximum likelihood), so
+``check_emission_model`` does not ask for it.
 """
 from __future__ import annotations
 
@@ -27,8 +33,8 @@ import numpy as np
 
 from functional_dl._types import Array, PRNGKey, PyTree
 
-__all__ = ["EmissionModel", "EMISSION_MODEL_MEMBERS", "FITTING_MEMBERS", "missing_members",
-           "check_emission_model", "check_fittable_family"]
+__all__ = ["EmissionModel", "EMISSION_MODEL_MEMBERS", "FITTING_MEMBERS", "PRIOR_MEMBERS",
+           "missing_members", "check_emission_model", "check_fittable_family"]
 
 Self = TypeVar("Self", bound="EmissionModel")
 
@@ -65,6 +71,15 @@ class EmissionModel(Protocol):
         ``hyperparameters`` are the family's keyword-only arguments with defaults; they are
         traced under ``jit``/``vmap``, so they enter only array arithmetic.  A state whose
         expected count is below ``_numerics.min_mass`` keeps its previous parameters.
+        """
+
+    def log_prior(self, **hyperparameters: Any) -> Array:
+        """``log p(θ)`` up to an additive constant independent of θ, a scalar (optional member).
+
+        The conjugate prior whose MAP estimate ``m_step`` computes with the same keyword
+        arguments: ``m_step(stats, **h)`` maximises ``Σ_t Σ_k γ_t(k) log b_k(x_t) +
+        log_prior(**h)``; 0 at the maximum-likelihood settings (the defaults).  Traced like
+        the M-step's hyperparameters.
         """
 
     def sample(self, key: PRNGKey, states: Array) -> Array:
@@ -114,8 +129,9 @@ def _protocol_members(protocol: type) -> tuple[str, ...]:
 
 
 FITTING_MEMBERS = ("num_free_parameters", "initialize")
+PRIOR_MEMBERS = ("log_prior",)
 EMISSION_MODEL_MEMBERS = tuple(name for name in _protocol_members(EmissionModel)
-                               if name not in FITTING_MEMBERS)
+                               if name not in FITTING_MEMBERS + PRIOR_MEMBERS)
 _METHODS = frozenset(name for name in EMISSION_MODEL_MEMBERS
                      if callable(vars(EmissionModel).get(name)))
 

@@ -1,4 +1,4 @@
-"""What the count, binary and Gaussian families share: observation checks and initialisation.
+"""What the count, binary and Gaussian families share: observation checks, initialisation, priors.
 
 Checks (beyond ``functional_dl.hmm.validation``): ``count_observations`` (non-negative whole
 numbers, for Poisson and Multinomial), ``binary_observations`` (values in {0, 1}, for
@@ -9,6 +9,17 @@ Initialisation from data (each family's ``initialize`` classmethod).  ``observat
 for a real step, 0 for padding); both are concrete, so the data summaries are computed
 eagerly in NumPy float64.  Only ``key`` may be traced (``initialize`` is vmapped over
 restarts): the random parts use ``jax.random`` alone.
+
+Log priors (each family's ``log_prior``, ``learning``'s Dirichlet terms of π and A): the log
+density, up to an additive constant independent of the parameters, of the conjugate prior
+whose MAP estimate the M-step computes, written with pseudo-counts as the M-steps are:
+
+    dirichlet_log_prior:  Σ α log p                  (Dirichlet(α + 1) on each row),
+    beta_log_prior:       Σ α [log p + log(1 − p)]   (Beta(α + 1, α + 1) on each probability),
+    gamma_log_prior:      Σ (a − 1) log λ − b λ      (Gamma(shape a, rate b) on each value),
+
+each 0 at the maximum-likelihood settings (α = 0; a = 1, b = 0), and ``x log y`` read as 0
+where x = 0, so a structural zero with a zero pseudo-count costs nothing.
 """
 from __future__ import annotations
 
@@ -17,6 +28,7 @@ from typing import Any, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.scipy.special import xlog1py, xlogy
 
 from functional_dl import checks
 from functional_dl._types import Array, PRNGKey
@@ -156,3 +168,34 @@ def positive_observations(observations: Any, valid: Optional[np.ndarray], num_fe
     if np.any(bad):
         raise ValueError(f"observations must be finite and > 0 at non-padded positions, got "
                          f"{values[bad].flat[0]:.6g}")
+
+
+def dirichlet_log_prior(probs: Array, pseudo_counts: Any) -> Array:
+    """``Σ α log p`` over the rows of ``probs``: Dirichlet(α + 1) rows, the prior of the MAP
+    ``(n + α) / Σ (n + α)`` (α broadcastable to ``probs``)."""
+    return jnp.sum(xlogy(jnp.broadcast_to(pseudo_counts, jnp.shape(probs)), probs))
+
+
+def beta_log_prior(probs: Array, pseudo_counts: Any) -> Array:
+    """``Σ α [log p + log(1 − p)]``: Beta(α + 1, α + 1), the prior of ``(s + α) / (N + 2α)``."""
+    pseudo_counts = jnp.broadcast_to(pseudo_counts, jnp.shape(probs))
+    return jnp.sum(xlogy(pseudo_counts, probs) + xlog1py(pseudo_counts, -probs))
+
+
+def gamma_log_prior(values: Array, shape: Any, rate: Any) -> Array:
+    """``Σ (a − 1) log λ − b λ``: Gamma(a, b), the prior of the MAP ``(s + a − 1) / (N + b)``."""
+    shape, rate = (jnp.broadcast_to(v, jnp.shape(values)) for v in (shape, rate))
+    return jnp.sum(xlogy(shape - 1.0, values) - rate * values)
+
+
+def constraint_log_prior(reference: Array) -> Array:
+    """0: the log prior of a family whose hyperparameter is a floor, not a density.
+
+    A variance or eigenvalue floor ``min_covar`` makes the M-step the maximum over the set
+    {σ² >= min_covar} (for a covariance, all eigenvalues >= min_covar: clipping the scatter
+    matrix's eigenvalues, keeping its eigenvectors, is that constrained maximum), i.e. MAP
+    under a prior flat on the set.  It is evaluated as 0 everywhere rather than −inf
+    outside: the M-step's output lies in the set by construction, and a −inf from the
+    rounding of an eigen-decomposition would only stop EM for nothing.
+    """
+    return jnp.zeros((), jnp.result_type(reference.dtype, jnp.float32))

@@ -70,6 +70,11 @@ class Bernoulli(NamedTuple):
                             totals[:, None] + 2.0 * pseudo_count)
         return Bernoulli(jnp.where(has_mass, jnp.clip(probs, 0.0, 1.0), self.probs))
 
+    def log_prior(self, *, pseudo_count=0.0) -> Array:
+        """``Σ_kd α [log p_kd + log(1 − p_kd)]``, independent Beta(α + 1, α + 1) priors up to a
+        constant: the prior whose MAP ``m_step`` computes (0 at α = 0)."""
+        return _support.beta_log_prior(self.probs, pseudo_count)
+
     def sample(self, key: PRNGKey, states: Array) -> Array:
         """``x_td ~ Bernoulli(p_{z_t} d)``, int32 zeros and ones ``(N, D)``."""
         return jax.random.bernoulli(key, self.probs[states]).astype(jnp.int32)

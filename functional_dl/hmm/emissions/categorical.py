@@ -26,6 +26,7 @@ from functional_dl._types import Array, PRNGKey
 from functional_dl.hmm import validation
 from functional_dl.hmm._numerics import (finite_or_zero, inverse_cdf, min_mass, safe_divide,
                                          safe_log)
+from functional_dl.hmm.emissions import _support
 
 
 def _lookup(table: Array, indices: Array) -> Array:
@@ -94,6 +95,11 @@ class Categorical(NamedTuple):
         totals = jnp.sum(counts, axis=1, keepdims=True)
         has_mass = totals > min_mass(counts.dtype)
         return Categorical(jnp.where(has_mass, safe_divide(counts, totals), self.probs))
+
+    def log_prior(self, *, pseudo_count=0.0) -> Array:
+        """``Σ_kv α_kv log probs[k, v]``, a Dirichlet(α + 1) on each row up to a constant: the
+        prior whose MAP ``m_step`` computes (0 at α = 0)."""
+        return _support.dirichlet_log_prior(self.probs, pseudo_count)
 
     def sample(self, key: PRNGKey, states: Array) -> Array:
         """``x_t ~ Categorical(probs[z_t])``, by inverse-CDF sampling from one uniform per step."""

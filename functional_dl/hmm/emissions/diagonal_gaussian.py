@@ -28,6 +28,7 @@ from functional_dl import checks
 from functional_dl._types import Array, PRNGKey
 from functional_dl.hmm import initialization, validation
 from functional_dl.hmm._numerics import min_mass, safe_divide
+from functional_dl.hmm.emissions import _support
 from functional_dl.hmm.emissions.gaussian import (DEFAULT_MIN_COVAR, check_min_covar,
                                                  per_state_floor)
 
@@ -92,6 +93,12 @@ class DiagonalGaussian(NamedTuple):
         variances = jnp.maximum(variances, per_state_floor(min_covar, self.num_states))
         return DiagonalGaussian(jnp.where(has_mass, self.means + offsets, self.means),
                                 jnp.where(has_mass, variances, self.variances))
+
+    def log_prior(self, *, min_covar=DEFAULT_MIN_COVAR) -> Array:
+        """0: ``min_covar`` is a floor, not a density; the M-step is the maximum over the
+        parameters that respect it, i.e. MAP under a prior flat there
+        (``_support.constraint_log_prior``)."""
+        return _support.constraint_log_prior(self.means)
 
     def sample(self, key: PRNGKey, states: Array) -> Array:
         """``x_t = μ_{z_t} + σ_{z_t} ⊙ ε_t`` with ``ε_t ~ N(0, I)``."""

@@ -24,6 +24,7 @@ from functional_dl import checks
 from functional_dl._types import Array, PRNGKey
 from functional_dl.hmm import validation
 from functional_dl.hmm._numerics import min_mass, safe_divide, safe_log
+from functional_dl.hmm.emissions import _support
 from functional_dl.hmm.emissions.gaussian import DEFAULT_MIN_COVAR
 from functional_dl.hmm.emissions.gaussian_mixture import (
     check_mixture_hyperparameters, check_mixture_weights_and_means, initial_mixture,
@@ -89,6 +90,12 @@ class DiagonalGaussianMixture(NamedTuple):
             mixture_weights_m_step(self.weights, sums, pseudo_count),
             jnp.where(has_mass, self.means + offsets, self.means),
             jnp.where(has_mass, jnp.maximum(variances, min_covar), self.variances))
+
+    def log_prior(self, *, min_covar=DEFAULT_MIN_COVAR, pseudo_count=0.0) -> Array:
+        """``Σ_km α_km log w_km``, a Dirichlet(α + 1) on each row of weights up to a constant
+        (the means and ``min_covar``'s floor contribute 0: ``_support.constraint_log_prior``):
+        the prior whose MAP ``m_step`` computes (0 at α = 0)."""
+        return _support.dirichlet_log_prior(self.weights, pseudo_count)
 
     def sample(self, key: PRNGKey, states: Array) -> Array:
         """``m_t ~ Categorical(w_{z_t})``, then ``x_t = μ_{z_t m_t} + σ_{z_t m_t} ⊙ ε_t``."""

@@ -97,6 +97,10 @@ class Gamma(NamedTuple):
         return Gamma(jnp.where(has_mass, concentrations, self.concentrations),
                      jnp.where(has_mass, concentrations / safe_means, self.rates))
 
+    def log_prior(self) -> Array:
+        """0: the M-step is maximum likelihood (a flat prior)."""
+        return jnp.zeros((), self.concentrations.dtype)
+
     def sample(self, key: PRNGKey, states: Array) -> Array:
         """``x_td ~ Gamma(a_{z_t} d) / b_{z_t} d``."""
         draws = jax.random.gamma(key, self.concentrations[states],

@@ -177,6 +177,12 @@ class GaussianMixture(NamedTuple):
             jnp.where(has_mass[..., None], self.means + offsets, self.means),
             jnp.where(has_mass[..., None, None], covariances, self.covariances))
 
+    def log_prior(self, *, min_covar=DEFAULT_MIN_COVAR, pseudo_count=0.0) -> Array:
+        """``Σ_km α_km log w_km``, a Dirichlet(α + 1) on each row of weights up to a constant
+        (the means and ``min_covar``'s floor contribute 0: ``_support.constraint_log_prior``):
+        the prior whose MAP ``m_step`` computes (0 at α = 0)."""
+        return _support.dirichlet_log_prior(self.weights, pseudo_count)
+
     def sample(self, key: PRNGKey, states: Array) -> Array:
         """``m_t ~ Categorical(w_{z_t})``, then ``x_t = μ_{z_t m_t} + L_{z_t m_t} ε_t``."""
         key_components, key_noise = jax.random.split(key)

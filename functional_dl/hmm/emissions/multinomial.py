@@ -81,6 +81,11 @@ class Multinomial(NamedTuple):
         return Multinomial(jnp.where(has_mass, safe_divide(counts, totals), self.probs),
                            self.num_trials)
 
+    def log_prior(self, *, pseudo_count=0.0) -> Array:
+        """``Σ_kv α_kv log p_kv``, a Dirichlet(α + 1) on each row up to a constant: the prior
+        whose MAP ``m_step`` computes (0 at α = 0)."""
+        return _support.dirichlet_log_prior(self.probs, pseudo_count)
+
     def sample(self, key: PRNGKey, states: Array) -> Array:
         """``x_t ~ Multinomial(num_trials, probs[z_t])``, int32 counts ``(N, V)``."""
         if self.num_trials is None:

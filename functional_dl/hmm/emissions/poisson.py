@@ -74,6 +74,11 @@ class Poisson(NamedTuple):
                             totals[:, None] + jnp.broadcast_to(prior_rate, shape))
         return Poisson(jnp.where(has_mass, rates, self.rates))
 
+    def log_prior(self, *, prior_shape=1.0, prior_rate=0.0) -> Array:
+        """``Σ_kd (α − 1) log λ_kd − β λ_kd``, independent Gamma(α, β) priors up to a constant:
+        the prior whose MAP ``m_step`` computes (0 at α = 1, β = 0)."""
+        return _support.gamma_log_prior(self.rates, prior_shape, prior_rate)
+
     def sample(self, key: PRNGKey, states: Array) -> Array:
         """``x_td ~ Poisson(λ_{z_t} d)``, int32 counts ``(N, D)``."""
         return jax.random.poisson(key, self.rates[states], dtype=jnp.int32)

@@ -82,6 +82,12 @@ class SphericalGaussian(NamedTuple):
             jnp.where(has_mass[:, None], self.means + offsets, self.means),
             jnp.where(has_mass, jnp.maximum(variances, min_covar), self.variances))
 
+    def log_prior(self, *, min_covar=DEFAULT_MIN_COVAR) -> Array:
+        """0: ``min_covar`` is a floor, not a density; the M-step is the maximum over the
+        parameters that respect it, i.e. MAP under a prior flat there
+        (``_support.constraint_log_prior``)."""
+        return _support.constraint_log_prior(self.means)
+
     def sample(self, key: PRNGKey, states: Array) -> Array:
         """``x_t = μ_{z_t} + σ_{z_t} ε_t`` with ``ε_t ~ N(0, I)``."""
         noise = jax.random.normal(key, states.shape + self.means.shape[1:], self.means.dtype)

@@ -86,6 +86,12 @@ class TiedGaussian(NamedTuple):
         return TiedGaussian(jnp.where(has_mass[:, None], self.means + offsets, self.means),
                             jnp.where(total > min_mass(totals.dtype), covariance, self.covariance))
 
+    def log_prior(self, *, min_covar=DEFAULT_MIN_COVAR) -> Array:
+        """0: ``min_covar`` is a floor, not a density; the M-step is the maximum over the
+        parameters that respect it, i.e. MAP under a prior flat there
+        (``_support.constraint_log_prior``)."""
+        return _support.constraint_log_prior(self.means)
+
     def sample(self, key: PRNGKey, states: Array) -> Array:
         """``x_t = μ_{z_t} + L ε_t`` with ``ε_t ~ N(0, I)``."""
         chol = jnp.linalg.cholesky(self.covariance)
