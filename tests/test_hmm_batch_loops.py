@@ -20,7 +20,7 @@ from functional_dl.hmm import _batched_scans
 from _hmm_families import brute_force
 from _jax_events import compilations_of, recording_jax_events
 
-LOOPS = ("forward_loop", "backward_loop", "viterbi_loop")
+LOOPS = ("forward_loop", "backward_loop", "viterbi_loop")  # all traced by smoothing and Viterbi
 
 
 @pytest.fixture

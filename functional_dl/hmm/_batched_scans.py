@@ -53,42 +53,68 @@ def forward_loop(batch_size: int, initial_probs: Array, transition_matrix: Array
     num_steps = log_likelihoods.shape[1]
     predicted = _broadcast(initial_probs, initial_batched, batch_size)
 
-    def _step(predicted, t):
+    def _step(carry, t):
+        predicted, filtered_all = carry
         ll_t = lax.dynamic_index_in_dim(log_likelihoods, t, axis=1, keepdims=False)
         scaled, shift = scaled_likelihoods(ll_t, predicted > 0)
         filtered, norm = normalize(predicted * scaled)
-        return filtered @ transition_matrix, (filtered, safe_log(norm) + shift,
-                                              jnp.max(ll_t, axis=1))
+        # written in place into the (B, T, K) result: stacking (T, B, K) outputs would need
+        # a transpose of the whole array afterwards
+        filtered_all = lax.dynamic_update_index_in_dim(filtered_all, filtered, t, axis=1)
+        return ((filtered @ transition_matrix, filtered_all),
+                (safe_log(norm) + shift, jnp.max(ll_t, axis=1)))
 
-    _, (filtered, log_norms, maxima) = lax.scan(_step, predicted, jnp.arange(num_steps))
-    return jnp.swapaxes(filtered, 0, 1), log_norms.T, maxima.T
+    (_, filtered), (log_norms, maxima) = lax.scan(
+        _step, (predicted, jnp.zeros_like(log_likelihoods)), jnp.arange(num_steps))
+    return filtered, log_norms.T, maxima.T
 
 
-def backward_loop(batch_size: int, transition_matrix: Array, scaled: Array,
-                  valid: Array | None, floor: float) -> Array:
-    """``β (B, T, K)`` of ``_scans.backward_scan`` for B sequences.
+def backward_loop(batch_size: int, transition_matrix: Array, values: Array, valid: Array | None,
+                  floor: float, support: Array | None = None) -> tuple[Array, Array | None]:
+    """``(β (B, T, K), support shifts (B, T) or None)`` of ``_scans.backward_scan`` for B
+    sequences.
 
     ``β_T ∝ 1``; ``v = b̃_{t+1} ⊙ β_{t+1}``, ``β_t = (v / max(v · colsum(A), floor)) Aᵀ``;
-    uniform rows where ``t + 1`` is padding.
+    uniform rows where ``t + 1`` is padding.  ``values`` is ``b̃`` itself, or, with
+    ``support`` (B, T, K) given, the log-likelihoods, from which each step forms ``b̃_{t+1} =
+    exp(min(ll_{t+1} − m_{t+1}, 0))`` on the support and 0 off it, ``m_{t+1}`` the best
+    log-likelihood in the support (0 if none is finite; ``_numerics.scaled_likelihoods``),
+    returned as the support shifts (row 0 included).  Forming ``b̃`` in the loop, one
+    ``(B, K)`` slice at a time, is faster than reading a precomputed ``(B, T, K)`` array.
     """
-    num_steps, num_states = scaled.shape[1:]
-    uniform = jnp.full((batch_size, num_states), 1.0 / num_states, scaled.dtype)
+    num_steps, num_states = values.shape[1:]
+    uniform = jnp.full((batch_size, num_states), 1.0 / num_states, values.dtype)
     column_sums = jnp.sum(transition_matrix, axis=0)
     transposed = transition_matrix.T
 
-    def _step(next_backward, t):
+    def _factors(t):
+        values_t = lax.dynamic_index_in_dim(values, t, axis=1, keepdims=False)
+        if support is None:
+            return values_t, None
+        support_t = lax.dynamic_index_in_dim(support, t, axis=1, keepdims=False)
+        scaled, shift = scaled_likelihoods(values_t, support_t)
+        return jnp.where(support_t, scaled, 0.0), shift
+
+    def _step(carry, t):
         """β_t from β_{t+1} and b̃_{t+1}, for t = T − 2 down to 0."""
-        scaled_next = lax.dynamic_index_in_dim(scaled, t + 1, axis=1, keepdims=False)
+        next_backward, backward_all = carry
+        scaled_next, shift_next = _factors(t + 1)
         weighted = scaled_next * next_backward
         norm = jnp.maximum(weighted @ column_sums, floor)
         backward = (weighted / norm[:, None]) @ transposed
         if valid is not None:
             restart = ~lax.dynamic_index_in_dim(valid, t + 1, axis=1, keepdims=True)
             backward = jnp.where(restart, uniform, backward)
-        return backward, backward
+        # in place into the (B, T, K) result, as in forward_loop
+        backward_all = lax.dynamic_update_index_in_dim(backward_all, backward, t, axis=1)
+        return (backward, backward_all), shift_next
 
-    _, backward = lax.scan(_step, uniform, jnp.arange(num_steps - 1), reverse=True)
-    return jnp.concatenate([jnp.swapaxes(backward, 0, 1), uniform[:, None]], axis=1)
+    last = jnp.broadcast_to(uniform[:, None], values.shape)  # row T − 1 stays uniform
+    (_, backward), shifts = lax.scan(_step, (uniform, last), jnp.arange(num_steps - 1),
+                                     reverse=True)
+    if support is None:
+        return backward, None
+    return backward, jnp.concatenate([_factors(0)[1][:, None], shifts.T], axis=1)
 
 
 def best_predecessors(scores: Array, log_transition: Array, index_dtype) -> tuple[Array, Array]:

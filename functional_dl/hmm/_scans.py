@@ -318,7 +318,7 @@ def _batch_backward_scan(batch_size, in_batched, transition_matrix, scaled, vali
     if valid is not None and not in_batched[2]:
         valid = jnp.broadcast_to(valid, (batch_size,) + valid.shape)
     return _batched_scans.backward_loop(batch_size, transition_matrix.astype(scaled.dtype),
-                                        scaled, valid, _safe_norm(scaled.dtype))
+                                        scaled, valid, _safe_norm(scaled.dtype))[0]
 
 
 def _use_batch_backward(batch_size, in_batched, transition_matrix, scaled, valid):
@@ -329,6 +329,40 @@ def _use_batch_backward(batch_size, in_batched, transition_matrix, scaled, valid
 # one sequence as written above; under vmap, large batches run the batch loop
 backward_scan = batch_dispatched(_single_backward_scan, _batch_backward_scan,
                                  _use_batch_backward)
+
+
+def _single_backward_pass(transition_matrix, log_likelihoods, support, valid, scaled, shifts):
+    """``(b̃, support shifts, β)`` of one sequence (``backward_likelihoods``, ``backward_scan``)."""
+    forward = ForwardPass(None, None, shifts, scaled)
+    scaled, support_shifts = backward_likelihoods(log_likelihoods, support, forward)
+    return scaled, support_shifts, _single_backward_scan(transition_matrix, scaled, valid)
+
+
+def _batch_backward_pass(batch_size, in_batched, transition_matrix, log_likelihoods, support,
+                         valid, scaled, shifts):
+    """The same for B sequences: ``b̃`` formed inside the loop, on the support (no cond, which
+    would copy its (B, T, K) operands), then once more, elementwise, for what smoothing reads."""
+    if valid is not None and not in_batched[3]:
+        valid = jnp.broadcast_to(valid, (batch_size,) + valid.shape)
+    if not in_batched[2]:
+        support = jnp.broadcast_to(support, log_likelihoods.shape)
+    backward, support_shifts = _batched_scans.backward_loop(
+        batch_size, transition_matrix.astype(log_likelihoods.dtype), log_likelihoods, valid,
+        _safe_norm(log_likelihoods.dtype), support)
+    excess = log_likelihoods - support_shifts[..., None]
+    # where, not minimum, as in scaled_likelihoods: off-support entries may exceed 0
+    scaled = jnp.where(support, jnp.exp(jnp.where(excess > 0, 0.0, excess)), 0.0)
+    return scaled, support_shifts, backward
+
+
+def _use_batch_backward_pass(batch_size, in_batched, transition_matrix, log_likelihoods,
+                             support, valid, scaled, shifts):
+    return in_batched[1] and _batched_scans.use_batch_loops(batch_size, in_batched[0],
+                                                            transition_matrix, log_likelihoods)
+
+
+_backward_pass = batch_dispatched(_single_backward_pass, _batch_backward_pass,
+                                  _use_batch_backward_pass)
 
 
 class Smoothed(NamedTuple):
@@ -347,8 +381,9 @@ def smooth(initial_probs: Array, transition_matrix: Array, log_likelihoods: Arra
     forward = forward_pass(initial_probs, transition_matrix, log_likelihoods, valid)
     filtered = forward.filtered
     support = mask_rows(filtered > 0, valid, True)
-    scaled, support_shifts = backward_likelihoods(log_likelihoods, support, forward)
-    backward = backward_scan(transition_matrix, scaled, valid)
+    scaled, support_shifts, backward = _backward_pass(transition_matrix, log_likelihoods,
+                                                      support, valid, forward.scaled,
+                                                      forward.shifts)
     smoothed, _ = normalize(filtered * backward)
     predicted = predict_all(filtered, transition_matrix)  # all t at once
     future = scaled[1:] * backward[1:]
