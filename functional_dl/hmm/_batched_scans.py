@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from functional_dl._types import Array
-from functional_dl.hmm._numerics import normalize, safe_log, scaled_likelihoods
+from functional_dl.hmm._numerics import scaled_likelihoods
 
 # Smallest B·K for which the batch loops beat vmap of the single-sequence ones (measured on
 # a 2-core CPU, K = 4…32: the multiply-adds win up to B ≈ 64 at K = 8, the dot from B ≈ 128).
@@ -35,20 +35,43 @@ def use_batch_loops(axis_size: int, in_batched, transition_matrix: Array,
     return shared_constant_matrix and axis_size * num_states >= BATCH_LOOP_MIN_SIZE
 
 
+def _times(weights: Array, matrix: Array) -> Array:
+    """``weights @ matrix`` for ``weights`` (B, K): K multiply-adds for K ≤ 4, where they beat
+    the matrix library's call on this size, else a ``dot``."""
+    num_states = weights.shape[1]
+    if num_states > 4:
+        return weights @ matrix
+    total = weights[:, :1] * matrix[0][None]
+    for i in range(1, num_states):
+        total = total + weights[:, i:i + 1] * matrix[i][None]
+    return total
+
+
+def last_axis_max(values: Array) -> Array:
+    """``max`` over the last axis (NaN if any entry is NaN): for K ≤ 16 as K − 1 elementwise
+    maxima, which XLA's CPU backend runs several times faster than a reduction over a short
+    minor axis (outside loops only: inside one, the slices do not fuse)."""
+    if values.shape[-1] > 16:
+        return jnp.max(values, axis=-1)
+    result = values[..., 0]
+    for i in range(1, values.shape[-1]):
+        result = jnp.maximum(result, values[..., i])
+    return result
+
+
 def _broadcast(value: Array, batched: bool, batch_size: int) -> Array:
     return value if batched else jnp.broadcast_to(value, (batch_size,) + value.shape)
 
 
 def forward_loop(batch_size: int, initial_probs: Array, transition_matrix: Array,
-                 log_likelihoods: Array, initial_batched: bool) -> tuple[Array, Array, Array]:
-    """``(filtered (B, T, K), log_norms (B, T), maxima (B, T))`` of ``_scans._filter``.
+                 log_likelihoods: Array, initial_batched: bool) -> tuple[Array, Array]:
+    """``(filtered (B, T, K), log_norms (B, T))`` of ``_scans._filter``.
 
     Every step shifts by the best state the prediction can reach (the careful loop of
     ``_scans``; here it costs only a few elementwise operations more than the fast one, so
     it needs no fallback): ``m_t = max {ll_t(k) : p̂_t(k) > 0}`` (0 if none is finite),
     ``j_t = p̂_t ⊙ exp(min(ll_t − m_t, 0))``, ``c_t = Σ_k j_t(k)``, ``α̂_t = j_t / c_t`` (0 when
-    ``c_t = 0``), ``log_norms_t = log c_t + m_t``, ``p̂_{t+1} = α̂_t A``, ``p̂_1 = π``;
-    ``maxima_t = max_k ll_t(k)`` as computed (NaN for a row holding a NaN).
+    ``c_t = 0``), ``log_norms_t = log c_t + m_t``, ``p̂_{t+1} = α̂_t A``, ``p̂_1 = π``.
     """
     num_steps = log_likelihoods.shape[1]
     predicted = _broadcast(initial_probs, initial_batched, batch_size)
@@ -56,17 +79,22 @@ def forward_loop(batch_size: int, initial_probs: Array, transition_matrix: Array
     def _step(carry, t):
         predicted, filtered_all = carry
         ll_t = lax.dynamic_index_in_dim(log_likelihoods, t, axis=1, keepdims=False)
-        scaled, shift = scaled_likelihoods(ll_t, predicted > 0)
-        filtered, norm = normalize(predicted * scaled)
+        # scaled_likelihoods and normalize without their gradient guards (derivatives go
+        # through the single-sequence loop): the same values, fewer operations per step
+        shift = jnp.max(jnp.where(predicted > 0, ll_t, -jnp.inf), axis=1, keepdims=True)
+        shift = jnp.where(jnp.isfinite(shift), shift, 0.0)
+        excess = ll_t - shift
+        joint = predicted * jnp.exp(jnp.where(excess > 0, 0.0, excess))
+        norm = jnp.sum(joint, axis=1)
+        filtered = joint * jnp.where(norm > 0, 1.0 / norm, 0.0)[:, None]
         # written in place into the (B, T, K) result: stacking (T, B, K) outputs would need
         # a transpose of the whole array afterwards
         filtered_all = lax.dynamic_update_index_in_dim(filtered_all, filtered, t, axis=1)
-        return ((filtered @ transition_matrix, filtered_all),
-                (safe_log(norm) + shift, jnp.max(ll_t, axis=1)))
+        return (_times(filtered, transition_matrix), filtered_all), jnp.log(norm) + shift[:, 0]
 
-    (_, filtered), (log_norms, maxima) = lax.scan(
+    (_, filtered), log_norms = lax.scan(
         _step, (predicted, jnp.zeros_like(log_likelihoods)), jnp.arange(num_steps))
-    return filtered, log_norms.T, maxima.T
+    return filtered, log_norms.T
 
 
 def backward_loop(batch_size: int, transition_matrix: Array, values: Array, valid: Array | None,
@@ -100,8 +128,8 @@ def backward_loop(batch_size: int, transition_matrix: Array, values: Array, vali
         next_backward, backward_all = carry
         scaled_next, shift_next = _factors(t + 1)
         weighted = scaled_next * next_backward
-        norm = jnp.maximum(weighted @ column_sums, floor)
-        backward = (weighted / norm[:, None]) @ transposed
+        norm = jnp.maximum(jnp.sum(weighted * column_sums[None], axis=1), floor)
+        backward = _times(weighted / norm[:, None], transposed)
         if valid is not None:
             restart = ~lax.dynamic_index_in_dim(valid, t + 1, axis=1, keepdims=True)
             backward = jnp.where(restart, uniform, backward)

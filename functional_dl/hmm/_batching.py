@@ -12,7 +12,7 @@ use_batched)`` gives one function that
 - under ``vmap`` of axis size B asks ``use_batched(B, in_batched, *args)`` (a trace-time
   decision from static shapes) and evaluates ``batched(B, in_batched, *args)`` (which
   receives the batched arguments with the batch axis first and must return every output
-  with the batch axis first) or else ``vmap(single)``;
+  with the batch axis first) or else ``vmap(single)`` (``single`` itself for B = 1);
 - is differentiated (forward and reverse mode) through ``single``: its JVP is
   ``jax.jvp(single)``, so derivatives are the same whichever loop computes the value.
 
@@ -27,7 +27,7 @@ from typing import Any, Callable
 import jax
 from jax.custom_batching import custom_vmap
 
-__all__ = ["batch_dispatched"]
+__all__ = ["batch_dispatched", "one_at_a_time"]
 
 
 def batch_dispatched(single: Callable[..., Any], batched: Callable[..., Any],
@@ -42,6 +42,10 @@ def batch_dispatched(single: Callable[..., Any], batched: Callable[..., Any],
     def _rule(axis_size, in_batched, *args):
         if use_batched(axis_size, in_batched, *args):
             out = batched(axis_size, in_batched, *args)
+        elif axis_size == 1:  # a batch of one: the single-sequence loop as it is
+            squeezed = [jax.tree.map(lambda a: a[0], arg) if b else arg
+                        for arg, b in zip(args, in_batched)]
+            out = jax.tree.map(lambda a: a[None], single(*squeezed))
         else:
             in_axes = jax.tree.map(lambda b: 0 if b else None, list(in_batched))
             out = jax.vmap(single, in_axes=in_axes)(*args)
@@ -56,3 +60,10 @@ def batch_dispatched(single: Callable[..., Any], batched: Callable[..., Any],
         return jax.jvp(single, primals, tangents)
 
     return dispatched
+
+
+def one_at_a_time(single: Callable[..., Any]) -> Callable[..., Any]:
+    """``single`` with no batch loop of its own: ``vmap`` batches it by JAX's rules, except a
+    batch of one, which runs ``single`` itself (a ``vmap`` of size 1 still batches every
+    operation, and a function of many small operations pays for that)."""
+    return batch_dispatched(single, None, lambda *args: False)

@@ -41,7 +41,7 @@ from jax import lax
 
 from functional_dl._types import Array
 from functional_dl.hmm import _batched_scans
-from functional_dl.hmm._batching import batch_dispatched
+from functional_dl.hmm._batching import batch_dispatched, one_at_a_time
 from functional_dl.hmm._numerics import (any_in_batch, finite_or_zero, normalize, safe_divide,
                                          safe_log, scaled_likelihoods, valid_mask,
                                          weighted_row_sum)
@@ -75,6 +75,15 @@ def path_log_prob(initial_probs: Array, log_transition: Array, log_likelihoods: 
              + log_likelihoods[jnp.arange(1, num_steps), states[1:]])
     return (safe_log(initial_probs)[states[0]] + log_likelihoods[0, states[0]]
             + jnp.sum(jnp.where(valid[1:], steps, 0.0)))
+
+
+def has_nan(initial_probs: Array, transition_matrix: Array, maxima: Array) -> Array:
+    """``nan_rows(...)[-1]``, whether any step (or π, A) holds a NaN, without the first-row
+    search (one reduction: what a log-likelihood alone needs)."""
+    if maxima.ndim == 2:
+        maxima = jnp.max(maxima, axis=1)
+    return (jnp.any(jnp.isnan(maxima)) | jnp.any(jnp.isnan(initial_probs))
+            | jnp.any(jnp.isnan(transition_matrix)))
 
 
 def nan_rows(initial_probs: Array, transition_matrix: Array, maxima: Array) -> Array:
@@ -208,8 +217,12 @@ def _single_filter(initial_probs: Array, transition_matrix: Array, log_likelihoo
 
 def _batch_filter(batch_size, in_batched, initial_probs, transition_matrix, log_likelihoods,
                   valid):
-    return _batched_scans.forward_loop(batch_size, initial_probs, transition_matrix,
-                                       log_likelihoods, in_batched[0])
+    filtered, log_norms = _batched_scans.forward_loop(batch_size, initial_probs,
+                                                      transition_matrix, log_likelihoods,
+                                                      in_batched[0])
+    # the row maxima (for NaN rows and the shifts smoothing reuses) in one pass outside the
+    # loop: a second reduction per step inside it costs far more
+    return filtered, log_norms, _batched_scans.last_axis_max(log_likelihoods)
 
 
 def _use_batch_filter(batch_size, in_batched, initial_probs, transition_matrix,
@@ -235,8 +248,8 @@ def forward_pass(initial_probs: Array, transition_matrix: Array, log_likelihoods
     scaled = jnp.exp(log_likelihoods - shifts[:, None])  # for smoothing (unused otherwise)
     log_lik = jnp.sum(mask_rows(log_norms, valid))
     # the loops read a NaN as "no mass" (a comparison with NaN is False): put it back
-    poisoned = nan_rows(initial_probs, transition_matrix, maxima)
-    log_lik = jnp.where(poisoned[-1], jnp.nan, log_lik)
+    log_lik = jnp.where(has_nan(initial_probs, transition_matrix, maxima), jnp.nan, log_lik)
+    poisoned = nan_rows(initial_probs, transition_matrix, maxima)  # only if filtered is used
     filtered = jnp.where(poisoned[:, None], jnp.nan, filtered)
     return ForwardPass(mask_rows(filtered, valid), log_lik, shifts, scaled)
 
@@ -375,7 +388,7 @@ class Smoothed(NamedTuple):
     future: Array  # (T − 1, K) Y_t = b̃_{t+1} ⊙ β_{t+1}
 
 
-def smooth(initial_probs: Array, transition_matrix: Array, log_likelihoods: Array,
+def _smooth(initial_probs: Array, transition_matrix: Array, log_likelihoods: Array,
             valid: Array | None) -> Smoothed:
     """Forward-backward on masked log-likelihoods (see ``inference.smoother``)."""
     forward = forward_pass(initial_probs, transition_matrix, log_likelihoods, valid)
@@ -397,3 +410,6 @@ def smooth(initial_probs: Array, transition_matrix: Array, log_likelihoods: Arra
                      inverse_norms[:, None] * filtered[:-1], future)
 
 
+
+
+smooth = one_at_a_time(_smooth)

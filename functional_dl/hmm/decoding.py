@@ -15,7 +15,7 @@ from functional_dl.hmm._numerics import (UNROLLED_MAX_STATES, finite_or_zero, sa
                                          state_index_dtype)
 from functional_dl.hmm import _batched_scans
 from functional_dl.hmm._batching import batch_dispatched
-from functional_dl.hmm._scans import masked, nan_rows, path_log_prob
+from functional_dl.hmm._scans import has_nan, masked, path_log_prob
 from functional_dl.hmm.model import HMM, check_inference_shapes, check_one_sequence, on_model
 
 
@@ -42,7 +42,7 @@ def _best_predecessors(scores: Array, log_transition: Array, index_dtype) -> tup
 
 def _rescale(scores: Array) -> Array:
     """δ minus its best entry (unchanged when every entry is −inf)."""
-    return scores - finite_or_zero(jnp.max(scores, axis=-1, keepdims=True))
+    return scores - finite_or_zero(jnp.max(scores))
 
 
 def _single_decode(first: Array, log_transition: Array, log_likelihoods: Array,
@@ -133,7 +133,7 @@ def most_likely_states(initial_probs: Array, transition_matrix: Array, log_likel
         valid = jnp.ones((num_steps,), bool)
     log_prob = path_log_prob(initial_probs, log_transition, log_likelihoods, states, valid)
     # a comparison with NaN is False, so the scan skips NaN entries: report them as NaN
-    poisoned = nan_rows(initial_probs, transition_matrix, log_likelihoods)[-1]
+    poisoned = has_nan(initial_probs, transition_matrix, log_likelihoods)
     return jnp.where(valid, states, -1), jnp.where(poisoned, jnp.nan, log_prob)
 
 

@@ -51,7 +51,7 @@ from functional_dl._types import Array
 from functional_dl.hmm._blocked_scan import blocked_vector_scan
 from functional_dl.hmm._numerics import (UNROLLED_MAX_STATES, finite_or_zero, normalize,
                                          safe_divide, safe_log, state_index_dtype, valid_mask)
-from functional_dl.hmm._scans import mask_rows, masked, nan_rows, path_log_prob
+from functional_dl.hmm._scans import has_nan, mask_rows, masked, nan_rows, path_log_prob
 from functional_dl.hmm.model import (HMM, SmootherResult, check_inference_shapes,
                                      check_one_sequence, on_model)
 
@@ -292,7 +292,7 @@ def most_likely_states(initial_probs: Array, transition_matrix: Array, log_likel
                                   pointers, last, reverse=True)
     states = jnp.concatenate([earlier, last[None]]).astype(jnp.result_type(int))
     log_prob = path_log_prob(initial_probs, log_transition, log_likelihoods, states, valid)
-    poisoned = nan_rows(initial_probs, transition_matrix, log_likelihoods)[-1]
+    poisoned = has_nan(initial_probs, transition_matrix, log_likelihoods)
     return jnp.where(valid, states, -1), jnp.where(poisoned, jnp.nan, log_prob)
 
 
