@@ -185,3 +185,52 @@ def test_a_large_batch_compiles_once_and_takes_the_batch_loops(counted_loops):
         again = fn(log_likelihoods + 1.0)
     assert compilations_of(events, "<lambda>") == 0
     np.testing.assert_allclose(again, first + 8.0, rtol=1e-5)  # ll + 1 adds 1 per step
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_viterbi_argmax_form_equals_the_running_comparison(monkeypatch, batched):
+    """Above ``MAX_RUNNING_COMPARISON_STATES`` states Viterbi takes a (K, K) max and argmax per
+    step; with the limit lowered, K = 20 takes that form and must decode the same paths (ties
+    to the lowest index in both), one sequence at a time and in a batch loop."""
+    with jax.enable_x64(True):
+        initial, transition, log_likelihoods = _problem(20, 30, 3, 5, jnp.float64)
+
+        def decode():
+            fn = lambda ll: hmm.most_likely_states(initial, transition, ll)  # noqa: E731
+            if batched:
+                return jax.jit(jax.vmap(fn))(log_likelihoods)
+            return [fn(ll) for ll in log_likelihoods]
+
+        jax.clear_caches()
+        if batched:
+            monkeypatch.setattr(_batched_scans, "BATCH_LOOP_MIN_SIZE", 0)
+        running = decode()
+        monkeypatch.setattr(_batched_scans, "MAX_RUNNING_COMPARISON_STATES", 8)
+        jax.clear_caches()
+        matrix_form = decode()
+        jax.clear_caches()
+    if batched:
+        running, matrix_form = ([(s, p) for s, p in zip(*out)] for out in (running, matrix_form))
+    for b, ((states_a, log_prob_a), (states_b, log_prob_b)) in enumerate(
+            zip(running, matrix_form)):
+        expected_states, expected_log_prob = numpy_viterbi(initial, transition,
+                                                           log_likelihoods[b])
+        for states, log_prob in ((states_a, log_prob_a), (states_b, log_prob_b)):
+            np.testing.assert_array_equal(states, expected_states)
+            np.testing.assert_allclose(log_prob, expected_log_prob, rtol=1e-12)
+
+
+def numpy_viterbi(initial, transition, log_likelihoods):
+    """The Viterbi recursion in float64 NumPy (np.argmax: ties to the lowest index)."""
+    log_a = np.log(np.asarray(transition, np.float64))
+    ll = np.asarray(log_likelihoods, np.float64)
+    scores = np.log(np.asarray(initial, np.float64)) + ll[0]
+    pointers = []
+    for ll_t in ll[1:]:
+        candidates = scores[:, None] + log_a
+        pointers.append(np.argmax(candidates, axis=0))
+        scores = candidates.max(axis=0) + ll_t
+    path = [int(np.argmax(scores))]
+    for pointer in reversed(pointers):
+        path.append(int(pointer[path[-1]]))
+    return np.array(path[::-1]), scores.max()

@@ -25,6 +25,9 @@ from functional_dl.hmm._numerics import scaled_likelihoods
 # Smallest B·K for which the batch loops beat vmap of the single-sequence ones (measured on
 # a 2-core CPU, K = 4…32: the multiply-adds win up to B ≈ 64 at K = 8, the dot from B ≈ 128).
 BATCH_LOOP_MIN_SIZE = 1024
+# Up to this many states the batch Viterbi step is a running comparison over the
+# predecessors (K elementwise steps on (B, K)); beyond it a (B, K, K) max and argmax.
+MAX_RUNNING_COMPARISON_STATES = 64
 
 
 def use_batch_loops(axis_size: int, in_batched, transition_matrix: Array,
@@ -47,16 +50,25 @@ def _times(weights: Array, matrix: Array) -> Array:
     return total
 
 
+def _last_axis_reduction(values: Array, combine, reduce) -> Array:
+    if values.shape[-1] > 16:
+        return reduce(values, axis=-1)
+    result = values[..., 0]
+    for i in range(1, values.shape[-1]):
+        result = combine(result, values[..., i])
+    return result
+
+
 def last_axis_max(values: Array) -> Array:
     """``max`` over the last axis (NaN if any entry is NaN): for K ≤ 16 as K − 1 elementwise
     maxima, which XLA's CPU backend runs several times faster than a reduction over a short
     minor axis (outside loops only: inside one, the slices do not fuse)."""
-    if values.shape[-1] > 16:
-        return jnp.max(values, axis=-1)
-    result = values[..., 0]
-    for i in range(1, values.shape[-1]):
-        result = jnp.maximum(result, values[..., i])
-    return result
+    return _last_axis_reduction(values, jnp.maximum, jnp.max)
+
+
+def last_axis_sum(values: Array) -> Array:
+    """``sum`` over the last axis, as ``last_axis_max`` (K − 1 additions for K ≤ 16)."""
+    return _last_axis_reduction(values, jnp.add, jnp.sum)
 
 
 def _broadcast(value: Array, batched: bool, batch_size: int) -> Array:
@@ -149,10 +161,11 @@ def best_predecessors(scores: Array, log_transition: Array, index_dtype) -> tupl
     """``(max_i s[b, i] + log A_ij, argmax_i …)`` for every b, j; ties: lowest i.
 
     A running comparison over i on ``(B, K)`` arrays (``decoding._best_predecessors`` per
-    sequence); for large K one ``(B, K, K)`` array and a max and argmax over it.
+    sequence); for K > ``MAX_RUNNING_COMPARISON_STATES`` one ``(B, K, K)`` array and a max and
+    argmax over it (a variadic argmax reduction is slow on CPU).
     """
     num_states = log_transition.shape[0]
-    if num_states > 12:
+    if num_states > MAX_RUNNING_COMPARISON_STATES:
         candidates = scores[:, :, None] + log_transition[None]
         return (jnp.max(candidates, axis=1),
                 jnp.argmax(candidates, axis=1).astype(index_dtype))

@@ -397,10 +397,11 @@ def _smooth(initial_probs: Array, transition_matrix: Array, log_likelihoods: Arr
     scaled, support_shifts, backward = _backward_pass(transition_matrix, log_likelihoods,
                                                       support, valid, forward.scaled,
                                                       forward.shifts)
-    smoothed, _ = normalize(filtered * backward)
+    joint = filtered * backward
+    smoothed = joint * safe_divide(1.0, _batched_scans.last_axis_sum(joint))[:, None]
     predicted = predict_all(filtered, transition_matrix)  # all t at once
     future = scaled[1:] * backward[1:]
-    inverse_norms = safe_divide(1.0, jnp.sum(predicted * future, axis=1))
+    inverse_norms = safe_divide(1.0, _batched_scans.last_axis_sum(predicted * future))
     if valid is not None:
         inverse_norms = jnp.where(valid[1:], inverse_norms, 0.0)
     poisoned = jnp.isnan(forward.log_likelihood)  # a NaN anywhere: every posterior is NaN

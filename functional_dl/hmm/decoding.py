@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from functional_dl._types import Array
-from functional_dl.hmm._numerics import (UNROLLED_MAX_STATES, finite_or_zero, safe_log,
+from functional_dl.hmm._numerics import (finite_or_zero, safe_log,
                                          state_index_dtype)
 from functional_dl.hmm import _batched_scans
 from functional_dl.hmm._batching import batch_dispatched
@@ -22,12 +22,12 @@ from functional_dl.hmm.model import HMM, check_inference_shapes, check_one_seque
 def _best_predecessors(scores: Array, log_transition: Array, index_dtype) -> tuple[Array, Array]:
     """``(max_i s[i] + log A_ij, argmax_i s[i] + log A_ij)`` for every j; ties: lowest i.
 
-    For small K a running comparison over i: elementwise work that XLA fuses into one kernel
-    per loop step with the max and the argmax together (a variadic argmax reduction costs a
-    separate, slower kernel).
+    Up to ``MAX_RUNNING_COMPARISON_STATES`` a running comparison over i: elementwise work
+    that XLA fuses into one kernel per loop step with the max and the argmax together (a
+    variadic argmax reduction costs a separate kernel, several times slower at K = 32).
     """
     num_states = log_transition.shape[0]
-    if num_states > UNROLLED_MAX_STATES:
+    if num_states > _batched_scans.MAX_RUNNING_COMPARISON_STATES:
         candidates = scores[:, None] + log_transition
         return jnp.max(candidates, axis=0), jnp.argmax(candidates, axis=0).astype(index_dtype)
     best = scores[0] + log_transition[0]
