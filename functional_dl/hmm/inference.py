@@ -100,14 +100,21 @@ def smoother(initial_probs: Array, transition_matrix: Array, log_likelihoods: Ar
     ``Σ_t ξ_t = A ⊙ (Xᵀ Y)`` with ``X_t = α̂_t / n_t``, ``Y_t = b̃_{t+1} ⊙ β_{t+1}``.
     If ``log p = −inf`` (the sequence is impossible) all posteriors and counts are 0.
     """
-    check_inference_shapes(initial_probs, transition_matrix, log_likelihoods, length,
-                           time_varying=True)
-    log_likelihoods, valid = masked(log_likelihoods, length)
-    pieces = smooth(initial_probs, transition_matrix, log_likelihoods, valid)
+    pieces = smoother_pieces(initial_probs, transition_matrix, log_likelihoods, length)
     counts = _transition_sum(transition_matrix.astype(pieces.weights.dtype), pieces.weights,
                              pieces.future)
     return SmootherResult(pieces.forward.log_likelihood, pieces.forward.filtered,
                           pieces.smoothed, counts)
+
+
+def smoother_pieces(initial_probs: Array, transition_matrix: Array, log_likelihoods: Array,
+                    length: Array | None = None):
+    """What ``smoother`` computes before summing the transition counts (``_scans.Smoothed``):
+    the E-step sums ``X_tᵀ Y_t`` over a whole batch in one product instead."""
+    check_inference_shapes(initial_probs, transition_matrix, log_likelihoods, length,
+                           time_varying=True)
+    log_likelihoods, valid = masked(log_likelihoods, length)
+    return smooth(initial_probs, transition_matrix, log_likelihoods, valid)
 
 
 def _transition_sum(transition_matrix: Array, weights: Array, future: Array) -> Array:

@@ -74,7 +74,7 @@ from functional_dl.hmm import _em_options
 from functional_dl.hmm._layouts import pad_sequences
 from functional_dl.hmm._numerics import min_mass, replace_padding, safe_divide
 from functional_dl.hmm.emissions._support import dirichlet_log_prior
-from functional_dl.hmm.inference import forward_filter, smoother
+from functional_dl.hmm.inference import forward_filter, smoother_pieces
 from functional_dl.hmm.model import HMM, as_array_model, check
 
 PARTS = _em_options.PARTS
@@ -118,9 +118,10 @@ def e_step(model: HMM, observations: Array,
            lengths: Array | None = None) -> tuple[Array, SufficientStats]:
     """``(Σ_b log p(x_b), summed SufficientStats)`` for a batch ``(B, T) + event_shape``.
 
-    Forward-backward (``inference.smoother``) is ``vmap``ped over the sequences; the emission
-    log-likelihoods and statistics are computed once on the flattened ``(B·T)`` steps (the
-    padded steps carry weight 0), which is one gather / scatter instead of B of them.
+    Forward-backward (``inference.smoother_pieces``) is ``vmap``ped over the sequences; the
+    emission log-likelihoods and statistics are computed once on the flattened ``(B·T)`` steps
+    (the padded steps carry weight 0), which is one gather / scatter instead of B of them, and
+    the expected transition counts ``A ⊙ Σ_b X_bᵀ Y_b`` are one product over the batch.
     ``lengths=None`` means every sequence has length T (no padding masks are built).
     """
     batch_size, num_steps = observations.shape[:2]
@@ -130,17 +131,27 @@ def e_step(model: HMM, observations: Array,
     flat_observations = observations.reshape((batch_size * num_steps,) + event_shape)
     log_likelihoods = model.emissions.log_likelihoods(flat_observations)
     log_likelihoods = log_likelihoods.reshape((batch_size, num_steps, -1))
+    args = (model.initial_probs, model.transition_matrix, log_likelihoods)
     if lengths is None:
-        post = jax.vmap(smoother, in_axes=(None, None, 0))(
-            model.initial_probs, model.transition_matrix, log_likelihoods)
+        pieces = jax.vmap(smoother_pieces, in_axes=(None, None, 0))(*args)
     else:
-        post = jax.vmap(smoother, in_axes=(None, None, 0, 0))(
-            model.initial_probs, model.transition_matrix, log_likelihoods, lengths)
-    weights = post.smoothed_probs.reshape((batch_size * num_steps, -1))
-    stats = SufficientStats(jnp.sum(post.smoothed_probs[:, 0], axis=0),
-                            jnp.sum(post.transition_counts, axis=0),
+        pieces = jax.vmap(smoother_pieces, in_axes=(None, None, 0, 0))(*args, lengths)
+    # Σ_b Σ_t ξ_bt = A ⊙ (Σ_b X_bᵀ Y_b): one (K, B·T) · (B·T, K) product over the whole batch
+    # (per-sequence counts would be B small products); time-varying A sums per sequence
+    num_states = log_likelihoods.shape[-1]
+    if model.transition_matrix.ndim == 2:
+        weights = pieces.weights.reshape((-1, num_states))
+        transition_counts = (model.transition_matrix.astype(weights.dtype)
+                             * (weights.T @ pieces.future.reshape((-1, num_states))))
+    else:
+        transition_counts = jnp.einsum("tij,bti,btj->ij", model.transition_matrix,
+                                       pieces.weights, pieces.future)
+    smoothed = pieces.smoothed
+    weights = smoothed.reshape((batch_size * num_steps, -1))
+    stats = SufficientStats(jnp.sum(smoothed[:, 0], axis=0), transition_counts,
                             model.emissions.sufficient_stats(flat_observations, weights))
-    return jnp.sum(post.log_likelihood), stats
+    log_lik = pieces.forward.log_likelihood
+    return jnp.sum(log_lik), stats
 
 
 def _dirichlet_map(counts: Array, pseudo_counts, previous: Array) -> Array:
