@@ -158,21 +158,30 @@ def backward_loop(batch_size: int, transition_matrix: Array, values: Array, vali
 
 
 def best_predecessors(scores: Array, log_transition: Array, index_dtype) -> tuple[Array, Array]:
-    """``(max_i s[b, i] + log A_ij, argmax_i …)`` for every b, j; ties: lowest i.
+    """``(max_i s[…, i] + log A_ij, argmax_i …)`` for every j, for ``scores`` (K,) (one
+    sequence) or (B, K); ties go to the lowest i.
 
-    A running comparison over i on ``(B, K)`` arrays (``decoding._best_predecessors`` per
-    sequence); for K > ``MAX_RUNNING_COMPARISON_STATES`` one ``(B, K, K)`` array and a max and
-    argmax over it (a variadic argmax reduction is slow on CPU).
+    Up to ``MAX_RUNNING_COMPARISON_STATES`` a running comparison over i: elementwise work
+    that XLA fuses into one kernel per loop step with the max and the argmax together (a
+    variadic argmax reduction costs a separate kernel, several times slower at K = 32).
     """
     num_states = log_transition.shape[0]
+    one_sequence = scores.ndim == 1
     if num_states > MAX_RUNNING_COMPARISON_STATES:
-        candidates = scores[:, :, None] + log_transition[None]
-        return (jnp.max(candidates, axis=1),
-                jnp.argmax(candidates, axis=1).astype(index_dtype))
-    best = scores[:, :1] + log_transition[0][None]
+        candidates = scores[..., :, None] + (log_transition if one_sequence
+                                             else log_transition[None])
+        return (jnp.max(candidates, axis=-2),
+                jnp.argmax(candidates, axis=-2).astype(index_dtype))
+
+    def term(i):
+        # a scalar weight for one sequence (slices with kept dimensions cost twice as much)
+        weight = scores[i] if one_sequence else scores[:, i:i + 1]
+        return weight + (log_transition[i] if one_sequence else log_transition[i][None])
+
+    best = term(0)
     pointers = jnp.zeros(best.shape, index_dtype)
     for i in range(1, num_states):
-        candidate = scores[:, i:i + 1] + log_transition[i][None]
+        candidate = term(i)
         better = candidate > best  # strictly: ties keep the lower index
         best = jnp.where(better, candidate, best)
         pointers = jnp.where(better, jnp.asarray(i, index_dtype), pointers)

@@ -19,27 +19,6 @@ from functional_dl.hmm._scans import has_nan, masked, path_log_prob
 from functional_dl.hmm.model import HMM, check_inference_shapes, check_one_sequence, on_model
 
 
-def _best_predecessors(scores: Array, log_transition: Array, index_dtype) -> tuple[Array, Array]:
-    """``(max_i s[i] + log A_ij, argmax_i s[i] + log A_ij)`` for every j; ties: lowest i.
-
-    Up to ``MAX_RUNNING_COMPARISON_STATES`` a running comparison over i: elementwise work
-    that XLA fuses into one kernel per loop step with the max and the argmax together (a
-    variadic argmax reduction costs a separate kernel, several times slower at K = 32).
-    """
-    num_states = log_transition.shape[0]
-    if num_states > _batched_scans.MAX_RUNNING_COMPARISON_STATES:
-        candidates = scores[:, None] + log_transition
-        return jnp.max(candidates, axis=0), jnp.argmax(candidates, axis=0).astype(index_dtype)
-    best = scores[0] + log_transition[0]
-    pointers = jnp.zeros(best.shape, index_dtype)
-    for i in range(1, num_states):
-        candidate = scores[i] + log_transition[i]
-        better = candidate > best  # strictly: ties keep the lower index
-        best = jnp.where(better, candidate, best)
-        pointers = jnp.where(better, jnp.asarray(i, index_dtype), pointers)
-    return best, pointers
-
-
 def _rescale(scores: Array) -> Array:
     """δ minus its best entry (unchanged when every entry is −inf)."""
     return scores - finite_or_zero(jnp.max(scores))
@@ -59,7 +38,7 @@ def _single_decode(first: Array, log_transition: Array, log_likelihoods: Array,
         ll_t, valid_t, log_transition_t = inputs
         if log_transition_t is None:  # a constant matrix: closed over
             log_transition_t = log_transition
-        best, pointers = _best_predecessors(scores, log_transition_t, index_dtype)
+        best, pointers = _batched_scans.best_predecessors(scores, log_transition_t, index_dtype)
         new_scores = _rescale(best + ll_t)
         if valid_t is not None:
             new_scores = jnp.where(valid_t, new_scores, scores)
