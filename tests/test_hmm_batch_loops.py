@@ -150,13 +150,18 @@ def test_batch_loops_keep_the_careful_pass_and_nan(batch_loops):
     stuck = jnp.tile(jnp.asarray([[0.0, 120.0]], jnp.float32), (num_steps, 1))
     ordinary = jnp.asarray(np.random.default_rng(3).normal(size=(num_steps, 2)), jnp.float32)
     poisoned = ordinary.at[10, 1].set(jnp.nan)
-    batch = jnp.stack([stuck, ordinary, poisoned])
-    log_liks = jax.jit(jax.vmap(lambda ll: hmm.forward_filter(initial, transition, ll)[0]))(batch)
+    impossible = ordinary.at[7].set(-jnp.inf)  # no state can emit x_7
+    batch = jnp.stack([stuck, ordinary, poisoned, impossible])
+    log_liks, filtered = jax.jit(jax.vmap(
+        lambda ll: hmm.forward_filter(initial, transition, ll)))(batch)
     assert batch_loops["forward_loop"] > 0
     np.testing.assert_allclose(log_liks[0], 0.0, atol=1e-6)  # state 0 forever: ll = 0
     expected = brute_force_long(initial, transition, ordinary)
     np.testing.assert_allclose(log_liks[1], expected, rtol=1e-5)
-    assert np.isnan(log_liks[2])
+    assert np.isnan(log_liks[2]) and np.all(np.isnan(filtered[2, 10:]))
+    assert not np.any(np.isnan(filtered[2, :10]))
+    assert log_liks[3] == -np.inf and np.all(filtered[3, 7:] == 0)
+    np.testing.assert_allclose(filtered[3, :7], filtered[1, :7], rtol=1e-6)
 
 
 def brute_force_long(initial, transition, log_likelihoods):

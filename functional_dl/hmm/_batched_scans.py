@@ -87,18 +87,21 @@ def forward_loop(batch_size: int, initial_probs: Array, transition_matrix: Array
     """
     num_steps = log_likelihoods.shape[1]
     predicted = _broadcast(initial_probs, initial_batched, batch_size)
+    info = jnp.finfo(log_likelihoods.dtype)
+    lowest, tiny = float(info.min), float(info.tiny)
 
     def _step(carry, t):
         predicted, filtered_all = carry
         ll_t = lax.dynamic_index_in_dim(log_likelihoods, t, axis=1, keepdims=False)
         # scaled_likelihoods and normalize without their gradient guards (derivatives go
         # through the single-sequence loop): the same values, fewer operations per step
+        # (an impossible step, every reachable entry −inf, shifts by `lowest` instead of 0:
+        # its c_t is 0 either way)
         shift = jnp.max(jnp.where(predicted > 0, ll_t, -jnp.inf), axis=1, keepdims=True)
-        shift = jnp.where(jnp.isfinite(shift), shift, 0.0)
-        excess = ll_t - shift
-        joint = predicted * jnp.exp(jnp.where(excess > 0, 0.0, excess))
+        shift = jnp.maximum(shift, lowest)
+        joint = predicted * jnp.exp(jnp.minimum(ll_t - shift, 0.0))
         norm = jnp.sum(joint, axis=1)
-        filtered = joint * jnp.where(norm > 0, 1.0 / norm, 0.0)[:, None]
+        filtered = joint / jnp.maximum(norm, tiny)[:, None]  # 0 / tiny = 0 when c_t = 0
         # written in place into the (B, T, K) result: stacking (T, B, K) outputs would need
         # a transpose of the whole array afterwards
         filtered_all = lax.dynamic_update_index_in_dim(filtered_all, filtered, t, axis=1)
