@@ -2,7 +2,22 @@
 
 Rank promotion raises (a broadcasting bug fails loudly); float64 is off by default and is
 switched on inside individual tests with ``with jax.enable_x64(True):``.
+
+XLA's CPU backend compiles at LLVM optimisation level 1 unless ``XLA_FLAGS`` already names a
+level: the suite compiles thousands of small programs and runs most of them a few times, so
+LLVM's full optimisation (level 2, the default) is most of its CPU time and buys nothing back,
+while level 0 makes the longer training runs (the examples) slower than they save.  The flag
+changes code generation only, not the HLO the library builds; the tests' oracles and
+tolerances are the same at every level, and ``XLA_FLAGS=--xla_backend_optimization_level=2
+python -m pytest`` runs them at the default.  Subprocesses (the examples, the fake-device
+checks) inherit it through the environment.
 """
-import jax
+import os
+
+if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_backend_optimization_level=1").strip()
+
+import jax  # noqa: E402 - the flag is set before JAX (and XLA) starts
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
