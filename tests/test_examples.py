@@ -62,7 +62,8 @@ def test_data_parallel_on_four_cpu_devices_matches_one_device():
     # the device count must be fixed before JAX starts: hence the subprocess and XLA_FLAGS
     devices, per_device = 4, 16
     environment = dict(os.environ, JAX_PLATFORMS="cpu",
-                       XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+                       XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") +
+                                  f" --xla_force_host_platform_device_count={devices}").strip())
     environment["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(ROOT), environment.get("PYTHONPATH")]))
     completed = subprocess.run(
