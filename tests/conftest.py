@@ -22,10 +22,15 @@ either way, and ``XLA_FLAGS="--xla_backend_optimization_level=2
 --xla_cpu_use_fusion_emitters=true" python -m pytest`` runs the suite with XLA's defaults.
 Subprocesses (the examples, the fake-device checks) inherit the flags through the environment.
 """
+import importlib.metadata
 import os
 
-for _flag, _value in (("--xla_backend_optimization_level", "1"),
-                      ("--xla_cpu_use_fusion_emitters", "false")):
+_FLAGS = [("--xla_backend_optimization_level", "1")]
+# an internal XLA option: set only for the jaxlib releases known to have it (an unknown flag
+# in XLA_FLAGS stops XLA at start-up)
+if importlib.metadata.version("jaxlib").startswith("0.10."):
+    _FLAGS.append(("--xla_cpu_use_fusion_emitters", "false"))
+for _flag, _value in _FLAGS:
     if _flag not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_flag}={_value}".strip()
 
