@@ -7,9 +7,14 @@ computes exactly the recursion of its single-sequence twin, for all sequences at
 - the arrays keep the batch axis first, ``(B, T, K)``, and the loop reads step t of them in
   place (a ``(B, K)`` slice) instead of scanning over a time-major copy: under ``vmap`` a
   scan over a ``(T, K)`` input moves the batch axis second, a transpose of the whole input;
-- the step's matrix product is one ``(B, K) · (K, K)`` ``dot``;
+- the results are written in place into ``(B, T, K)`` buffers carried by the loop (stacked
+  ``(T, B, K)`` outputs would need another transpose);
+- the step's matrix product is one ``(B, K) · (K, K)`` ``dot`` (K multiply-adds for K ≤ 4);
 - the exponentials ``b̃_t = exp(ll_t − m_t)`` are formed inside the loop, one ``(B, K)`` slice
-  at a time, instead of as a ``(B, T, K)`` array written before it.
+  at a time, instead of as a ``(B, T, K)`` array written before it;
+- the forward loop shifts by the best *reachable* state at every step (``_scans``' careful
+  loop), which costs a few elementwise operations and needs no fallback: a ``cond`` that
+  might rerun the batch would copy its ``(B, T, K)`` operands on every call.
 
 Only a constant ``(K, K)`` transition matrix shared by the batch takes these loops (a
 time-varying or per-sequence one is batched by ``vmap`` of the single-sequence loop).
@@ -25,8 +30,8 @@ from functional_dl.hmm._numerics import scaled_likelihoods
 # Smallest B·K for which the batch loops beat vmap of the single-sequence ones (measured on
 # a 2-core CPU, K = 4…32: the multiply-adds win up to B ≈ 64 at K = 8, the dot from B ≈ 128).
 BATCH_LOOP_MIN_SIZE = 1024
-# Up to this many states the batch Viterbi step is a running comparison over the
-# predecessors (K elementwise steps on (B, K)); beyond it a (B, K, K) max and argmax.
+# Up to this many states a Viterbi step (one sequence or a batch) is a running comparison
+# over the predecessors (K elementwise steps); beyond it a (K, K) max and argmax per sequence.
 MAX_RUNNING_COMPARISON_STATES = 64
 
 
