@@ -162,6 +162,11 @@ def test_batch_loops_keep_the_careful_pass_and_nan(batch_loops):
     assert not np.any(np.isnan(filtered[2, :10]))
     assert log_liks[3] == -np.inf and np.all(filtered[3, 7:] == 0)
     np.testing.assert_allclose(filtered[3, :7], filtered[1, :7], rtol=1e-6)
+    # a NaN in π or A: every result of every sequence is NaN
+    for pi, a in ((initial.at[1].set(jnp.nan), transition),
+                  (initial, transition.at[1, 0].set(jnp.nan))):
+        log_liks, filtered = jax.jit(jax.vmap(lambda ll: hmm.forward_filter(pi, a, ll)))(batch)
+        assert np.all(np.isnan(log_liks)) and np.all(np.isnan(filtered))
 
 
 def brute_force_long(initial, transition, log_likelihoods):

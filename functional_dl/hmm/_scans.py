@@ -196,7 +196,8 @@ def _single_filter(initial_probs: Array, transition_matrix: Array, log_likelihoo
     worse than one it cannot reach (zeros in π, A or the emissions), when ``c_t`` underflows;
     any ``c_t`` below ``_safe_norm`` (or an impossible observation, ``c_t = 0``) reruns the
     sequence with the careful loop, which shifts by the best *reachable* state.
-    ``log_norms_t = log c_t + m_t``; ``maxima_t = max_k ll_t(k)`` (NaN for a NaN row).
+    ``log_norms_t = log c_t + m_t``; ``maxima_t = max_k ll_t(k)`` (NaN for a NaN row), the
+    NaN marks of ``forward_pass``: NaN exactly at the rows that hold a NaN.
     """
     filtered, norms, maxima = _single_forward_scan(initial_probs, transition_matrix,
                                                    log_likelihoods)
@@ -220,9 +221,10 @@ def _batch_filter(batch_size, in_batched, initial_probs, transition_matrix, log_
     filtered, log_norms = _batched_scans.forward_loop(batch_size, initial_probs,
                                                       transition_matrix, log_likelihoods,
                                                       in_batched[0])
-    # the row maxima (for NaN rows and the shifts smoothing reuses) in one pass outside the
-    # loop: a second reduction per step inside it costs far more
-    return filtered, log_norms, _batched_scans.last_axis_max(log_likelihoods)
+    # NaN marks: in this loop a NaN (in ll, π or A) reaches c_t and every later one, so
+    # log_norms itself is NaN from the first such step on; no second pass over the
+    # log-likelihoods is needed (the forward pass's row maxima are one)
+    return filtered, log_norms, log_norms
 
 
 def _use_batch_filter(batch_size, in_batched, initial_probs, transition_matrix,
@@ -242,14 +244,16 @@ def forward_pass(initial_probs: Array, transition_matrix: Array, log_likelihoods
     dtype = log_likelihoods.dtype
     initial_probs = initial_probs.astype(dtype)
     transition_matrix = transition_matrix.astype(dtype)
-    filtered, log_norms, maxima = _filter(initial_probs, transition_matrix, log_likelihoods,
-                                          valid)
-    shifts = lax.stop_gradient(finite_or_zero(maxima))
-    scaled = jnp.exp(log_likelihoods - shifts[:, None])  # for smoothing (unused otherwise)
+    filtered, log_norms, nan_marks = _filter(initial_probs, transition_matrix,
+                                             log_likelihoods, valid)
+    # for the single-sequence backward pass (unused, so not computed, after the batch loop);
+    # the same maximum as the one the single loop shifts by
+    shifts = lax.stop_gradient(finite_or_zero(jnp.max(log_likelihoods, axis=1)))
+    scaled = jnp.exp(log_likelihoods - shifts[:, None])
     log_lik = jnp.sum(mask_rows(log_norms, valid))
-    # the loops read a NaN as "no mass" (a comparison with NaN is False): put it back
-    log_lik = jnp.where(has_nan(initial_probs, transition_matrix, maxima), jnp.nan, log_lik)
-    poisoned = nan_rows(initial_probs, transition_matrix, maxima)  # only if filtered is used
+    # the fast loop reads a NaN as "no mass" (a comparison with NaN is False): put it back
+    log_lik = jnp.where(has_nan(initial_probs, transition_matrix, nan_marks), jnp.nan, log_lik)
+    poisoned = nan_rows(initial_probs, transition_matrix, nan_marks)  # only if filtered is used
     filtered = jnp.where(poisoned[:, None], jnp.nan, filtered)
     return ForwardPass(mask_rows(filtered, valid), log_lik, shifts, scaled)
 
