@@ -30,6 +30,10 @@ runs the careful loop only if one of its sequences needs it.  The backward pass 
 smoother reuse the fast pass's ``b̃``: as it is when every state is possible at every step,
 else restricted to the forward support (a new exponential only where the support's best
 state is not the overall best).
+
+Under ``vmap``, a large batch runs ``_batched_scans``' loops instead of these (``_filter``,
+``_backward_pass``, ``backward_scan`` are ``_batching.batch_dispatched``); derivatives always
+come from the loops here.
 """
 from __future__ import annotations
 
