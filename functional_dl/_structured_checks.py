@@ -58,14 +58,22 @@ def same_structure(name: str, tree: Any, reference_name: str, reference: Any, *,
 # ------------------------------------------------------------------ distributions
 
 
-def probability_rows(name: str, x: Any, *, rtol: float = PROBABILITY_ROW_RTOL) -> None:
-    """Every entry finite and ``>= 0``, every last-axis row summing to 1 within ``rtol``."""
+def _finite_float64(name: str, x: Any):
+    """The concrete values of ``x`` in float64, checked finite; None when ``x`` is traced."""
     values = concrete_values(x)
     if values is None:
-        return
-    probs = values[0].astype(np.float64)
-    if not np.all(np.isfinite(probs)):
+        return None
+    array = values[0].astype(np.float64)
+    if not np.all(np.isfinite(array)):
         raise ValueError(f"{name} must be finite, got NaN or infinity")
+    return array
+
+
+def probability_rows(name: str, x: Any, *, rtol: float = PROBABILITY_ROW_RTOL) -> None:
+    """Every entry finite and ``>= 0``, every last-axis row summing to 1 within ``rtol``."""
+    probs = _finite_float64(name, x)
+    if probs is None:
+        return
     if np.any(probs < 0):
         raise ValueError(f"{name} must be non-negative probabilities, got minimum {probs.min():.6g}")
     sums = probs.sum(axis=-1)
@@ -77,12 +85,9 @@ def probability_rows(name: str, x: Any, *, rtol: float = PROBABILITY_ROW_RTOL) -
 
 def positive_definite(name: str, matrices: Any) -> None:
     """Each trailing ``(D, D)`` matrix finite, symmetric and positive-definite."""
-    values = concrete_values(matrices)
-    if values is None:
+    cov = _finite_float64(name, matrices)
+    if cov is None:
         return
-    cov = values[0].astype(np.float64)
-    if not np.all(np.isfinite(cov)):
-        raise ValueError(f"{name} must be finite, got NaN or infinity")
     scale = np.maximum(np.abs(cov).max(axis=(-2, -1), keepdims=True), np.finfo(np.float64).tiny)
     if np.any(np.abs(cov - np.swapaxes(cov, -1, -2)) > 1e-6 * scale):
         raise ValueError(f"{name} must be symmetric, got an asymmetric matrix")

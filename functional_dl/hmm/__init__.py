@@ -80,6 +80,6 @@ __all__ = [
 ]
 __all__ += ["Poisson", "Bernoulli", "SphericalGaussian", "TiedGaussian", "Multinomial",
             "GaussianMixture", "DiagonalGaussianMixture", "Gamma"]
-from functional_dl.hmm.learning import log_prior  # noqa: E402  (MAP-EM's log p(θ))
+from functional_dl.hmm.priors import log_prior  # noqa: E402  (MAP-EM's log p(θ))
 
 __all__ += ["log_prior"]

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from functional_dl._types import Array
-from functional_dl.hmm._numerics import scaled_likelihoods
+from functional_dl.hmm._numerics import finite_or_zero, safe_norm, scaled_likelihoods
 
 # Smallest B·K for which the batch loops beat vmap of the single-sequence ones (measured on
 # a 2-core CPU, K = 4…32: the multiply-adds win up to B ≈ 64 at K = 8, the dot from B ≈ 128).
@@ -35,12 +35,19 @@ BATCH_LOOP_MIN_SIZE = 1024
 MAX_RUNNING_COMPARISON_STATES = 64
 
 
-def use_batch_loops(axis_size: int, in_batched, transition_matrix: Array,
-                    log_likelihoods: Array) -> bool:
-    """Whether a batch of ``axis_size`` sequences runs the loops of this module."""
-    shared_constant_matrix = transition_matrix.ndim == 2 and not in_batched
-    num_states = log_likelihoods.shape[-1]
-    return shared_constant_matrix and axis_size * num_states >= BATCH_LOOP_MIN_SIZE
+def use_batch_loops(transition_arg: int, values_arg: int):
+    """The ``use_batched`` rule of ``_batching.batch_dispatched`` for a function whose
+    positional argument ``transition_arg`` is the transition matrix and ``values_arg`` the
+    ``(T, K)`` values: batched values, a constant ``(K, K)`` matrix shared by the batch, and
+    ``B·K >= BATCH_LOOP_MIN_SIZE`` (read when traced)."""
+
+    def use(axis_size, in_batched, *args):
+        transition_matrix, values = args[transition_arg], args[values_arg]
+        return (bool(in_batched[values_arg]) and not in_batched[transition_arg]
+                and transition_matrix.ndim == 2
+                and axis_size * values.shape[-1] >= BATCH_LOOP_MIN_SIZE)
+
+    return use
 
 
 def _times(weights: Array, matrix: Array) -> Array:
@@ -55,29 +62,11 @@ def _times(weights: Array, matrix: Array) -> Array:
     return total
 
 
-def _last_axis_reduction(values: Array, combine, reduce) -> Array:
-    if values.shape[-1] > 16:
-        return reduce(values, axis=-1)
-    result = values[..., 0]
-    for i in range(1, values.shape[-1]):
-        result = combine(result, values[..., i])
-    return result
-
-
-def last_axis_max(values: Array) -> Array:
-    """``max`` over the last axis (NaN if any entry is NaN): for K ≤ 16 as K − 1 elementwise
-    maxima, which XLA's CPU backend runs several times faster than a reduction over a short
-    minor axis (outside loops only: inside one, the slices do not fuse)."""
-    return _last_axis_reduction(values, jnp.maximum, jnp.max)
-
-
-def last_axis_sum(values: Array) -> Array:
-    """``sum`` over the last axis, as ``last_axis_max`` (K − 1 additions for K ≤ 16)."""
-    return _last_axis_reduction(values, jnp.add, jnp.sum)
-
-
-def _broadcast(value: Array, batched: bool, batch_size: int) -> Array:
-    return value if batched else jnp.broadcast_to(value, (batch_size,) + value.shape)
+def with_batch_axis(value: Array | None, batched: bool, batch_size: int) -> Array | None:
+    """``value`` with a leading batch axis (broadcast when it is not batched; None stays)."""
+    if value is None or batched:
+        return value
+    return jnp.broadcast_to(value, (batch_size,) + value.shape)
 
 
 def forward_loop(batch_size: int, initial_probs: Array, transition_matrix: Array,
@@ -91,7 +80,7 @@ def forward_loop(batch_size: int, initial_probs: Array, transition_matrix: Array
     ``c_t = 0``), ``log_norms_t = log c_t + m_t``, ``p̂_{t+1} = α̂_t A``, ``p̂_1 = π``.
     """
     num_steps = log_likelihoods.shape[1]
-    predicted = _broadcast(initial_probs, initial_batched, batch_size)
+    predicted = with_batch_axis(initial_probs, initial_batched, batch_size)
     info = jnp.finfo(log_likelihoods.dtype)
     lowest, tiny = float(info.min), float(info.tiny)
 
@@ -233,3 +222,40 @@ def backtrack_loop(last: Array, pointers: Array) -> Array:
 
     _, earlier = lax.scan(_step, last, pointers, reverse=True)
     return earlier.T
+
+
+# ---------------------------------------------------------------- the batch rules of _scans
+# (``batched(B, in_batched, *args)`` of ``batch_dispatched``: the arguments of the
+# single-sequence function, batched ones with the batch axis first)
+
+def filter_batch(batch_size, in_batched, initial_probs, transition_matrix, log_likelihoods,
+                 valid):
+    """``_scans._filter`` for B sequences: ``(filtered, log_norms, NaN marks)``.  In this loop
+    a NaN (in ll, π or A) reaches ``c_t`` and every later one, so ``log_norms`` itself marks
+    the NaN rows; no second pass over the log-likelihoods is needed."""
+    filtered, log_norms = forward_loop(batch_size, initial_probs, transition_matrix,
+                                       log_likelihoods, in_batched[0])
+    return filtered, log_norms, log_norms
+
+
+def backward_scan_batch(batch_size, in_batched, transition_matrix, scaled, valid):
+    """``_scans.backward_scan`` for B sequences."""
+    valid = with_batch_axis(valid, in_batched[2], batch_size)
+    return backward_loop(batch_size, transition_matrix.astype(scaled.dtype), scaled, valid,
+                         safe_norm(scaled.dtype))[0]
+
+
+def backward_pass_batch(batch_size, in_batched, transition_matrix, log_likelihoods, support,
+                        valid, scaled, shifts):
+    """``_scans._backward_pass`` for B sequences: ``b̃`` formed inside the loop, on the
+    support (no cond, which would copy its (B, T, K) operands), then once more,
+    elementwise, for what smoothing reads."""
+    valid = with_batch_axis(valid, in_batched[3], batch_size)
+    support = with_batch_axis(support, in_batched[2], batch_size)
+    backward, support_shifts = backward_loop(
+        batch_size, transition_matrix.astype(log_likelihoods.dtype), log_likelihoods, valid,
+        safe_norm(log_likelihoods.dtype), support)
+    excess = log_likelihoods - support_shifts[..., None]
+    # where, not minimum, as in scaled_likelihoods: off-support entries may exceed 0
+    scaled = jnp.where(support, jnp.exp(jnp.where(excess > 0, 0.0, excess)), 0.0)
+    return scaled, support_shifts, backward

@@ -37,7 +37,6 @@ come from the loops here.
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import jax.numpy as jnp
@@ -46,9 +45,9 @@ from jax import lax
 from functional_dl._types import Array
 from functional_dl.hmm import _batched_scans
 from functional_dl.hmm._batching import batch_dispatched, one_at_a_time
-from functional_dl.hmm._numerics import (any_in_batch, finite_or_zero, normalize, safe_divide,
-                                         safe_log, scaled_likelihoods, valid_mask,
-                                         weighted_row_sum)
+from functional_dl.hmm._numerics import (any_in_batch, finite_or_zero, last_axis_sum,
+                                         normalize, safe_divide, safe_log, safe_norm,
+                                         scaled_likelihoods, valid_mask, weighted_row_sum)
 
 
 def masked(log_likelihoods: Array, length: Array | None) -> tuple[Array, Array | None]:
@@ -133,15 +132,6 @@ def mask_rows(values: Array, valid: Array | None, fill=0.0) -> Array:
     return jnp.where(valid.reshape(valid.shape + (1,) * (values.ndim - 1)), values, fill)
 
 
-def _safe_norm(dtype) -> float:
-    """Smallest normaliser the fast loops divide by: √(smallest normal float).
-
-    Above it ``c_t`` keeps full precision and the derivative of ``x / c_t`` (``1 / c_t²``) stays
-    finite, so gradients are never ``0 · inf``; about 1e-19 in float32 and 1e-154 in float64.
-    """
-    return math.sqrt(float(jnp.finfo(dtype).tiny))
-
-
 class ForwardPass(NamedTuple):
     """What the forward pass gives the smoother and the log-likelihood."""
     filtered: Array  # (T, K), padded rows 0
@@ -155,7 +145,7 @@ def _single_forward_scan(initial_probs: Array, transition_matrix: Array,
     """The fast loop for one sequence: ``(filtered, norms, maxima)``, ``maxima[t] = max_k
     ll_t(k)``; per step one product, one sum, one division and the prediction ``α̂_tᵀ A``, on
     exponentials ``b̃ = exp(ll − m)`` (``m`` the finite maxima, else 0) formed before the loop."""
-    floor = _safe_norm(log_likelihoods.dtype)  # results with c_t below it are discarded
+    floor = safe_norm(log_likelihoods.dtype)  # results with c_t below it are discarded
 
     def _step(predicted, inputs):
         """Condition the predicted p(z_t | x_{<t}) on x_t, then predict z_{t+1}."""
@@ -198,7 +188,7 @@ def _single_filter(initial_probs: Array, transition_matrix: Array, log_likelihoo
     The fast pass shifts every row by its overall best state, ``b̃_t = exp(ll_t − m_t)``, all
     outside the loop.  It is exact unless the states the chain can reach all fit ``x_t`` far
     worse than one it cannot reach (zeros in π, A or the emissions), when ``c_t`` underflows;
-    any ``c_t`` below ``_safe_norm`` (or an impossible observation, ``c_t = 0``) reruns the
+    any ``c_t`` below ``safe_norm`` (or an impossible observation, ``c_t = 0``) reruns the
     sequence with the careful loop, which shifts by the best *reachable* state.
     ``log_norms_t = log c_t + m_t``; ``maxima_t = max_k ll_t(k)`` (NaN for a NaN row), the
     NaN marks of ``forward_pass``: NaN exactly at the rows that hold a NaN.
@@ -206,7 +196,7 @@ def _single_filter(initial_probs: Array, transition_matrix: Array, log_likelihoo
     filtered, norms, maxima = _single_forward_scan(initial_probs, transition_matrix,
                                                    log_likelihoods)
     shifts = lax.stop_gradient(finite_or_zero(maxima))
-    usable = norms >= _safe_norm(log_likelihoods.dtype)
+    usable = norms >= safe_norm(log_likelihoods.dtype)
     if valid is not None:
         usable = usable | ~valid
 
@@ -220,26 +210,10 @@ def _single_filter(initial_probs: Array, transition_matrix: Array, log_likelihoo
     return filtered, log_norms, maxima
 
 
-def _batch_filter(batch_size, in_batched, initial_probs, transition_matrix, log_likelihoods,
-                  valid):
-    filtered, log_norms = _batched_scans.forward_loop(batch_size, initial_probs,
-                                                      transition_matrix, log_likelihoods,
-                                                      in_batched[0])
-    # NaN marks: in this loop a NaN (in ll, π or A) reaches c_t and every later one, so
-    # log_norms itself is NaN from the first such step on; no second pass over the
-    # log-likelihoods is needed (the forward pass's row maxima are one)
-    return filtered, log_norms, log_norms
-
-
-def _use_batch_filter(batch_size, in_batched, initial_probs, transition_matrix,
-                      log_likelihoods, valid):
-    return in_batched[2] and _batched_scans.use_batch_loops(batch_size, in_batched[1],
-                                                            transition_matrix, log_likelihoods)
-
-
 # one sequence as written above; under vmap, large batches run the careful batch loop (which
 # needs no fallback, so no cond: a cond would copy the (B, T, K) input it might rerun on)
-_filter = batch_dispatched(_single_filter, _batch_filter, _use_batch_filter)
+_filter = batch_dispatched(_single_filter, _batched_scans.filter_batch,
+                           _batched_scans.use_batch_loops(1, 2))
 
 
 def forward_pass(initial_probs: Array, transition_matrix: Array, log_likelihoods: Array,
@@ -314,7 +288,7 @@ def _single_backward_scan(transition_matrix: Array, scaled: Array,
     columns = jnp.swapaxes(transition_matrix, -1, -2)
     column_sums = jnp.sum(transition_matrix, axis=-2)
     varying = transition_matrix.ndim == 3
-    floor = _safe_norm(scaled.dtype)  # a row summing to less stays unnormalised (β is a ratio)
+    floor = safe_norm(scaled.dtype)  # a row summing to less stays unnormalised (β is a ratio)
 
     def _step(next_backward, inputs):
         """One step back in time: β_t from β_{t+1} and the observation x_{t+1}."""
@@ -335,21 +309,9 @@ def _single_backward_scan(transition_matrix: Array, scaled: Array,
     return jnp.concatenate([backward, uniform[None, :]], axis=0)
 
 
-def _batch_backward_scan(batch_size, in_batched, transition_matrix, scaled, valid):
-    if valid is not None and not in_batched[2]:
-        valid = jnp.broadcast_to(valid, (batch_size,) + valid.shape)
-    return _batched_scans.backward_loop(batch_size, transition_matrix.astype(scaled.dtype),
-                                        scaled, valid, _safe_norm(scaled.dtype))[0]
-
-
-def _use_batch_backward(batch_size, in_batched, transition_matrix, scaled, valid):
-    return in_batched[1] and _batched_scans.use_batch_loops(batch_size, in_batched[0],
-                                                            transition_matrix, scaled)
-
-
 # one sequence as written above; under vmap, large batches run the batch loop
-backward_scan = batch_dispatched(_single_backward_scan, _batch_backward_scan,
-                                 _use_batch_backward)
+backward_scan = batch_dispatched(_single_backward_scan, _batched_scans.backward_scan_batch,
+                                 _batched_scans.use_batch_loops(0, 1))
 
 
 def _single_backward_pass(transition_matrix, log_likelihoods, support, valid, scaled, shifts):
@@ -359,31 +321,8 @@ def _single_backward_pass(transition_matrix, log_likelihoods, support, valid, sc
     return scaled, support_shifts, _single_backward_scan(transition_matrix, scaled, valid)
 
 
-def _batch_backward_pass(batch_size, in_batched, transition_matrix, log_likelihoods, support,
-                         valid, scaled, shifts):
-    """The same for B sequences: ``b̃`` formed inside the loop, on the support (no cond, which
-    would copy its (B, T, K) operands), then once more, elementwise, for what smoothing reads."""
-    if valid is not None and not in_batched[3]:
-        valid = jnp.broadcast_to(valid, (batch_size,) + valid.shape)
-    if not in_batched[2]:
-        support = jnp.broadcast_to(support, log_likelihoods.shape)
-    backward, support_shifts = _batched_scans.backward_loop(
-        batch_size, transition_matrix.astype(log_likelihoods.dtype), log_likelihoods, valid,
-        _safe_norm(log_likelihoods.dtype), support)
-    excess = log_likelihoods - support_shifts[..., None]
-    # where, not minimum, as in scaled_likelihoods: off-support entries may exceed 0
-    scaled = jnp.where(support, jnp.exp(jnp.where(excess > 0, 0.0, excess)), 0.0)
-    return scaled, support_shifts, backward
-
-
-def _use_batch_backward_pass(batch_size, in_batched, transition_matrix, log_likelihoods,
-                             support, valid, scaled, shifts):
-    return in_batched[1] and _batched_scans.use_batch_loops(batch_size, in_batched[0],
-                                                            transition_matrix, log_likelihoods)
-
-
-_backward_pass = batch_dispatched(_single_backward_pass, _batch_backward_pass,
-                                  _use_batch_backward_pass)
+_backward_pass = batch_dispatched(_single_backward_pass, _batched_scans.backward_pass_batch,
+                                  _batched_scans.use_batch_loops(0, 1))
 
 
 class Smoothed(NamedTuple):
@@ -406,10 +345,10 @@ def _smooth(initial_probs: Array, transition_matrix: Array, log_likelihoods: Arr
                                                       support, valid, forward.scaled,
                                                       forward.shifts)
     joint = filtered * backward
-    smoothed = joint * safe_divide(1.0, _batched_scans.last_axis_sum(joint))[:, None]
+    smoothed = joint * safe_divide(1.0, last_axis_sum(joint))[:, None]
     predicted = predict_all(filtered, transition_matrix)  # all t at once
     future = scaled[1:] * backward[1:]
-    inverse_norms = safe_divide(1.0, _batched_scans.last_axis_sum(predicted * future))
+    inverse_norms = safe_divide(1.0, last_axis_sum(predicted * future))
     if valid is not None:
         inverse_norms = jnp.where(valid[1:], inverse_norms, 0.0)
     poisoned = jnp.isnan(forward.log_likelihood)  # a NaN anywhere: every posterior is NaN

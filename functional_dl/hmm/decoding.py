@@ -62,10 +62,8 @@ def _single_decode(first: Array, log_transition: Array, log_likelihoods: Array,
 
 def _batch_decode(batch_size, in_batched, first, log_transition, log_likelihoods, valid):
     """``_single_decode`` for B sequences at once (``_batched_scans``)."""
-    if not in_batched[0]:
-        first = jnp.broadcast_to(first, (batch_size,) + first.shape)
-    if valid is not None and not in_batched[3]:
-        valid = jnp.broadcast_to(valid, (batch_size,) + valid.shape)
+    first = _batched_scans.with_batch_axis(first, in_batched[0], batch_size)
+    valid = _batched_scans.with_batch_axis(valid, in_batched[3], batch_size)
     index_dtype = state_index_dtype(log_likelihoods.shape[-1])
     last_scores, pointers = _batched_scans.viterbi_loop(
         batch_size, first, log_transition, log_likelihoods, valid, index_dtype)
@@ -74,13 +72,8 @@ def _batch_decode(batch_size, in_batched, first, log_transition, log_likelihoods
     return jnp.concatenate([earlier, last[:, None]], axis=1).astype(jnp.result_type(int))
 
 
-def _use_batch_decode(batch_size, in_batched, first, log_transition, log_likelihoods, valid):
-    return in_batched[2] and _batched_scans.use_batch_loops(batch_size, in_batched[1],
-                                                            log_transition, log_likelihoods)
-
-
 # one sequence as written above; under vmap, large batches run the batch loops
-_decode = batch_dispatched(_single_decode, _batch_decode, _use_batch_decode)
+_decode = batch_dispatched(_single_decode, _batch_decode, _batched_scans.use_batch_loops(1, 2))
 
 
 @jax.jit

@@ -73,8 +73,8 @@ from functional_dl._types import Array, PyTree
 from functional_dl.hmm import _em_options
 from functional_dl.hmm._layouts import pad_sequences
 from functional_dl.hmm._numerics import min_mass, replace_padding, safe_divide
-from functional_dl.hmm.emissions._support import dirichlet_log_prior
 from functional_dl.hmm.inference import forward_filter, smoother_pieces
+from functional_dl.hmm.priors import log_prior_terms
 from functional_dl.hmm.model import HMM, as_array_model, check
 
 PARTS = _em_options.PARTS
@@ -178,39 +178,6 @@ def _m_step(model: HMM, stats: SufficientStats, initial_pseudo_counts, transitio
 _compiled_m_step = jax.jit(_m_step, static_argnames="update")
 
 
-def _log_prior(model: HMM, initial_pseudo_counts, transition_pseudo_counts,
-               emission_hyperparameters: Mapping[str, Any], update: frozenset) -> Array:
-    """``log p(θ)`` of the parts in ``update`` (module docstring); a family without
-    ``log_prior`` counts as flat (maximum likelihood)."""
-    total = jnp.zeros((), jnp.result_type(model.initial_probs.dtype, jnp.float32))
-    if "initial" in update:
-        total += dirichlet_log_prior(model.initial_probs, initial_pseudo_counts)
-    if "transition" in update:
-        total += dirichlet_log_prior(model.transition_matrix, transition_pseudo_counts)
-    emission_log_prior = getattr(model.emissions, "log_prior", None)
-    if "emissions" in update and emission_log_prior is not None:
-        total += emission_log_prior(**emission_hyperparameters)
-    return total
-
-
-_compiled_log_prior = jax.jit(_log_prior, static_argnames="update")
-
-
-def log_prior(model: HMM, pseudo_count=0.0,
-              emission_hyperparameters: Optional[Mapping[str, Any]] = None, *,
-              update: Iterable[str] = PARTS) -> Array:
-    """``log p(θ)`` up to a constant, the prior of ``m_step`` with the same arguments: ``Σ_k
-    α^π_k log π_k + Σ_ij α^A_ij log A_ij + model.emissions.log_prior(**hyperparameters)``.
-
-    EM with these priors increases ``ℓ + log p(θ)`` (``ℓ = e_step(model, x)[0]``); 0 at the
-    maximum-likelihood settings.  Arguments as ``m_step``.
-    """
-    initial, transition = (pseudo_count if isinstance(pseudo_count, tuple)
-                           else (pseudo_count, pseudo_count))
-    return _compiled_log_prior(model, initial, transition, emission_hyperparameters or {},
-                               update=_em_options.checked_update(update))
-
-
 def m_step(model: HMM, stats: SufficientStats, pseudo_count=0.0,
            emission_hyperparameters: Optional[Mapping[str, Any]] = None, *,
            update: Iterable[str] = PARTS) -> HMM:
@@ -288,8 +255,9 @@ def run_em(model: HMM, observations: Array, lengths: Array | None, tol, initial_
         iteration, current, previous, previous_log_lik, previous_objective, history, _ = carry
         log_lik, stats = e_step(current, observations, lengths)
         log_lik = log_lik.astype(log_lik_dtype)
-        objective = log_lik + _log_prior(current, initial_pseudo_counts, transition_pseudo_counts,
-                                         emission_hyperparameters, update).astype(log_lik_dtype)
+        log_prior = log_prior_terms(current, initial_pseudo_counts, transition_pseudo_counts,
+                                    emission_hyperparameters, update)
+        objective = log_lik + log_prior.astype(log_lik_dtype)
         updated = _m_step(current, stats, initial_pseudo_counts, transition_pseudo_counts,
                           emission_hyperparameters, update)
         finite = jnp.isfinite(log_lik)
