@@ -191,6 +191,8 @@ def main() -> None:
                         help="median of round medians (default) or fastest repeat")
     parser.add_argument("--number", type=int, default=3, help="steps per timed repeat")
     parser.add_argument("--only", nargs="*", choices=sorted(OPTIMIZERS), default=None)
+    parser.add_argument("--wrappers-only", action="store_true",
+                        help="time only the wrappers table (MultiSteps, inject_hyperparams)")
     args = parser.parse_args()
     if args.quick:
         args.params, args.small_leaf_size = 1_000_000, 250
@@ -201,8 +203,9 @@ def main() -> None:
           f"{optax.__version__ if optax is not None else 'not installed'}; "
           f"{args.statistic} over {args.rounds} alternating rounds of {args.repeats} "
           f"repeats x {args.number} steps")
-    run_tree("large leaves", 4, args.params // 4, names, args)
-    run_tree("small leaves", args.small_leaves, args.small_leaf_size, names, args)
+    if not args.wrappers_only:
+        run_tree("large leaves", 4, args.params // 4, names, args)
+        run_tree("small leaves", args.small_leaves, args.small_leaf_size, names, args)
     run_wrappers(args)
 
 

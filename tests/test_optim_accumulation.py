@@ -60,7 +60,8 @@ def test_k_micro_batches_equal_one_step_on_the_concatenated_batch():
     # the state: a counter, one accumulator per parameter and the inner state, nothing more
     assert int(state.num_micro_steps) == k * num_cycles
     assert len(jax.tree.leaves(state)) == 1 + 2 + len(jax.tree.leaves(reference_state))
-    jax.tree.map(lambda a: np.testing.assert_array_equal(a, 0.0), state.accumulated_grads)
+    jax.tree.map(lambda a: np.testing.assert_array_equal(a, 0.0),
+                 accumulate.accumulated_grads(state))
 
 
 def test_multi_steps_matches_numpy_adam_on_mean_gradients_and_optax():
@@ -148,3 +149,84 @@ def test_multi_steps_under_vmap_equals_each_member_alone():
             u, alone_state = accumulate.update({"w": jnp.asarray(g)}, alone_state, alone)
             alone = optim.apply_updates(alone, u)
         np.testing.assert_allclose(params["w"][member], alone["w"], rtol=1e-13)
+
+
+def test_accumulated_grads_is_the_running_sum_and_the_reset_is_lazy():
+    """Oracle: NumPy cumulative sums within each cycle.  The state's buffer holds the sum on
+    every call but a cycle's last, where it holds that call's updates (scratch)."""
+    rng = np.random.default_rng(3)
+    k = 3
+    grads = rng.standard_normal((2 * k + 1, 4))
+    accumulate = optim.MultiSteps(optim.sgd(0.5), k)
+    params = {"w": jnp.zeros(4)}
+    state = accumulate.init(params)
+    for n, g in enumerate(grads):
+        updates, state = accumulate.update({"w": jnp.asarray(g)}, state, params)
+        cycle_start = n - n % k
+        running = grads[cycle_start:n + 1].sum(axis=0)
+        if n % k == k - 1:
+            np.testing.assert_allclose(updates["w"], -0.5 * running / k, rtol=1e-14)
+            np.testing.assert_allclose(state.accumulated_grads["w"], updates["w"], rtol=0)
+            np.testing.assert_array_equal(accumulate.accumulated_grads(state)["w"], 0.0)
+        else:
+            np.testing.assert_array_equal(updates["w"], 0.0)
+            np.testing.assert_allclose(state.accumulated_grads["w"], running, rtol=1e-14)
+            np.testing.assert_allclose(accumulate.accumulated_grads(state)["w"], running,
+                                       rtol=1e-14)
+
+
+def test_bfloat16_parameters_accumulate_in_float32_and_get_bfloat16_updates():
+    """The updates pass through the float32 accumulator's buffer on the k-th call: exact."""
+    k = 2
+    params = {"w": jnp.asarray([0.1, -0.3, 2.0], jnp.bfloat16)}
+    grads = [jnp.asarray(g, jnp.bfloat16) for g in ([0.5, 1.0, -3.0], [0.25, 1.0, 1.0])]
+    accumulate = optim.MultiSteps(optim.adam(0.01), k)
+    state = accumulate.init(params)
+    assert state.accumulated_grads["w"].dtype == jnp.float32
+    for g in grads:
+        updates, state = accumulate.update({"w": g}, state, params)
+    mean = ((grads[0].astype(jnp.float32) + grads[1].astype(jnp.float32)) / k).astype(
+        jnp.bfloat16)
+    expected, _ = optim.adam(0.01).update({"w": mean}, optim.adam(0.01).init(params), params)
+    assert updates["w"].dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(updates["w"], np.float32),
+                                  np.asarray(expected["w"], np.float32))
+
+
+def test_updates_shaped_unlike_the_gradients_take_the_zero_writing_branch():
+    """An inner optimizer whose updates are not shaped like the accumulator (here float64
+    updates for float32 gradients): the other conditional, the same results."""
+    def widen(updates, state, params=None):
+        return jax.tree.map(lambda u: 2.0 * u.astype(jnp.float64), updates), state
+    accumulate = optim.MultiSteps(optim.Optimizer(lambda p: optim.EmptyState(), widen), 2)
+    params = {"w": jnp.zeros(2, jnp.float32)}
+    state = accumulate.init(params)
+    outputs = []
+    for value in (1.0, 3.0, 5.0, 7.0):
+        updates, state = accumulate.update({"w": jnp.full(2, value, jnp.float32)}, state)
+        assert updates["w"].dtype == jnp.float64
+        outputs.append(float(updates["w"][0]))
+    assert outputs == [0.0, 4.0, 0.0, 12.0]
+
+
+def _copied_arrays(compiled, size):
+    """The copy instructions of size-``size`` arrays in a compiled program's HLO."""
+    return [line for line in compiled.as_text().splitlines()
+            if " copy(" in line and f"[{size}]" in line.split("copy(")[0]]
+
+
+def test_a_donated_multi_steps_step_copies_no_array():
+    """The lazy reset lets XLA keep the accumulator and the inner state in place: the compiled
+    donated step holds no array copy (an eager reset copies the accumulator and Adam's two
+    moments on every call)."""
+    size = 1000
+    params = {"a": jnp.ones(size, jnp.float32), "b": jnp.ones(size, jnp.float32)}
+    accumulate = optim.MultiSteps(optim.adam(1e-3), 4)
+
+    def step(params, state, grads):
+        updates, state = accumulate.update(grads, state, params)
+        return optim.apply_updates(params, updates), state
+
+    compiled = jax.jit(step, donate_argnums=(0, 1)).lower(
+        params, accumulate.init(params), params).compile()
+    assert _copied_arrays(compiled, size) == []
