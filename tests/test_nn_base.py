@@ -104,3 +104,23 @@ def test_check_params_dtype_options_and_promote():
     x, w = promote(None, np.ones(2, np.float32), jnp.ones(2, jnp.bfloat16))
     assert x.dtype == w.dtype == jnp.float32
     assert promote(jnp.bfloat16, np.ones(2, np.float32))[0].dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("shape", [(5,), (4, 5), (3, 4, 5), (2, 3, 4, 5), (0, 4, 5)])
+def test_matmul_features_is_x_times_w_over_the_last_axis(shape):
+    """Oracle: NumPy's einsum over the last axis, for the value and for both gradients
+    (the backward pass of the flattened 2-D product must give back x's shape)."""
+    from functional_dl.nn.base import matmul_features
+    rng = np.random.default_rng(0)
+    with jax.enable_x64(True):
+        x = rng.standard_normal(shape)
+        w = rng.standard_normal((5, 3))
+        y = matmul_features(jnp.asarray(x), jnp.asarray(w))
+        assert y.shape == shape[:-1] + (3,)
+        np.testing.assert_allclose(y, np.einsum("...n,nm->...m", x, w), rtol=1e-13)
+        cotangent = rng.standard_normal(y.shape)
+        dx, dw = jax.grad(lambda a, b: jnp.sum(matmul_features(a, b) * cotangent),
+                          argnums=(0, 1))(jnp.asarray(x), jnp.asarray(w))
+        np.testing.assert_allclose(dx, np.einsum("...m,nm->...n", cotangent, w), rtol=1e-13)
+        np.testing.assert_allclose(dw, x.reshape(-1, 5).T @ cotangent.reshape(-1, 3),
+                                   rtol=1e-13, atol=1e-13)

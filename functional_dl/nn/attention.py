@@ -30,7 +30,7 @@ from functional_dl import checks
 from functional_dl._types import Array, PRNGKey, PyTree, Shape
 from functional_dl.nn import initializers
 from functional_dl.nn.base import (Layer, check_input, check_input_shape, check_params,
-                                   dtype_options, promote)
+                                   dtype_options, matmul_features, promote)
 
 __all__ = ["MultiHeadAttention", "padding_mask", "causal_mask"]
 
@@ -89,7 +89,7 @@ def _check_mask(mask: Any, expected: tuple[int, ...]) -> Array:
 def _project(params: PyTree, x: Array, dtype: Any) -> Array:
     """``x W + b`` (``b`` left out when the params have none)."""
     x, w = promote(dtype, x, params["w"])
-    y = x @ w
+    y = matmul_features(x, w)
     if "b" in params:
         y = y + jnp.broadcast_to(params["b"].astype(y.dtype), y.shape)
     return y

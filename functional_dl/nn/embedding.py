@@ -17,7 +17,8 @@ import numpy as np
 from functional_dl import checks
 from functional_dl._types import Array, PRNGKey, PyTree, Shape
 from functional_dl.nn import initializers
-from functional_dl.nn.base import Layer, check_input, check_input_shape, dtype_options, promote
+from functional_dl.nn.base import (Layer, check_input, check_input_shape, dtype_options,
+                                   matmul_features, promote)
 
 __all__ = ["Embedding", "attend"]
 
@@ -94,4 +95,4 @@ def attend(params: PyTree, x: Array, *, dtype: Any = None) -> Array:
     dtype, _ = dtype_options("attend", dtype, None)
     check_input("attend", x, features=table.shape[1], layout="(..., {features})")
     x, table = promote(dtype, x, table)
-    return x @ table.T
+    return matmul_features(x, table.T)

@@ -37,7 +37,7 @@ from functional_dl.nn.activations import (  # noqa: F401  (re-exported: their ol
     Relu6, Selu, Sigmoid, Silu, Softmax, Softplus, Swish, Tanh, celu, elementwise, elu, gelu,
     glu, hard_tanh, leaky_relu, log_sigmoid, log_softmax, relu, relu6, selu, sigmoid, silu,
     softmax, softplus, swish, tanh)
-from functional_dl.nn.base import Layer, dtype_options, named, promote
+from functional_dl.nn.base import Layer, dtype_options, matmul_features, named, promote
 
 __all__ = [
     "Layer",
@@ -141,7 +141,7 @@ def Dense(features: int, w_init: Optional[Callable] = None,
             raise ValueError(f"Dense: x must have shape (..., {w.shape[0]}) to match w of "
                              f"shape {w.shape}, got x shape {jnp.shape(x)}")
         x, w, b = promote(dtype, x, w, b)
-        y = x @ w
+        y = matmul_features(x, w)
         return y + jnp.broadcast_to(b, y.shape)
 
     return Layer(init, apply, "dense")

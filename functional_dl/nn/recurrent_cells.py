@@ -39,7 +39,8 @@ import jax.numpy as jnp
 
 from functional_dl import checks
 from functional_dl._types import Array, PRNGKey, PyTree, Shape
-from functional_dl.nn.base import check_input, check_input_shape, dtype_options, promote
+from functional_dl.nn.base import (check_input, check_input_shape, dtype_options,
+                                   matmul_features, promote)
 
 __all__ = ["Cell", "LSTMCell", "GRUCell", "SimpleRNNCell"]
 
@@ -95,7 +96,7 @@ def _gated_cell(name: str, features: Any, num_gates: int, carry_parts: int,
         check_input(name, x, features=jnp.shape(params["input"]["w"])[0],
                     layout="(..., {features})")
         x, w, b = promote(dtype, x, params["input"]["w"], params["input"]["b"])
-        y = x @ w
+        y = matmul_features(x, w)
         return y + jnp.broadcast_to(b, y.shape)
 
     def step(params: PyTree, carry: Any, projected: Array):
