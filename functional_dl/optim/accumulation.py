@@ -69,7 +69,9 @@ class MultiSteps:
 
     Equal to ``optax.MultiSteps(inner, every_k_schedule=k)``: the same updates for the same
     gradients.  optax's ``gradient_step`` is ``num_inner_steps(state)`` here and its
-    ``mini_step`` is ``num_micro_steps % k``.
+    ``mini_step`` is ``num_micro_steps % k``; its ``acc_grads`` is the running mean of
+    the gradients that :meth:`accumulated_grads` sums (optax zeroes it on the ``k``-th
+    call, where this state reuses the buffer for the updates).
 
     ``MultiSteps`` is an optimizer (``init``/``update``) that works wherever one does: in
     ``chain``, in ``train.fit`` (one call per batch; the epoch's batches are the
