@@ -244,3 +244,28 @@ def numpy_viterbi(initial, transition, log_likelihoods):
     for pointer in reversed(pointers):
         path.append(int(pointer[path[-1]]))
     return np.array(path[::-1]), scores.max()
+
+
+@pytest.mark.parametrize("batch_size,loop_sizes", [(6, {2}), (7, {7})])
+def test_chunked_batch_loops_match_brute_force(batch_loops, monkeypatch, batch_size,
+                                               loop_sizes):
+    """Above ``MAX_LOOP_BATCH`` a batch runs in ``lax.map`` chunks of the batch loops (6 = 3
+    chunks of 2); a size no chunk count divides (7) runs whole.  Same brute-force answers."""
+    from functional_dl.hmm import _batching
+    seen = []
+    counted_forward = _batched_scans.forward_loop
+
+    def recording(batch, *args, **kwargs):
+        seen.append(batch)
+        return counted_forward(batch, *args, **kwargs)
+    monkeypatch.setattr(_batched_scans, "forward_loop", recording)
+    monkeypatch.setattr(_batching, "MAX_LOOP_BATCH", 2)
+    monkeypatch.setattr(_batching, "LOOP_CHUNK", 2)
+    jax.clear_caches()
+    with jax.enable_x64(True):
+        initial, transition, log_likelihoods = _problem(3, 5, batch_size, 4, jnp.float64)
+        lengths = jnp.asarray(([5, 1, 3, 4, 2, 5, 5])[:batch_size])
+        out = _everything(initial, transition, log_likelihoods, lengths)
+        _check_against_brute_force(initial, transition, log_likelihoods, lengths, out, 1e-10)
+    assert set(seen) == loop_sizes, seen
+    assert all(batch_loops[name] > 0 for name in LOOPS), batch_loops

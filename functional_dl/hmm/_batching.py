@@ -25,9 +25,51 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import jax
+from jax import lax
 from jax.custom_batching import custom_vmap
 
 __all__ = ["batch_dispatched", "one_at_a_time"]
+
+#: The largest batch one batch loop runs whole; a larger one runs in ``lax.map`` chunks of
+#: about ``LOOP_CHUNK`` sequences.  A batch-major step reads and writes one row per sequence,
+#: each in its own memory page (rows are T·K entries apart), so a loop over thousands of
+#: sequences touches more pages per step than the TLB holds.  That matters where a step's
+#: work per sequence is small: rows of at most ``MAX_CHUNKED_ROW_BYTES`` (K ≤ 8 in float32,
+#: K ≤ 4 in float64).  Measured on a 2-core x86 CPU at B = 4096, chunks of 256 halve the time
+#: of the log-likelihood, the posteriors and Viterbi at K = 4 in float32 and save 25-35% at
+#: K = 8; at K = 32 they double it, and at B = 1024 they gain nothing.
+MAX_LOOP_BATCH = 1024
+LOOP_CHUNK = 256
+MAX_CHUNKED_ROW_BYTES = 32
+
+
+def in_chunks(batched: Callable[..., Any], batch_size: int, in_batched, args) -> Any:
+    """``batched(batch_size, in_batched, *args)``, for more than ``MAX_LOOP_BATCH`` sequences
+    whose largest batched argument has rows (last axis) of at most ``MAX_CHUNKED_ROW_BYTES``,
+    run on ``n = ⌈B / LOOP_CHUNK⌉`` equal consecutive chunks (a batch that ``n`` does not
+    divide runs whole).  Outputs are concatenated along the batch axis."""
+    num_chunks = -(-batch_size // LOOP_CHUNK)
+    leaves = [x for a, b in zip(args, in_batched) if b for x in jax.tree.leaves(a)]
+    largest = max(leaves, key=lambda x: x.size, default=None)
+    row_bytes = (largest.shape[-1] * largest.dtype.itemsize
+                 if largest is not None and largest.ndim > 1 else 0)
+    if (batch_size <= MAX_LOOP_BATCH or batch_size % num_chunks or not row_bytes
+            or row_bytes > MAX_CHUNKED_ROW_BYTES):
+        return batched(batch_size, in_batched, *args)
+    size = batch_size // num_chunks
+    chunked = [a if not b else jax.tree.map(
+        lambda x: x.reshape((num_chunks, size) + x.shape[1:]), a)
+        for a, b in zip(args, in_batched)]
+    positions = [i for i, b in enumerate(in_batched) if b]
+
+    def one_chunk(pieces):
+        full = list(chunked)
+        for i, piece in zip(positions, pieces):
+            full[i] = piece
+        return batched(size, in_batched, *full)
+
+    out = lax.map(one_chunk, [chunked[i] for i in positions])
+    return jax.tree.map(lambda x: x.reshape((batch_size,) + x.shape[2:]), out)
 
 
 def batch_dispatched(single: Callable[..., Any], batched: Callable[..., Any],
@@ -41,7 +83,7 @@ def batch_dispatched(single: Callable[..., Any], batched: Callable[..., Any],
     @_value.def_vmap
     def _rule(axis_size, in_batched, *args):
         if use_batched(axis_size, in_batched, *args):
-            out = batched(axis_size, in_batched, *args)
+            out = in_chunks(batched, axis_size, in_batched, args)
         elif axis_size == 1:  # a batch of one: the single-sequence loop as it is
             squeezed = [jax.tree.map(lambda a: a[0], arg) if b else arg
                         for arg, b in zip(args, in_batched)]
