@@ -13,6 +13,7 @@ use_batched)`` gives one function that
   decision from static shapes) and evaluates ``batched(B, in_batched, *args)`` (which
   receives the batched arguments with the batch axis first and must return every output
   with the batch axis first) or else ``vmap(single)`` (``single`` itself for B = 1);
+  a very large batch of small rows runs ``batched`` in ``lax.map`` chunks (``in_chunks``);
 - is differentiated (forward and reverse mode) through ``single``: its JVP is
   ``jax.jvp(single)``, so derivatives are the same whichever loop computes the value.
 
