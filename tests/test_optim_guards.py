@@ -110,3 +110,23 @@ def test_apply_if_finite_bad_input():
     guarded = optim.apply_if_finite(optim.sgd(0.1))
     with pytest.raises(TypeError, match="state must be an ApplyIfFiniteState"):
         guarded.update({"w": jnp.ones(2)}, optim.EmptyState())
+
+
+def test_a_guarded_train_step_copies_no_array():
+    """The inner step runs under a conditional whose skipping branch passes its operands
+    through, so a donated step that forms its gradients in the same program keeps Adam's
+    moments in place (computing the update always and selecting copies them every step)."""
+    size = 1000
+    params = {"a": jnp.ones(size, jnp.float32), "b": jnp.ones(size, jnp.float32)}
+    guarded = optim.apply_if_finite(optim.adam(1e-3), max_consecutive_errors=2)
+
+    def step(params, state, x):
+        grads = jax.grad(lambda p: sum(jnp.sum(jnp.sin(v) * x) for v in p.values()))(params)
+        updates, state = guarded.update(grads, state, params)
+        return optim.apply_updates(params, updates), state
+
+    compiled = jax.jit(step, donate_argnums=(0, 1)).lower(
+        params, guarded.init(params), jnp.ones(size, jnp.float32)).compile()
+    copies = [line for line in compiled.as_text().splitlines()
+              if " copy(" in line and f"[{size}]" in line.split("copy(")[0]]
+    assert copies == []
