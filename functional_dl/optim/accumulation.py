@@ -26,12 +26,11 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from functional_dl import checks
 from functional_dl._types import Array, PyTree
 from functional_dl.optim import _tree
-from functional_dl.optim.base import call_update
+from functional_dl.optim.base import call_update, update_if
 
 __all__ = ["MultiSteps", "MultiStepsState"]
 
@@ -117,13 +116,11 @@ class MultiSteps:
             updates, inner_state = call_update(self.inner, grads, state.inner_state, params,
                                                extra_args)
             return updates, MultiStepsState(count, state.accumulated_grads, inner_state)
-        # The accumulator is reset lazily: a cycle's first call starts a new sum from g, so
-        # the k-th call may leave anything in it -- it leaves the inner step's updates
-        # there.  Then every large buffer has one reader that is also its writer (A -> A',
-        # the inner state through the conditional), the skipping branch passes its operands
-        # through, and XLA keeps every array in place: no copy, no scratch array.  (With an
-        # eager reset, A is read by the inner step and rewritten by the reset in unordered
-        # kernels, and XLA copies it, and the inner state with it, on every call.)
+        # The accumulator is reset lazily (a cycle's first call starts the sum from g), so A
+        # has one reader that is also its writer, and the k-th call can leave the updates in
+        # A's buffer (update_if): XLA keeps every array in place.  An eager reset rewrites A
+        # in a kernel XLA cannot order after the inner step's reads, and XLA copies A, and
+        # the inner state with it, on every call.
         in_cycle = state.num_micro_steps % k
         first, emit = in_cycle == 0, in_cycle == k - 1
         accumulated = jax.tree.map(
@@ -134,24 +131,10 @@ class MultiSteps:
             mean = jax.tree.map(lambda a, g: (a / k).astype(g.dtype), accumulated, grads)
             return call_update(self.inner, mean, inner_state, params, extra_args)
 
-        shapes = jax.eval_shape(inner_step, accumulated, state.inner_state)[0]
-        if _shaped_like(shapes, accumulated):
-            def step(accumulated, inner_state):
-                updates, inner_state = inner_step(accumulated, inner_state)
-                return jax.tree.map(lambda u, a: u.astype(a.dtype), updates,
-                                    accumulated), inner_state
-
-            scratch, inner_state = lax.cond(emit, step, lambda a, s: (a, s), accumulated,
-                                            state.inner_state)
-            updates = jax.tree.map(lambda x, s: jnp.where(emit, x, 0).astype(s.dtype),
-                                   scratch, shapes)
-            return updates, MultiStepsState(count, scratch, inner_state)
-        # updates shaped unlike the parameters: the skipping branch writes zeros
-        updates, inner_state = lax.cond(
-            emit, inner_step,
-            lambda a, s: (jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes), s),
-            accumulated, state.inner_state)
-        return updates, MultiStepsState(count, accumulated, inner_state)
+        updates, inner_state, scratch = update_if(emit, inner_step, accumulated,
+                                                  state.inner_state)
+        return updates, MultiStepsState(count, accumulated if scratch is None else scratch,
+                                        inner_state)
 
     def accumulated_grads(self, state: MultiStepsState) -> PyTree:
         """The sum of the gradients since the last inner step (zeros right after one).
@@ -169,10 +152,3 @@ class MultiSteps:
         """Whether the call that returned ``state`` stepped ``inner`` (a bool scalar)."""
         return (state.num_micro_steps > 0) & (state.num_micro_steps % self.every_k_schedule == 0)
 
-
-def _shaped_like(shapes: PyTree, tree: PyTree) -> bool:
-    """Whether the abstract values ``shapes`` have ``tree``'s structure and leaf shapes, in
-    dtypes that ``tree``'s hold exactly (so the updates can live in the accumulator)."""
-    return jax.tree.structure(shapes) == jax.tree.structure(tree) and all(
-        s.shape == t.shape and jnp.promote_types(s.dtype, t.dtype) == t.dtype
-        for s, t in zip(jax.tree.leaves(shapes), jax.tree.leaves(tree)))

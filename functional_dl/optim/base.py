@@ -76,6 +76,43 @@ def call_update(optimizer: Any, updates: PyTree, state: PyTree, params: PyTree |
     return optimizer.update(updates, state, params)
 
 
+def update_if(pred: Any, step: Callable, spare: PyTree,
+              state: PyTree) -> tuple[PyTree, PyTree, PyTree | None]:
+    """``step(spare, state) -> (updates, state)`` where ``pred``; else zero updates and
+    ``state`` as it was.  Returns ``(updates, state, carrier)``.
+
+    The step runs under ``lax.cond`` whose skipping branch passes its operands through.
+    Computing the step always and selecting with ``where`` instead makes XLA copy ``state``
+    on every call (the old state is read by the step's kernels and by the select, in an order
+    XLA cannot see): that made ``apply_if_finite(adam)`` 6× an ``adam`` step at 10M
+    parameters.  When the updates fit in ``spare`` (its structure and shapes, dtypes it
+    holds exactly), they travel in ``spare``'s buffer: the skipping branch hands ``spare``
+    on and the zeros are selected outside, where XLA fuses them into the parameter update,
+    so no branch writes an array it does not need.  ``carrier`` is then that buffer's new
+    value (the updates in ``spare``'s dtypes where ``pred``, ``spare`` itself elsewhere);
+    otherwise the skipping branch writes zeros and ``carrier`` is None.  Under ``vmap`` the
+    conditional becomes a select (both branches run; still correct).
+    """
+    shapes = jax.eval_shape(step, spare, state)[0]
+    fits = jax.tree.structure(shapes) == jax.tree.structure(spare) and all(
+        s.shape == a.shape and jnp.promote_types(s.dtype, a.dtype) == a.dtype
+        for s, a in zip(jax.tree.leaves(shapes), jax.tree.leaves(spare)))
+    if not fits:
+        updates, state = jax.lax.cond(
+            pred, step,
+            lambda _, s: (jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes), s),
+            spare, state)
+        return updates, state, None
+
+    def carried_step(spare, state):
+        updates, state = step(spare, state)
+        return jax.tree.map(lambda u, a: u.astype(a.dtype), updates, spare), state
+
+    carrier, state = jax.lax.cond(pred, carried_step, lambda a, s: (a, s), spare, state)
+    updates = jax.tree.map(lambda x, s: jnp.where(pred, x, 0).astype(s.dtype), carrier, shapes)
+    return updates, state, carrier
+
+
 def chain(*optimizers: Optimizer) -> Optimizer:
     """Compose optimizers left to right: the updates of each are the gradients of the next.
 

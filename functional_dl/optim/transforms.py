@@ -18,7 +18,7 @@ import numpy as np
 from functional_dl import checks
 from functional_dl._types import Array, PyTree, ScalarOrSchedule, Schedule
 from functional_dl.optim import _tree
-from functional_dl.optim.base import EmptyState, Optimizer, call_update
+from functional_dl.optim.base import EmptyState, Optimizer, call_update, update_if
 from functional_dl.optim.leafwise import leafwise
 
 
@@ -253,33 +253,6 @@ class ApplyIfFiniteState(NamedTuple):
     consecutive_notfinite_count: Array
 
 
-def _step_if(apply: Array, optimizer: Optimizer, grads: PyTree, inner_state: PyTree,
-             params: PyTree | None, extra_args: dict) -> tuple[PyTree, PyTree]:
-    """``optimizer``'s update where ``apply``, else zero updates and ``inner_state`` as it was.
-
-    Under ``lax.cond``, with the skipping branch passing its operands through: computing the
-    update always and selecting with ``where`` makes XLA copy the inner state on every step
-    (the old state is read by the update's kernels and by the select, in an order XLA cannot
-    see), which made ``apply_if_finite(adam)`` 6× slower than ``adam`` at 10M parameters.
-    The skipping branch hands the gradients on as the updates (zeroed outside, where the
-    select fuses into the parameter update) when they are shaped alike, so no branch writes
-    an array it does not need."""
-    def step(grads, inner_state):
-        return call_update(optimizer, grads, inner_state, params, extra_args)
-
-    shapes = jax.eval_shape(step, grads, inner_state)[0]
-    if jax.tree_util.tree_structure(shapes) == jax.tree_util.tree_structure(grads) and all(
-            (s.shape, s.dtype) == (g.shape, g.dtype)
-            for s, g in zip(jax.tree_util.tree_leaves(shapes), jax.tree_util.tree_leaves(grads))):
-        skip = lambda grads, inner_state: (grads, inner_state)  # noqa: E731
-    else:
-        skip = lambda grads, inner_state: (  # noqa: E731
-            jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes), inner_state)
-    updates, inner_state = lax.cond(apply, step, skip, grads, inner_state)
-    return jax.tree_util.tree_map(lambda u: jnp.where(apply, u, jnp.zeros_like(u)),
-                                  updates), inner_state
-
-
 def apply_if_finite(optimizer: Optimizer,
                     max_consecutive_errors: int | None = None) -> Optimizer:
     """Skip steps whose gradients contain NaN or ±inf, up to a number in a row.
@@ -329,8 +302,9 @@ def apply_if_finite(optimizer: Optimizer,
         apply = finite
         if max_consecutive_errors is not None:
             apply = finite | (consecutive > max_consecutive_errors)
-        updates, inner_state = _step_if(apply, optimizer, grads, state.inner_state, params,
-                                        extra_args)
+        updates, inner_state, _ = update_if(
+            apply, lambda grads, inner: call_update(optimizer, grads, inner, params, extra_args),
+            grads, state.inner_state)
         return updates, ApplyIfFiniteState(
             inner_state=inner_state,
             notfinite_count=jnp.where(finite, state.notfinite_count,
